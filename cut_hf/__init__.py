@@ -1,0 +1,7 @@
+"""cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT) and SimCLR, the Hugging Face way."""
+
+from .models import CUTGenerator, PatchDiscriminator, PatchSampler, nce_channels
+
+__version__ = "0.1.0"
+
+__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "__version__"]

@@ -1,0 +1,115 @@
+"""Contrastive and adversarial losses: one InfoNCE core, PatchNCE (CUT), NT-Xent (SimCLR), GAN losses.
+
+All are pure functions of tensors. Logits are formed in float32 whatever the autocast dtype:
+at T = 0.07 a cosine of 1 becomes 14.3 and exp() of logits overflows fp16's 65504 quickly, and
+bf16's 8-bit mantissa is too coarse for contrastive logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GAN_MODES = ("lsgan", "vanilla", "nonsaturating")
+
+
+def info_nce(positives: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean InfoNCE / cross entropy over N queries with the positive in column 0.
+
+    Args:
+        positives: (N, 1) similarity of each query with its positive key.
+        negatives: (N, K) similarities with its negatives.
+        temperature: divides all logits.
+    """
+    logits = torch.cat([positives, negatives], dim=1).float() / temperature  # (N, 1 + K)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
+
+
+def patch_nce_loss(
+    feat_q: torch.Tensor,
+    feat_k: torch.Tensor,
+    temperature: float = 0.07,
+    batch_size: int | None = None,
+    negatives_from_batch: bool = False,
+) -> torch.Tensor:
+    """PatchNCE for one layer, equal to the official ``PatchNCELoss`` followed by ``.mean()``.
+
+    Query patch i (from the translated image) must match key patch i (same location in the
+    source image) against the other patches. Keys are detached, as in the paper.
+
+    Args:
+        feat_q: (B * S, D) L2-normalised query embeddings, image-major (``PatchSampler`` output).
+        feat_k: (B * S, D) key embeddings at the same locations.
+        temperature: tau, 0.07 in the paper.
+        batch_size: B; negatives come from the same image (S - 1 per query). Required unless
+            ``negatives_from_batch``.
+        negatives_from_batch: take negatives from every image of the batch (B * S - 1 per query),
+            the official ``--nce_includes_all_negatives_from_minibatch``.
+    """
+    if feat_q.shape != feat_k.shape or feat_q.dim() != 2:
+        raise ValueError(f"feat_q and feat_k must both be (B*S, D), got {tuple(feat_q.shape)}, {tuple(feat_k.shape)}")
+    feat_q, feat_k = feat_q.float(), feat_k.detach().float()
+    n, dim = feat_q.shape
+    if negatives_from_batch:
+        groups = 1
+    elif batch_size is None:
+        raise ValueError("patch_nce_loss needs batch_size unless negatives_from_batch=True")
+    else:
+        groups = batch_size
+    if n % groups:
+        raise ValueError(f"{n} patches do not split into batch_size={groups} images")
+    l_pos = (feat_q * feat_k).sum(dim=1, keepdim=True)  # (N, 1)
+    q, k = feat_q.view(groups, -1, dim), feat_k.view(groups, -1, dim)  # (G, S, D)
+    s = q.shape[1]
+    l_neg = torch.bmm(q, k.transpose(1, 2))  # (G, S, S)
+    # The diagonal is the positive itself; the original fills it with -10 (not -inf), so it still
+    # contributes exp(-10 / T) ~ 6e-63 to the denominator. Kept for exact equality.
+    eye = torch.eye(s, dtype=torch.bool, device=q.device)[None]
+    l_neg = l_neg.masked_fill(eye, -10.0).view(-1, s)  # (N, S)
+    return info_nce(l_pos, l_neg, temperature)
+
+
+def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent over the 2N views of N images.
+
+    Views are compared by cosine similarity; each anchor has one positive (its other view) and
+    2N - 2 negatives. Self-similarity is removed from the logits, not masked with a constant.
+    The loss is averaged over all 2N anchors, i.e. both directions (a -> b and b -> a).
+
+    Args:
+        z_a: (N, D) projections of the first views (need not be normalised).
+        z_b: (N, D) projections of the second views, row i the same image as ``z_a[i]``.
+        temperature: tau (0.5 in the paper for small batches, 0.1 for large ones).
+    """
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise ValueError(f"z_a and z_b must both be (N, D), got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
+    n = z_a.shape[0]
+    if n < 1:
+        raise ValueError("nt_xent_loss needs at least one pair")
+    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2N, D)
+    sim = z @ z.t()  # (2N, 2N) cosine similarities
+    idx = torch.arange(2 * n, device=z.device)
+    pos_idx = (idx + n) % (2 * n)  # view i of z_a pairs with i + N
+    positives = sim[idx, pos_idx].unsqueeze(1)  # (2N, 1)
+    keep = ~torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    keep[idx, pos_idx] = False
+    negatives = sim[keep].view(2 * n, 2 * n - 2)  # (2N, 2N - 2): self and positive dropped
+    return info_nce(positives, negatives, temperature)
+
+
+def gan_loss(prediction: torch.Tensor, target_is_real: bool, mode: str = "lsgan") -> torch.Tensor:
+    """Adversarial loss of discriminator logits against a real/fake target, averaged.
+
+    Modes: ``lsgan`` (least squares, the paper's default), ``vanilla`` (binary cross entropy on
+    logits) and ``nonsaturating`` (softplus form, -log D(G(z)) for the generator). Computed in
+    float32 so that bf16/fp16 autocast outputs cannot overflow or lose the small differences.
+    """
+    pred = prediction.float()
+    if mode == "lsgan":
+        return F.mse_loss(pred, torch.full_like(pred, 1.0 if target_is_real else 0.0))
+    if mode == "vanilla":
+        return F.binary_cross_entropy_with_logits(pred, torch.full_like(pred, 1.0 if target_is_real else 0.0))
+    if mode == "nonsaturating":
+        return F.softplus(-pred).mean() if target_is_real else F.softplus(pred).mean()
+    raise ValueError(f"gan mode must be one of {GAN_MODES}, got {mode!r}")

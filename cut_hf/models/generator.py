@@ -1,0 +1,137 @@
+"""CUTGenerator: the ResNet generator of CUT / FastCUT in the official ``model.<i>`` layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from huggingface_hub import PyTorchModelHubMixin
+
+from ..hub import mixin_kwargs
+from .layers import NORMS, Downsample, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
+
+
+class CUTGenerator(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("cut_generator")):
+    """ResNet-based generator (Johnson et al.) with the anti-aliased resampling used by CUT.
+
+    All arguments are plain JSON values, so ``save_pretrained`` writes them to ``config.json``.
+    With the defaults the state dict is exactly the official ``latest_net_G.pth`` (52 keys), so
+    the published weights load with ``strict=True``.
+
+    Args:
+        input_nc: channels of the input image (3 for RGB, 1 for grayscale).
+        output_nc: channels of the output image.
+        ngf: channels after the first convolution; 256 = 4 * ngf in the residual trunk.
+        n_blocks: residual blocks in the trunk (9 for 256 px, 6 and 4 also load official weights).
+        norm: ``"instance"`` (the paper), ``"batch"`` or ``"none"``.
+        antialias: blur-pool downsampling (stride-1 conv + ``Downsample``) instead of strided convs.
+        antialias_up: fixed-filter ``Upsample`` + conv instead of transposed convs.
+        dropout: dropout 0.5 inside residual blocks.
+        nce_layers: Sequential indices whose *outputs* :meth:`encode` returns for PatchNCE.
+    """
+
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        antialias: bool = True,
+        antialias_up: bool = True,
+        dropout: bool = False,
+        nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
+    ) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if n_blocks < 0 or ngf < 1:
+            raise ValueError(f"need ngf >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
+        self.input_nc, self.output_nc, self.ngf, self.n_blocks = input_nc, output_nc, ngf, n_blocks
+        self.nce_layers = tuple(int(i) for i in nce_layers)
+        bias = conv_bias(norm)
+
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
+            norm_layer(norm, ngf),
+            nn.ReLU(True),
+        ]
+        for mult in (1, 2):  # two downsamplings: ngf -> 2 ngf -> 4 ngf
+            cin, cout = ngf * mult, ngf * mult * 2
+            if antialias:
+                layers += [nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias), norm_layer(norm, cout),
+                           nn.ReLU(True), Downsample(cout)]
+            else:
+                layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=bias), norm_layer(norm, cout),
+                           nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, norm=norm, dropout=dropout) for _ in range(n_blocks)]
+        for mult in (4, 2):  # two upsamplings: 4 ngf -> 2 ngf -> ngf
+            cin, cout = ngf * mult, ngf * mult // 2
+            if antialias_up:
+                layers += [Upsample(cin), nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias),
+                           norm_layer(norm, cout), nn.ReLU(True)]
+            else:
+                layers += [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                           norm_layer(norm, cout), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+        bad = [i for i in self.nce_layers if not 0 <= i < len(self.model)]
+        if bad:
+            raise ValueError(f"nce_layers {bad} out of range: the generator has {len(self.model)} layers")
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Translate ``x`` (B, C, H, W) in [-1, 1], H and W multiples of 4, to (B, C', H, W) in [-1, 1]."""
+        return self.model(x)
+
+    def encode(self, x: torch.Tensor, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Features after the given Sequential indices (default ``nce_layers``), in index order.
+
+        Stops after the last requested layer, so the decoder is never run for PatchNCE.
+        """
+        wanted = sorted(set(self.nce_layers if layers is None else layers))
+        feats: list[torch.Tensor] = []
+        if not wanted:
+            return feats
+        for i, layer in enumerate(self.model):
+            x = layer(x)
+            if i in wanted:
+                feats.append(x)
+            if i == wanted[-1]:
+                break
+        return feats
+
+    def forward_with_features(
+        self, x: torch.Tensor, layers: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One pass that returns the translation and the :meth:`encode` features met on the way.
+
+        Training reuses these (detached) as PatchNCE keys instead of a second encoder pass.
+        """
+        wanted = set(self.nce_layers if layers is None else layers)
+        feats: list[torch.Tensor] = []
+        for i, layer in enumerate(self.model):
+            x = layer(x)
+            if i in wanted:
+                feats.append(x)
+        return x, feats
+
+    def feature_channels(self, layers: Sequence[int] | None = None) -> list[int]:
+        """Channel count of each :meth:`encode` output, computed from the layer list (no forward)."""
+        wanted = sorted(set(self.nce_layers if layers is None else layers))
+        channels, out = self.input_nc, []
+        for i, layer in enumerate(self.model):
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                channels = layer.out_channels
+            if i in wanted:
+                out.append(channels)
+        return out
+
+
+def nce_channels(generator_config: dict) -> list[int]:
+    """``PatchSampler`` input channels for a generator config (e.g. a loaded ``config.json``)."""
+    with torch.device("meta"):  # no memory, no init cost: only the layer list is needed
+        return CUTGenerator(**generator_config).feature_channels()

@@ -1,0 +1,127 @@
+"""Building blocks of the official CUT networks: anti-aliased resampling, ResnetBlock, norms by name.
+
+The module order and buffer names here are a compatibility contract: the official
+``latest_net_G.pth`` / ``latest_net_D.pth`` state dicts load into our models with ``strict=True``
+only if every registered tensor keeps the name and shape the original code gave it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORMS = ("instance", "batch", "none")
+
+
+def binomial_filter(size: int) -> torch.Tensor:
+    """The normalised 2-D binomial blur kernel of side ``size`` (3 -> [1,2,1], 4 -> [1,3,3,1])."""
+    rows = {1: [1.0], 2: [1.0, 1.0], 3: [1.0, 2.0, 1.0], 4: [1.0, 3.0, 3.0, 1.0], 5: [1.0, 4.0, 6.0, 4.0, 1.0]}
+    if size not in rows:
+        raise ValueError(f"binomial filter size must be 1-5, got {size}")
+    a = torch.tensor(rows[size], dtype=torch.float32)
+    filt = a[:, None] * a[None, :]
+    return filt / filt.sum()
+
+
+class Downsample(nn.Module):
+    """Blur then subsample (Zhang, "Making Convolutional Networks Shift-Invariant Again", 2019).
+
+    A depthwise [1,2,1] x [1,2,1] blur with reflect padding, applied with stride 2. The kernel is a
+    buffer named ``filt`` of shape (C, 1, k, k) so that it appears in the state dict like the original.
+    """
+
+    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stride = stride
+        lo, hi = (filt_size - 1) // 2, filt_size // 2  # asymmetric for even kernels, as in the original
+        self.pad = nn.ReflectionPad2d((lo, hi, lo, hi))
+        self.register_buffer("filt", binomial_filter(filt_size)[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.filt.to(x.dtype), stride=self.stride, groups=x.shape[1])
+
+
+class Upsample(nn.Module):
+    """Zero-insertion upsampling by 2 followed by a fixed [1,3,3,1] blur (a transposed depthwise conv).
+
+    Replication-pads by one pixel, transposes with the scaled kernel, and crops exactly as the
+    official ``Upsample`` does, so outputs match it to the last bit.
+    """
+
+    def __init__(self, channels: int, filt_size: int = 4, stride: int = 2) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stride = stride
+        self.filt_odd = filt_size % 2 == 1
+        self.pad_size = (filt_size - 1) // 2
+        self.pad = nn.ReplicationPad2d(1)
+        filt = binomial_filter(filt_size) * stride**2
+        self.register_buffer("filt", filt[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv_transpose2d(
+            self.pad(x), self.filt.to(x.dtype), stride=self.stride, padding=1 + self.pad_size, groups=x.shape[1]
+        )[:, :, 1:, 1:]
+        return out if self.filt_odd else out[:, :, :-1, :-1]
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """A normalisation layer by name: ``instance`` (no affine, no running stats, as in CUT),
+    ``batch`` or ``none``."""
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def conv_bias(norm: str) -> bool:
+    """Whether convolutions before a norm carry a bias.
+
+    The original code gives them a bias only with instance norm (batch norm has its own shift, and
+    with ``none`` it falls through to ``False``); checkpoints depend on it, so we keep the rule.
+    """
+    return norm == "instance"
+
+
+class ResnetBlock(nn.Module):
+    """Two reflect-padded 3x3 convolutions with a skip connection.
+
+    ``conv_block`` indices: 0 pad, 1 conv, 2 norm, 3 ReLU, [4 dropout], then pad, conv, norm; the
+    convolution keys are therefore ``conv_block.1.*`` and ``conv_block.5.*`` (``.6.*`` with dropout).
+    """
+
+    def __init__(self, dim: int, norm: str = "instance", dropout: bool = False) -> None:
+        super().__init__()
+        bias = conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
+            norm_layer(norm, dim),
+            nn.ReLU(True),
+        ]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias), norm_layer(norm, dim)]
+        self.conv_block = nn.Sequential(*layers)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """The paper code's ``xavier`` init: Xavier-normal weights with gain 0.02 on conv and linear
+    layers, zero biases, batch-norm scale ~ N(1, gain). Buffers (the blur filters) are untouched."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_normal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
