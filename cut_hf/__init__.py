@@ -1,7 +1,8 @@
 """cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT) and SimCLR, the Hugging Face way."""
 
-from .models import CUTGenerator, PatchDiscriminator, PatchSampler, nce_channels
+from .augment import SimCLRAugment
+from .models import CUTGenerator, PatchDiscriminator, PatchSampler, SimCLR, nce_channels
 
 __version__ = "0.1.0"
 
-__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "__version__"]
+__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "__version__"]

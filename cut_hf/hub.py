@@ -33,12 +33,17 @@ def model_card_template(name: str) -> str:
     raise FileNotFoundError(f"model card template {name!r} not found in {[str(c) for c in candidates]}")
 
 
-def mixin_kwargs(template: str, tags: list[str] | None = None, paper_url: str = PAPER_URL) -> dict[str, Any]:
+def mixin_kwargs(
+    template: str,
+    tags: list[str] | None = None,
+    paper_url: str = PAPER_URL,
+    pipeline_tag: str = "image-to-image",
+) -> dict[str, Any]:
     """Keyword arguments for ``PyTorchModelHubMixin`` subclassing, shared by all cut-hf models."""
     return dict(
         library_name=LIBRARY_NAME,
         tags=list(tags if tags is not None else CUT_TAGS),
-        pipeline_tag="image-to-image",
+        pipeline_tag=pipeline_tag,
         license=LICENSE,
         repo_url=REPO_URL,
         paper_url=paper_url,
