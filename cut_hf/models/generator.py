@@ -87,21 +87,38 @@ class CUTGenerator(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("cut_generato
         """Translate ``x`` (B, C, H, W) in [-1, 1], H and W multiples of 4, to (B, C', H, W) in [-1, 1]."""
         return self.model(x)
 
+    def _wanted_layers(self, layers: Sequence[int] | None) -> list[int]:
+        """Sorted, de-duplicated layer indices, checked against the Sequential's length."""
+        wanted = sorted({int(i) for i in (self.nce_layers if layers is None else layers)})
+        bad = [i for i in wanted if not 0 <= i < len(self.model)]
+        if bad:
+            raise ValueError(f"layers {bad} out of range: the generator has layers 0-{len(self.model) - 1}")
+        return wanted
+
     def encode(self, x: torch.Tensor, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Features after the given Sequential indices (default ``nce_layers``), in index order.
 
-        Stops after the last requested layer, so the decoder is never run for PatchNCE.
+        Equal to the official ``netG(x, layers, encode_only=True)``, and it stops after the last
+        requested layer, so the decoder is never run for PatchNCE.
+
+        The official layout puts in-place ReLUs after its norms, and the official code keeps the
+        tensor it stored, so a feature taken at a norm index (2, 5, ..., or 8 without anti-aliasing)
+        is the ReLU's output; official netF weights were trained on that. We keep those semantics
+        for every layer, the last one included (the original skipped that ReLU only when the
+        norm was the last layer asked for), so ``encode`` and :meth:`forward_with_features` always
+        agree. The default anti-aliased layers are never followed by an in-place op.
         """
-        wanted = sorted(set(self.nce_layers if layers is None else layers))
+        wanted = self._wanted_layers(layers)
         feats: list[torch.Tensor] = []
         if not wanted:
             return feats
-        for i, layer in enumerate(self.model):
+        stop = wanted[-1]
+        while stop + 1 < len(self.model) and getattr(self.model[stop + 1], "inplace", False):
+            stop += 1  # run the in-place ReLU that overwrites the last feature (see above)
+        for i, layer in enumerate(self.model[: stop + 1]):
             x = layer(x)
             if i in wanted:
                 feats.append(x)
-            if i == wanted[-1]:
-                break
         return feats
 
     def forward_with_features(
@@ -111,7 +128,7 @@ class CUTGenerator(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("cut_generato
 
         Training reuses these (detached) as PatchNCE keys instead of a second encoder pass.
         """
-        wanted = set(self.nce_layers if layers is None else layers)
+        wanted = set(self._wanted_layers(layers))
         feats: list[torch.Tensor] = []
         for i, layer in enumerate(self.model):
             x = layer(x)
@@ -121,7 +138,7 @@ class CUTGenerator(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("cut_generato
 
     def feature_channels(self, layers: Sequence[int] | None = None) -> list[int]:
         """Channel count of each :meth:`encode` output, computed from the layer list (no forward)."""
-        wanted = sorted(set(self.nce_layers if layers is None else layers))
+        wanted = self._wanted_layers(layers)
         channels, out = self.input_nc, []
         for i, layer in enumerate(self.model):
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):

@@ -1,0 +1,65 @@
+"""Shared tiny fixtures. Tests run offline (no Hub access) and on CPU, with fixed seeds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported by anything
+
+import pytest
+import torch
+
+# Tests use tiny tensors: one thread is as fast, and on a shared 2-core CI box several threads
+# per process spin against each other (measured: 84 s -> 21 s for tests/models/test_generator.py).
+torch.set_num_threads(int(os.environ.get("CUT_HF_TEST_THREADS", "1")))
+
+# A generator small enough to run a forward pass in milliseconds, but with every layer type.
+TINY_G = dict(ngf=4, n_blocks=2)
+TINY_D = dict(ndf=4, n_layers=3)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Every test starts from the same RNG state, so failures reproduce."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_generator_config() -> dict:
+    return dict(TINY_G)
+
+
+@pytest.fixture
+def tiny_generator():
+    from cut_hf import CUTGenerator
+
+    return CUTGenerator(**TINY_G).eval()
+
+
+@pytest.fixture
+def tiny_discriminator():
+    from cut_hf import PatchDiscriminator
+
+    return PatchDiscriminator(**TINY_D).eval()
+
+
+@pytest.fixture
+def tiny_sampler(tiny_generator):
+    from cut_hf import PatchSampler
+
+    return PatchSampler(tiny_generator.feature_channels(), num_patches=16, nc=8)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """Two 32x32 RGB images in [-1, 1], the generator's input range."""
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """Force huggingface_hub's offline mode for one test, whatever the environment says."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
