@@ -98,6 +98,44 @@ def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5)
     return info_nce(positives, negatives, temperature)
 
 
+def nt_xent_loss_for_anchors(
+    z_a: torch.Tensor, z_b: torch.Tensor, anchors: slice, temperature: float = 0.5
+) -> torch.Tensor:
+    """NT-Xent of a subset of the anchors against all 2M views: the distributed form of SimCLR's loss.
+
+    With ``z_a, z_b`` gathered from every process (M = world size x local N) and ``anchors`` this
+    process's rows, each process computes the loss of its own 2N anchors (rows ``anchors`` of ``z_a``
+    and the same rows of ``z_b``) against all 2M - 2 negatives, forming a (2N, 2M) similarity block
+    instead of the full (2M, 2M). The mean over a partition of the rows into equal slices equals
+    :func:`nt_xent_loss` on the whole batch.
+
+    Args:
+        z_a: (M, D) first-view projections of all images.
+        z_b: (M, D) second-view projections, row i the same image as ``z_a[i]``.
+        anchors: the rows whose views are anchors here, e.g. ``slice(rank * N, (rank + 1) * N)``.
+        temperature: tau.
+    """
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise ValueError(f"z_a and z_b must both be (M, D), got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
+    m = z_a.shape[0]
+    rows = torch.arange(m, device=z_a.device)[anchors]  # (N,)
+    if rows.numel() == 0:
+        raise ValueError(f"anchors {anchors} select no rows of a batch of {m}")
+    # Float32 even under autocast: a bf16 matmul would round the cosines before the division by T.
+    with torch.autocast(device_type=z_a.device.type, enabled=False):
+        z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2M, D)
+        rows = torch.cat([rows, rows + m])  # (2N,) anchor rows in z: first views, then second views
+        sim = z[rows] @ z.t()  # (2N, 2M)
+        pos = (rows + m) % (2 * m)  # the other view of the same image
+        ar = torch.arange(rows.numel(), device=z.device)
+        positives = sim[ar, pos].unsqueeze(1)  # (2N, 1)
+        keep = torch.ones_like(sim, dtype=torch.bool)
+        keep[ar, rows] = False  # self-similarity removed
+        keep[ar, pos] = False
+        negatives = sim[keep].view(rows.numel(), 2 * m - 2)  # (2N, 2M - 2)
+        return info_nce(positives, negatives, temperature)
+
+
 def gan_loss(prediction: torch.Tensor, target_is_real: bool, mode: str = "lsgan") -> torch.Tensor:
     """Adversarial loss of discriminator logits against a real/fake target, averaged.
 
