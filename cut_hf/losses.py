@@ -7,12 +7,39 @@ bf16's 8-bit mantissa is too coarse for contrastive logits.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 
 GAN_MODES = ("lsgan", "vanilla", "nonsaturating")
 
+_F = TypeVar("_F", bound=Callable[..., torch.Tensor])
 
+
+def _float32_loss(fn: _F) -> _F:
+    """Run a loss with autocast switched off on the devices of its tensor arguments.
+
+    Casting inputs with ``.float()`` is not enough: under autocast ``bmm``/``matmul`` cast their
+    float32 operands back to bf16/fp16, and the similarity logits would lose most of their bits.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device_types = {a.device.type for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
+        with contextlib.ExitStack() as stack:
+            for device_type in device_types:
+                if torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_float32_loss
 def info_nce(positives: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
     """Mean InfoNCE / cross entropy over N queries with the positive in column 0.
 
@@ -26,6 +53,7 @@ def info_nce(positives: torch.Tensor, negatives: torch.Tensor, temperature: floa
     return F.cross_entropy(logits, target)
 
 
+@_float32_loss
 def patch_nce_loss(
     feat_q: torch.Tensor,
     feat_k: torch.Tensor,
@@ -70,6 +98,7 @@ def patch_nce_loss(
     return info_nce(l_pos, l_neg, temperature)
 
 
+@_float32_loss
 def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """SimCLR's NT-Xent over the 2N views of N images.
 
@@ -136,6 +165,7 @@ def nt_xent_loss_for_anchors(
         return info_nce(positives, negatives, temperature)
 
 
+@_float32_loss
 def gan_loss(prediction: torch.Tensor, target_is_real: bool, mode: str = "lsgan") -> torch.Tensor:
     """Adversarial loss of discriminator logits against a real/fake target, averaged.
 

@@ -43,6 +43,18 @@ class PatchSampler(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("patch_sample
                 self.add_module(f"mlp_{i}", nn.Sequential(nn.Linear(c, nc), nn.ReLU(), nn.Linear(nc, nc)))
         init_weights(self)
 
+    @classmethod
+    def for_generator(
+        cls, generator: nn.Module, num_patches: int = 256, nc: int = 256, use_mlp: bool = True
+    ) -> PatchSampler:
+        """A sampler whose MLPs fit ``generator.encode()``'s features (its ``nce_layers``).
+
+        Args:
+            generator: a :class:`~cut_hf.CUTGenerator` (anything with ``feature_channels()``).
+            num_patches, nc, use_mlp: as in the constructor.
+        """
+        return cls(generator.feature_channels(), num_patches=num_patches, nc=nc, use_mlp=use_mlp)
+
     def mlp(self, i: int) -> nn.Module:
         """The projection MLP of feature layer ``i`` (identity without ``use_mlp``)."""
         return getattr(self, f"mlp_{i}") if self.use_mlp else nn.Identity()
@@ -74,6 +86,8 @@ class PatchSampler(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("patch_sample
         out, ids_out = [], []
         for i, feat in enumerate(feats):
             b, c, h, w = feat.shape
+            if c != self.in_channels[i]:
+                raise ValueError(f"feature map {i} has {c} channels, this sampler expects {self.in_channels[i]}")
             flat = feat.permute(0, 2, 3, 1).flatten(1, 2)  # (B, H*W, C)
             if n > 0:
                 if patch_ids is not None:
