@@ -1,8 +1,10 @@
 """cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT) and SimCLR, the Hugging Face way."""
 
 from .augment import SimCLRAugment
+from .hub import ModelLoadError, load_generator
 from .models import CUTGenerator, PatchDiscriminator, PatchSampler, SimCLR, nce_channels
 
 __version__ = "0.1.0"
 
-__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "__version__"]
+__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "ModelLoadError",
+           "load_generator", "__version__"]

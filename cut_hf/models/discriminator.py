@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin
 
-from ..hub import mixin_kwargs
+from ..hub import CheckedHubMixin, mixin_kwargs
 from .layers import NORMS, Downsample, conv_bias, init_weights, norm_layer
 
 
-class PatchDiscriminator(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("patch_discriminator")):
+class PatchDiscriminator(nn.Module, CheckedHubMixin, **mixin_kwargs("patch_discriminator")):
     """Classifies overlapping patches as real or fake; outputs a (B, 1, H', W') map of logits.
 
     With the defaults its keys are the official ``model.{0,3,7,11,14}.weight/bias`` and the blur

@@ -6,13 +6,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin
 
-from ..hub import mixin_kwargs
+from ..hub import CheckedHubMixin, mixin_kwargs
 from .layers import NORMS, Downsample, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
 
 
-class CUTGenerator(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("cut_generator")):
+class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
     """ResNet-based generator (Johnson et al.) with the anti-aliased resampling used by CUT.
 
     All arguments are plain JSON values, so ``save_pretrained`` writes them to ``config.json``.

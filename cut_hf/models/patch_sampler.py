@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin
 
-from ..hub import mixin_kwargs
+from ..hub import CheckedHubMixin, mixin_kwargs
 from .layers import init_weights
 
 
@@ -17,7 +16,7 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return x / (x.pow(2).sum(1, keepdim=True).sqrt() + eps)
 
 
-class PatchSampler(nn.Module, PyTorchModelHubMixin, **mixin_kwargs("patch_sampler")):
+class PatchSampler(nn.Module, CheckedHubMixin, **mixin_kwargs("patch_sampler")):
     """Samples the same random locations from each feature map and projects them with a 2-layer MLP.
 
     One MLP per encoder layer, ``mlp_i = Linear(C_i, nc) -> ReLU -> Linear(nc, nc)``, built here in

@@ -1,0 +1,238 @@
+"""Hub round trip of the three CUT models, model cards, and clear errors when loading fails."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from cut_hf import CUTGenerator, ModelLoadError, PatchDiscriminator, PatchSampler, load_generator
+from cut_hf.hub import CUT_TAGS, check_local_model_dir, load_pretrained
+
+G_CFG = dict(ngf=4, n_blocks=2, antialias_up=False, nce_layers=[0, 4, 8])  # not the defaults
+D_CFG = dict(ndf=4, n_layers=2, input_nc=1, antialias=False)
+S_CFG = dict(in_channels=[3, 8, 16], num_patches=12, nc=8)
+
+
+def init_args(cls) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+@pytest.fixture
+def saved_generator(tmp_path) -> tuple[CUTGenerator, Path]:
+    g = CUTGenerator(**G_CFG).eval()
+    g.save_pretrained(tmp_path / "g")
+    return g, tmp_path / "g"
+
+
+# --- round trip -------------------------------------------------------------------------------
+def test_generator_round_trip_is_identical(saved_generator, images):
+    g, path = saved_generator
+    loaded = CUTGenerator.from_pretrained(path, strict=True)
+    assert not loaded.training and loaded.nce_layers == (0, 4, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), g(images))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.encode(images), g.encode(images), strict=True))
+    for k, v in g.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_discriminator_and_sampler_round_trip_are_identical(tmp_path):
+    d = PatchDiscriminator(**D_CFG).eval()
+    d.save_pretrained(tmp_path / "d")
+    d2 = PatchDiscriminator.from_pretrained(tmp_path / "d", strict=True)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(d2(x), d(x))
+
+    s = PatchSampler(**S_CFG)
+    s.save_pretrained(tmp_path / "s")
+    s2 = PatchSampler.from_pretrained(tmp_path / "s", strict=True)
+    feats = [torch.randn(2, c, 8, 8) for c in S_CFG["in_channels"]]
+    out, ids = s(feats)
+    out2, ids2 = s2(feats, patch_ids=ids)
+    assert s2.num_patches == 12 and all(torch.equal(a, b) for a, b in zip(out, out2, strict=True))
+
+
+@pytest.mark.parametrize("cls, cfg", [(CUTGenerator, G_CFG), (PatchDiscriminator, D_CFG), (PatchSampler, S_CFG)])
+def test_config_json_holds_every_init_argument(tmp_path, cls, cfg):
+    cls(**cfg).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert set(config) == init_args(cls)
+    for key, value in cfg.items():
+        assert config[key] == value, key
+    assert json.loads(json.dumps(config)) == config  # plain JSON values only
+
+
+# --- model cards ------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls, cfg", [(CUTGenerator, G_CFG), (PatchDiscriminator, D_CFG), (PatchSampler, S_CFG)])
+def test_model_card_has_metadata_and_no_placeholders(tmp_path, cls, cfg):
+    cls(**cfg).save_pretrained(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.library_name == "cut-hf"
+    assert set(CUT_TAGS) <= set(card.data.tags)
+    assert {"image-to-image", "cut", "unpaired-image-translation", "contrastive-learning"} <= set(card.data.tags)
+    assert card.data.pipeline_tag == "image-to-image"
+    assert card.data.license == "mit"
+    for placeholder in ("[More Information Needed]", "{{", "}}", "{%", "%}"):
+        assert placeholder not in text, placeholder
+    assert "arxiv.org/abs/2007.15651" in text
+
+
+def test_model_card_renders_training_details_and_metrics(tmp_path):
+    g = CUTGenerator(ngf=4, n_blocks=1)
+    g.save_pretrained(tmp_path, model_card_kwargs=dict(
+        model_name="horse2zebra CUT", repo_id="someone/horse2zebra-cut", domain_a="horses", domain_b="zebras",
+        training={"mode": "cut", "steps": 1234, "image size": 256},
+        metrics={"FID": 45.5, "KID": 0.0123}))
+    text = (tmp_path / "README.md").read_text()
+    assert "# horse2zebra CUT" in text and "from **horses** to **zebras**" in text
+    assert "| steps | 1234 |" in text and "| mode | cut |" in text
+    assert "| FID | 45.5 |" in text and "| KID | 0.0123 |" in text
+    assert 'CUTGenerator.from_pretrained("someone/horse2zebra-cut")' in text
+    assert ModelCard.load(tmp_path / "README.md").data.library_name == "cut-hf"
+
+
+def test_an_existing_card_is_kept(saved_generator):
+    g, path = saved_generator
+    (path / "README.md").write_text("---\nlicense: mit\n---\n# my own card\n")
+    g.save_pretrained(path)
+    assert "# my own card" in (path / "README.md").read_text()
+
+
+# --- load_generator ---------------------------------------------------------------------------
+def test_load_generator_reads_a_folder_and_a_training_output_folder(saved_generator, tmp_path, images):
+    g, path = saved_generator
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(path, run / "generator")
+    with torch.no_grad():
+        expected = g(images)
+        for source in (path, str(path), run):
+            loaded = load_generator(source)
+            assert isinstance(loaded, CUTGenerator) and not loaded.training
+            assert torch.equal(loaded(images), expected)
+    assert load_generator(path, nce_layers=[0, 4]).nce_layers == (0, 4)  # config overrides
+    with pytest.raises(TypeError, match="no_such_arg"):
+        load_generator(path, no_such_arg=1)
+
+
+def one_line_error(fn, *args, **kwargs) -> str:
+    with pytest.raises(ModelLoadError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+def test_missing_and_incomplete_folders_give_one_line_errors(saved_generator, tmp_path):
+    _, path = saved_generator
+    assert "does not exist" in one_line_error(load_generator, tmp_path / "nope")
+    assert "does not exist" in one_line_error(CUTGenerator.from_pretrained, str(tmp_path / "nope"))
+    (path / "model.safetensors").unlink()
+    assert "missing model.safetensors" in one_line_error(load_generator, path)
+    # The stock mixin would build a default model here and load nothing: ours refuses.
+    assert "missing model.safetensors" in one_line_error(CUTGenerator.from_pretrained, path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "missing config.json, model.safetensors" in one_line_error(load_generator, empty)
+    (tmp_path / "file.txt").write_text("x")
+    assert "is a file" in one_line_error(load_generator, tmp_path / "file.txt")
+
+
+def test_truncated_foreign_and_broken_files_give_one_line_errors(saved_generator, tmp_path):
+    _, path = saved_generator
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    assert "truncated or not safetensors" in one_line_error(load_generator, path)
+    weights.write_bytes(data)
+
+    (path / "config.json").write_text("{not json")
+    assert "config.json" in one_line_error(load_generator, path)
+    (path / "config.json").write_text(json.dumps({**G_CFG, "norm": "group"}))
+    assert "does not describe a CUTGenerator" in one_line_error(load_generator, path)
+
+    d = tmp_path / "d"
+    PatchDiscriminator(ndf=4).save_pretrained(d)
+    message = one_line_error(load_generator, d)  # a discriminator folder is not a generator
+    assert "does not hold CUTGenerator weights" in message and "missing" in message and "unexpected" in message
+    (path / "config.json").write_text(json.dumps({**G_CFG, "ngf": 8}))  # weights of another size
+    assert "of another shape" in one_line_error(load_generator, path)
+
+
+def test_offline_uncached_hub_id_gives_a_clear_error(hub_offline, tmp_path):
+    message = one_line_error(load_generator, "someone/not-cached-cut", cache_dir=tmp_path)
+    assert "HF_HUB_OFFLINE=1" in message and "someone/not-cached-cut" in message
+    assert "not a valid Hugging Face Hub id" in one_line_error(load_generator, "bad id!", cache_dir=tmp_path)
+
+
+def fake_hub_cache(cache: Path, repo_id: str, folder: Path, subfolder: str = "") -> None:
+    """Lay ``folder`` out as huggingface_hub's cache holds a downloaded snapshot of ``repo_id``."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit / subfolder)
+
+
+@pytest.mark.parametrize("subfolder", ["", "generator"])
+def test_offline_cached_hub_id_loads(hub_offline, saved_generator, tmp_path, images, subfolder):
+    g, path = saved_generator
+    fake_hub_cache(tmp_path / "cache", "someone/tiny-cut", path, subfolder)
+    loaded = load_generator("someone/tiny-cut", cache_dir=tmp_path / "cache")
+    with torch.no_grad():
+        assert torch.equal(loaded(images), g(images))
+    if not subfolder:  # the plain mixin API reads the same cache
+        again = CUTGenerator.from_pretrained("someone/tiny-cut", cache_dir=tmp_path / "cache")
+        assert torch.equal(again(images), loaded(images))
+
+
+def test_check_local_model_dir_tells_paths_from_hub_ids(saved_generator, tmp_path):
+    _, path = saved_generator
+    assert check_local_model_dir(path) == path
+    assert check_local_model_dir("user/name") is None  # looks like a Hub id
+    for local_looking in ("./nope", "/no/such/dir", "a/b/c"):
+        with pytest.raises(ModelLoadError, match="does not exist"):
+            check_local_model_dir(local_looking)
+
+
+def test_load_pretrained_works_for_the_other_models(tmp_path):
+    s = PatchSampler(**S_CFG)
+    s.save_pretrained(tmp_path / "run" / "sampler")
+    loaded = load_pretrained(PatchSampler, tmp_path / "run", subfolder="sampler")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), s.state_dict().values()))
+
+
+def hub_error(cls, message="boom"):
+    """An instance of a huggingface_hub HTTP error without a real HTTP response behind it."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    return err
+
+
+@pytest.mark.parametrize("error, expected", [
+    ("RepositoryNotFoundError", "no Hub repository 'someone/tiny-cut' exists"),
+    ("GatedRepoError", "gated"),
+    ("RevisionNotFoundError", "no such revision"),
+    ("RemoteEntryNotFoundError", "holds no cut-hf model"),
+    ("LocalEntryNotFoundError", "could not be reached"),  # online mode, but no network
+])
+def test_hub_errors_become_one_line_messages(monkeypatch, tmp_path, error, expected):
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    cls = getattr(errors, error)
+
+    def fake_download(*args, **kwargs):  # what hf_hub_download raises for that failure
+        raise hub_error(cls) if error != "LocalEntryNotFoundError" else cls("no connection")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert expected in one_line_error(load_generator, "someone/tiny-cut", cache_dir=tmp_path)
