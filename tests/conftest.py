@@ -15,7 +15,6 @@ torch.set_num_threads(int(os.environ.get("CUT_HF_TEST_THREADS", "1")))
 
 # A generator small enough to run a forward pass in milliseconds, but with every layer type.
 TINY_G = dict(ngf=4, n_blocks=2)
-TINY_D = dict(ndf=4, n_layers=3)
 
 
 @pytest.fixture(autouse=True)
@@ -25,29 +24,10 @@ def _seed() -> None:
 
 
 @pytest.fixture
-def tiny_generator_config() -> dict:
-    return dict(TINY_G)
-
-
-@pytest.fixture
 def tiny_generator():
     from cut_hf import CUTGenerator
 
     return CUTGenerator(**TINY_G).eval()
-
-
-@pytest.fixture
-def tiny_discriminator():
-    from cut_hf import PatchDiscriminator
-
-    return PatchDiscriminator(**TINY_D).eval()
-
-
-@pytest.fixture
-def tiny_sampler(tiny_generator):
-    from cut_hf import PatchSampler
-
-    return PatchSampler(tiny_generator.feature_channels(), num_patches=16, nc=8)
 
 
 @pytest.fixture
