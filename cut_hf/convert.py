@@ -52,6 +52,7 @@ __all__ = [
     "infer_generator_config",
     "infer_discriminator_config",
     "infer_sampler_config",
+    "drop_stale_instance_norm_stats",
     "load_official_generator",
     "load_official_discriminator",
     "load_official_sampler",
@@ -335,11 +336,32 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path:
     model.load_state_dict(state_dict, strict=True)
 
 
+def drop_stale_instance_norm_stats(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Remove the running statistics that PyTorch < 0.4 saved for InstanceNorm layers, in place.
+
+    Old pix2pix/CycleGAN checkpoints (e.g. the CycleGAN baseline's) carry ``running_mean`` /
+    ``running_var`` for affine-free instance norms, which use per-image statistics and never read
+    them; the original ``test.py`` deletes them the same way. A norm with a ``.weight`` is a real
+    batch norm and is left alone. Returns the removed keys.
+    """
+    stale = [k[: -len(".running_mean")] for k in state_dict
+             if k.endswith(".running_mean") and k[: -len(".running_mean")] + ".weight" not in state_dict]
+    removed = [f"{p}.{b}" for p in stale for b in ("running_mean", "running_var", "num_batches_tracked")
+               if f"{p}.{b}" in state_dict]
+    for key in removed:
+        del state_dict[key]
+    if removed:
+        print(f"note: dropped {len(removed)} stale InstanceNorm running-stat buffers (PyTorch < 0.4 checkpoint)",
+              file=sys.stderr)
+    return removed
+
+
 def load_official_generator(path: str | os.PathLike) -> CUTGenerator:
     """A :class:`CUTGenerator` holding the weights of an official ``latest_net_G.pth`` (eval mode)."""
     path = Path(path)
     sd = load_state_dict_file(path)
     _expect_kind(sd, path, "generator")
+    drop_stale_instance_norm_stats(sd)
     model = CUTGenerator(**infer_generator_config(sd))
     _load_strict(model, sd, path)
     return model.eval()
@@ -350,6 +372,7 @@ def load_official_discriminator(path: str | os.PathLike) -> PatchDiscriminator:
     path = Path(path)
     sd = load_state_dict_file(path)
     _expect_kind(sd, path, "discriminator")
+    drop_stale_instance_norm_stats(sd)
     model = PatchDiscriminator(**infer_discriminator_config(sd))
     _load_strict(model, sd, path)
     return model.eval()

@@ -97,6 +97,21 @@ def test_grayscale_and_batchnorm_generators_infer_channels_and_norm(tmp_path, x)
         torch.testing.assert_close(generator(x[:, :1]), official(x[:, :1]), rtol=0, atol=1e-6)
 
 
+def test_cyclegan_style_checkpoint_with_stale_instance_norm_buffers(tmp_path, x, capsys):
+    """pix2pix/CycleGAN's ResNet generator is the non-anti-aliased layout; PyTorch < 0.4 saved
+    running stats for its instance norms, which the original test.py deletes before loading."""
+    official = official_generator(ngf=4, n_blocks=9, antialias=False, antialias_up=False, seed=4).eval()
+    sd = official.state_dict()
+    for i in (2, 5, 8, 20, 23):  # the norms after the first conv, the downsamplings and the upsamplings
+        sd[f"model.{i}.running_mean"] = torch.randn(sd[f"model.{i - 1}.weight"].shape[0 if i < 19 else 1])
+        sd[f"model.{i}.running_var"] = torch.rand_like(sd[f"model.{i}.running_mean"])
+    generator = load_official_generator(save_state_dict(sd, tmp_path / "latest_net_G.pth"))
+    assert "dropped 10 stale InstanceNorm" in capsys.readouterr().err
+    assert generator._hub_mixin_config["norm"] == "instance"
+    with torch.no_grad():
+        torch.testing.assert_close(generator(x), official(x), rtol=0, atol=1e-6)
+
+
 def official_default_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """The 52 tensors of the official default latest_net_G.pth, written from DESIGN.md's table."""
     g = torch.Generator().manual_seed(seed)
