@@ -1,0 +1,60 @@
+"""train.py launched by torchrun as 2 CPU processes (gloo): one job, different data per rank, same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_images(folder: Path, n: int, seed: int, prefix: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{prefix}_{i}.png")
+
+
+def test_two_processes_share_weights_and_split_the_data(tmp_path: Path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_images(data / "trainA", 8, seed=1, prefix="a")
+    make_images(data / "trainB", 6, seed=2, prefix="b")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)  # train.py must join the processes by itself on a CPU machine
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "train.py"), "--data-dir", str(data), "--output-dir", str(out),
+           "--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
+           "--num-patches", "16", "--netf-nc", "16", "--num-workers", "0", "--n-epochs", "1", "--n-epochs-decay", "1",
+           "--max-steps", "4", "--checkpoint-every", "2", "--log-every", "1", "--log-seen-files"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # One job of 2 processes: 8 A images / (batch 1 x 2 processes) = 4 steps per epoch.
+    assert proc.stdout.count("4 steps per epoch on each of 2 process(es)") == 1  # printed by the main process only
+    ranks = [json.loads((out / "seen_files" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    a0, a1 = set(ranks[0]["A"]), set(ranks[1]["A"])
+    assert len(ranks[0]["A"]) == len(ranks[1]["A"]) == 4
+    assert not a0 & a1 and a0 | a1 == {f"a_{i}.png" for i in range(8)}  # different data, the whole epoch
+    assert ranks[0]["B"] != ranks[1]["B"]  # B drawn independently per item
+    # Gradients were averaged: both replicas hold the same weights, which moved from their start.
+    assert ranks[0]["generator_sha256"] == ranks[1]["generator_sha256"]
+    sys.path.insert(0, str(ROOT))
+    import train
+
+    args = train.parse_args(["--data-dir", str(data), "--ngf", "8", "--n-blocks", "2", "--netf-nc", "16"])
+    torch.manual_seed(0)
+    initial, _, _ = train.build_models(args)
+    assert train.weights_digest(initial) != ranks[0]["generator_sha256"]
+    assert train.weights_digest(train.CUTGenerator.from_pretrained(out / "generator")) == ranks[0]["generator_sha256"]
+    # Checkpoints hold both processes' RNG states; outputs were written once.
+    ckpt = out / "checkpoints" / "checkpoint_1"
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
+    assert json.loads((ckpt / "trainer_state.json").read_text())["num_processes"] == 2
+    assert proc.stdout.count("saved checkpoint") == 2
