@@ -234,7 +234,8 @@ def infer_generator_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     elif conv_positions == {frozenset({1, 6})}:
         dropout = True
     else:
-        raise ConversionError(f"not a CUT ResNet generator: unexpected residual block layout {sorted(blocks[indices[0]])}")
+        layout = sorted(blocks[indices[0]])
+        raise ConversionError(f"not a CUT ResNet generator: unexpected residual block layout {layout}")
     up = indices[0] + n_blocks
     antialias_up = f"model.{up}.filt" in state_dict
 
@@ -437,8 +438,8 @@ def _provenance(kind: str, path: Path, config: Mapping[str, Any], n_tensors: int
     ]
     fid = PAPER_FID.get((name or "", mode or ""))
     if kind == "generator" and fid is not None:
-        rows.append(("paper's FID", f"{fid} on the {name} test split (as reported in the paper; not re-measured by the conversion, "
-                                    "see `python -m cut_hf.evaluate`)"))
+        rows.append(("paper's FID", f"{fid} on the {name} test split (as reported in the paper; not re-measured "
+                                    "by the conversion, see `python -m cut_hf.evaluate`)"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     intro = (f"These weights are the official {MODES.get(mode or '', 'CUT')} release converted to the cut-hf "
              "format: the numbers are unchanged, only the container is (safetensors + config.json).")
@@ -522,7 +523,7 @@ def convert(
         )
         if kind == "generator":
             card_kwargs.update(
-                model_name=f"{mode_title} {name} (official weights)" if name else f"{mode_title} generator (official weights)",
+                model_name=f"{mode_title} {name or 'generator'} (official weights)",
                 mode_title=mode_title, domain_a=domain_a, domain_b=domain_b, repo_id=push_to_hub,
                 description=(f"The {mode_title} generator published by the paper's authors"
                              f"{f' for {name}' if name else ''}, converted without retraining."),

@@ -325,7 +325,8 @@ def evaluate_folders(
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cut_hf.evaluate",
-        description="Translate a test folder and measure FID / KID against the target domain (PSNR / SSIM with --paired).",
+        description="Translate a test folder and measure FID / KID against the target domain "
+                    "(PSNR / SSIM with --paired).",
     )
     p.add_argument("--model", required=True,
                    help="Hub id, save_pretrained folder, train.py output folder, or an official latest_net_G.pth")

@@ -89,7 +89,8 @@ def inception_feature_extractor(weights_path: str | os.PathLike | None = None) -
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise MetricsUnavailable(f"{str(path)!r} is not an Inception state dict")
     elif not inception_cache_path().is_file() and _offline():
-        raise MetricsUnavailable(f"the FID Inception weights are not cached and HF_HUB_OFFLINE=1; {HOW_TO_GET_INCEPTION}")
+        raise MetricsUnavailable(
+            f"the FID Inception weights are not cached and HF_HUB_OFFLINE=1; {HOW_TO_GET_INCEPTION}")
 
     try:
         net = NoTrainInceptionV3(
@@ -101,7 +102,8 @@ def inception_feature_extractor(weights_path: str | os.PathLike | None = None) -
             raise MetricsUnavailable(f"could not load the Inception weights: {str(err).splitlines()[0]}") from err
         raise MetricsUnavailable(f"{str(path)!r} does not hold the FID Inception-v3 weights") from err
     except OSError as err:  # URLError / HTTPError / socket errors while downloading
-        raise MetricsUnavailable(f"could not download the FID Inception weights ({err}); {HOW_TO_GET_INCEPTION}") from err
+        raise MetricsUnavailable(
+            f"could not download the FID Inception weights ({err}); {HOW_TO_GET_INCEPTION}") from err
     net.num_features = 2048
     return net.eval()
 

@@ -149,7 +149,7 @@ def test_default_size_official_key_list_converts_to_the_default_generator(tmp_pa
     out = convert(ckpt, tmp_path / "out", name="horse2zebra", mode="cut")
     converted = CUTGenerator.from_pretrained(out, strict=True).eval()
     defaults = json.loads(json.dumps(CUTGenerator()._hub_mixin_config))
-    assert json.loads((out / "config.json").read_text()) == defaults  # ngf 64, 9 blocks, anti-aliased: the paper's model
+    assert json.loads((out / "config.json").read_text()) == defaults  # ngf 64, 9 blocks, anti-aliased
 
     official = official_generator(seed=5).eval()  # the original architecture, default options
     official.load_state_dict(sd, strict=True)  # the hand-written key list is the official one
