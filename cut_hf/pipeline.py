@@ -1,0 +1,515 @@
+"""``translate()``: images in, translated PIL images out — any size, any mode, tiles for huge images.
+
+The generator only accepts (B, C, H, W) tensors in [-1, 1] with H and W multiples of 4. This module
+does everything around that: loading and channel conversion (:mod:`cut_hf.images`), scaling to
+[-1, 1], reflect padding to a multiple of 4 and cropping back, optional resizing, batching of
+equal-size images, mixed precision, and a tiled mode whose memory does not grow with the image.
+
+Tiling and instance norm
+------------------------
+CUT's generator normalises every feature map with instance norm, i.e. with the mean and variance of
+the *whole* map. Run tile by tile, each tile would be normalised with its own statistics and the
+tiles would come out with different colours and brightness (visible seams). So the tiled mode works
+in two passes:
+
+1. *Statistics*: the generator runs once on the whole image — or, when it exceeds
+   ``max_whole_pixels``, on a downscaled copy whose area fits — and every ``InstanceNorm2d`` records
+   the per-channel mean and variance of its input.
+2. *Tiles*: overlapping tiles (each read with ``tile_margin`` pixels of context on every side, which
+   are computed and thrown away) run through a copy of the generator whose instance norms use the
+   frozen statistics of pass 1. With fixed statistics the network is a purely local operator, so a
+   tile's centre equals the whole-image result up to the far tail of the receptive field; overlaps
+   between neighbouring tiles are cross-faded with a raised-cosine window to hide what is left.
+
+The copy shares all parameters with the user's generator (no weights are duplicated) and swaps only
+its norm modules, so the user's model is never modified, even while the call runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, image_to_tensor, tensor_to_pil
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+#: Largest image (after ``size`` resizing, in pixels) run in one piece when ``tile`` is None;
+#: bigger images are tiled automatically with :data:`DEFAULT_TILE`. The whole-image pass costs about
+#: 1.3 GB per megapixel with the default generator (ngf 64) in fp32 on CPU, so 2 Mpx (e.g.
+#: 1920 x 1080) stays under ~3 GB. Also the area of the statistics pass of the tiled mode.
+DEFAULT_MAX_WHOLE_PIXELS = 1 << 21
+#: Output pixels per tile side in the tiled mode (each forward sees ``tile + 2 * margin`` per side).
+DEFAULT_TILE = 512
+#: Context read around each tile and discarded; a multiple of 4.
+DEFAULT_TILE_MARGIN = 64
+#: Width of the cross-faded band between neighbouring tiles; a multiple of 4.
+DEFAULT_TILE_OVERLAP = 32
+#: The generator needs H, W multiples of 4 (two stride-2 stages) and at least 8 (its reflect pads).
+MULTIPLE, MIN_SIDE = 4, 8
+
+ImageLike = Union[Image.Image, str, os.PathLike, np.ndarray, torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------- setup
+def resolve_device(device: str | torch.device | None = None, generator: nn.Module | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` picks the generator's device when it is not the CPU,
+    else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if generator is not None:
+        param = next(iter(generator.parameters()), None)
+        if param is not None and param.device.type != "cpu":
+            return param.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None for fp32); raises ValueError for
+    unknown names and for fp16 off CUDA (CPU kernels for fp16 are slow or missing; bf16 is the CPU's
+    reduced precision)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA device (got {device.type}); use 'bf16' or 'fp32'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _channels(generator: nn.Module) -> tuple[int, int]:
+    """(input, output) channel counts: the ``input_nc``/``output_nc`` attributes of a CUTGenerator,
+    else the first and last convolution."""
+    convs = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    c_in = getattr(generator, "input_nc", None) or (convs[0].in_channels if convs else None)
+    c_out = getattr(generator, "output_nc", None) or (convs[-1].out_channels if convs else None)
+    if c_in is None or c_out is None:
+        raise TypeError(f"cannot tell the channel counts of {type(generator).__name__}: give it input_nc/output_nc")
+    return int(c_in), int(c_out)
+
+
+@contextlib.contextmanager
+def _prepared(generator: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The generator in eval mode on ``device`` for the duration; its mode and device are restored."""
+    was_training = generator.training
+    param = next(iter(generator.parameters()), None)
+    home = param.device if param is not None else device
+    generator.eval()
+    if home != device:
+        generator.to(device)
+    try:
+        yield generator
+    finally:
+        if home != device:
+            generator.to(home)
+        generator.train(was_training)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def _as_list(image_or_images: object) -> tuple[list, bool]:
+    """(items, single): a list/tuple or a (B, C, H, W) tensor is many images, anything else one."""
+    if isinstance(image_or_images, torch.Tensor):
+        if image_or_images.ndim == 3:
+            return [image_or_images], True
+        if image_or_images.ndim == 4:
+            return list(image_or_images), False
+        raise ValueError(f"a tensor input must be (C, H, W) or (B, C, H, W), got shape {tuple(image_or_images.shape)}")
+    if isinstance(image_or_images, (list, tuple)):
+        return list(image_or_images), False
+    return [image_or_images], True
+
+
+def _tensor_input(x: torch.Tensor, channels: int, max_pixels: int | None) -> torch.Tensor:
+    """Check a (C, H, W) tensor and return it as float32 on the CPU in [-1, 1].
+
+    uint8 tensors are taken as [0, 255] images and scaled; float tensors must already be in [-1, 1]
+    (an out-of-range tensor is refused, and an all-non-negative one warns: it is probably [0, 1]).
+    """
+    if x.ndim != 3:
+        raise ValueError(f"each tensor image must be (C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[0] != channels:
+        raise ValueError(f"tensor has {x.shape[0]} channels but the generator takes {channels}")
+    check_pixels(x.shape[2], x.shape[1], max_pixels, "tensor image")
+    if x.dtype == torch.uint8:
+        return x.detach().cpu().float().div_(127.5).sub_(1.0)
+    if not x.is_floating_point():
+        raise ValueError(f"tensor dtype {x.dtype} not supported: use float in [-1, 1] or uint8 in [0, 255]")
+    x = x.detach().cpu().float()
+    if not torch.isfinite(x).all():
+        raise ValueError("tensor image contains NaN or inf")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1.001 or hi > 1.001:
+        hint = " (looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else ""
+        raise ValueError(f"tensor values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]{hint}")
+    if lo >= 0.0:
+        warnings.warn(
+            "tensor image has no negative values: translate expects [-1, 1]; if it is in [0, 1], pass x * 2 - 1",
+            stacklevel=3,
+        )
+    return x.clamp_(-1.0, 1.0)
+
+
+def _to_tensor(item: object, channels: int, max_pixels: int | None) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        return _tensor_input(item, channels, max_pixels)
+    if isinstance(item, (Image.Image, str, os.PathLike, np.ndarray, bytes)):
+        return image_to_tensor(item, channels, max_pixels=max_pixels)
+    raise ImageLoadError(f"cannot translate a {type(item).__name__}: pass PIL images, paths, arrays or tensors")
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(H, W) with the shorter side set to ``size`` snapped to the nearest multiple of 4 (at least 4),
+    the longer side scaled in proportion."""
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    short = max(MULTIPLE, int(round(size / MULTIPLE)) * MULTIPLE)
+    scale = short / min(height, width)
+    if height <= width:
+        return short, max(1, int(round(width * scale)))
+    return max(1, int(round(height * scale))), short
+
+
+def _resize(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic resize of a (..., C, H, W) tensor in [-1, 1], clamped back into range."""
+    if tuple(x.shape[-2:]) == tuple(shape):
+        return x
+    return TF.resize(x, list(shape), interpolation=InterpolationMode.BICUBIC, antialias=True).clamp_(-1.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------- whole path
+def _pad_amounts(n: int) -> tuple[int, int]:
+    """(before, after) padding that brings a side of ``n`` to a multiple of 4, at least 8."""
+    target = max(MIN_SIDE, -(-n // MULTIPLE) * MULTIPLE)
+    pad = target - n
+    return pad // 2, pad - pad // 2
+
+
+def _pad(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Reflect-pad (B, C, H, W) to multiples of 4; replicate where the image is too small to reflect."""
+    top, bottom = _pad_amounts(x.shape[-2])
+    left, right = _pad_amounts(x.shape[-1])
+    pads = (left, right, top, bottom)
+    if not any(pads):
+        return x, pads
+    reflectable = max(top, bottom) < x.shape[-2] and max(left, right) < x.shape[-1]
+    return F.pad(x, pads, mode="reflect" if reflectable else "replicate"), pads
+
+
+def _unpad(y: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    left, right, top, bottom = pads
+    return y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
+
+
+def _run_whole(
+    model: nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype | None, channels_last: bool
+) -> torch.Tensor:
+    """Translate a CPU batch (B, C, H, W) of any H, W in one forward; returns float32 on the CPU."""
+    xp, pads = _pad(x)
+    with _autocast(device, dtype):
+        y = model(_to_device(xp, device, channels_last))
+    return _unpad(y.float(), pads).cpu()
+
+
+# ------------------------------------------------------------------------------------- tiled path
+class _InstanceNorm(nn.Module):
+    """Stand-in for an ``InstanceNorm2d`` (which it keeps for ``eps`` and the optional affine).
+
+    Written with element-wise ops, so it keeps a channels-last input channels-last (the built-in
+    one returns NCHW, which sends the next convolution back to its slow bf16 path on CPU).
+    ``stats=None`` normalises with the input's own per-channel mean and biased variance, like the
+    original, and with ``record=True`` keeps them in ``self.stats``; given ``stats`` (mean, var) of
+    shape (B, C, 1, 1) it normalises with those instead (the frozen statistics of tiling).
+    """
+
+    def __init__(
+        self,
+        norm: nn.InstanceNorm2d,
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        record: bool = False,
+    ) -> None:
+        super().__init__()
+        self.norm = norm  # shared with the user's model, not copied
+        self.frozen = stats
+        self.record = record
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()  # statistics in float32 even under autocast
+        if self.frozen is not None:
+            mean, var = self.frozen
+        else:
+            var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1)
+            if self.record:
+                if self.stats is not None:
+                    raise RuntimeError("an InstanceNorm2d is called twice per forward; tiling cannot freeze it")
+                self.stats = (mean, var)
+        y = (xf - mean) * torch.rsqrt(var + self.norm.eps)
+        if self.norm.affine:
+            y = y * self.norm.weight.float()[None, :, None, None] + self.norm.bias.float()[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def _uses_instance_stats(module: nn.Module) -> bool:
+    """An InstanceNorm2d that normalises with the statistics of its input (the CUT case)."""
+    return isinstance(module, nn.InstanceNorm2d) and (module.training or not module.track_running_stats)
+
+
+def _swap_norms(module: nn.Module, make: object, prefix: str = "") -> nn.Module:
+    """A structural copy of ``module`` whose instance norms are replaced by ``make(name, norm)``.
+
+    Every sub-module is shallow-copied (``copy.copy``: parameters and buffers are the same tensors),
+    and only the copies' child dicts are rebuilt, so the original is untouched and no weight memory
+    is duplicated.
+    """
+    clone = copy.copy(module)
+    clone._modules = {}
+    for name, child in module._modules.items():
+        full = f"{prefix}{name}"
+        if child is None:
+            clone._modules[name] = None
+        elif _uses_instance_stats(child):
+            clone._modules[name] = make(full, child)
+        else:
+            clone._modules[name] = _swap_norms(child, make, full + ".")
+    return clone
+
+
+def _tile_layout(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis of length ``n`` (a multiple of 4): (start, size, overlap_before, overlap_after).
+
+    Starts are multiples of 4, so every tile meets the stride-2 sampling grids exactly where the
+    whole image does; the last tile is moved back to end at ``n`` (its overlap may be larger).
+    """
+    if n <= tile:
+        return [(0, n, 0, 0)]
+    starts = list(range(0, n - tile, tile - overlap)) + [n - tile]
+    layout = []
+    for i, s in enumerate(starts):
+        before = starts[i - 1] + tile - s if i > 0 else 0
+        after = s + tile - starts[i + 1] if i + 1 < len(starts) else 0
+        layout.append((s, tile, before, after))
+    return layout
+
+
+def _window(size: int, before: int, after: int) -> torch.Tensor:
+    """1-D blending weights of one tile: 1 inside, raised-cosine ramps over the overlaps.
+
+    The ramps of two neighbours over the same band sum to exactly 1 (cos a + cos(pi - a) = 0).
+    """
+    w = torch.ones(size, dtype=torch.float64)
+    if before:
+        w[:before] = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(before, dtype=torch.float64) + 0.5) / before)
+    if after:
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(after, dtype=torch.float64) + 0.5) / after)
+        w[size - after :] = w[size - after :] * ramp.flip(0)
+    return w
+
+
+def _norm_stats(
+    model: nn.Module,
+    xp: torch.Tensor,
+    max_pixels: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Pass 1: instance-norm statistics of the padded image (1, C, H, W), from a downscaled copy when
+    H * W exceeds ``max_pixels`` (aspect kept, sides snapped to multiples of 4)."""
+    h, w = xp.shape[-2:]
+    if h * w > max_pixels:
+        scale = math.sqrt(max_pixels / (h * w))
+        shape = (max(MIN_SIDE, int(h * scale) // MULTIPLE * MULTIPLE), max(MIN_SIDE, int(w * scale) // MULTIPLE * MULTIPLE))
+        xp = _resize(xp, shape)
+    recorders: dict[str, _InstanceNorm] = {}
+
+    def record(name: str, norm: nn.InstanceNorm2d) -> nn.Module:
+        recorders[name] = _InstanceNorm(norm, record=True)
+        return recorders[name]
+
+    recording = _swap_norms(model, record)
+    with _autocast(device, dtype):
+        recording(_to_device(xp, device, channels_last))
+    missing = [n for n, r in recorders.items() if r.stats is None]
+    if missing:
+        raise RuntimeError(f"instance norms {missing} were not run by the generator's forward")
+    return {n: r.stats for n, r in recorders.items()}  # type: ignore[misc]
+
+
+def _run_tiled(
+    model: nn.Module,
+    x: torch.Tensor,
+    out_channels: int,
+    tile: int,
+    margin: int,
+    overlap: int,
+    stats_pixels: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    channels_last: bool,
+) -> torch.Tensor:
+    """Translate one CPU image (1, C, H, W) tile by tile with whole-image norm statistics.
+
+    Peak memory: the padded input and a float32 output of the image's size, plus one forward over
+    (tile + 2 margin)^2 pixels and one over ``stats_pixels``.
+    """
+    xp, pads = _pad(x)
+    h, w = xp.shape[-2:]
+    stats = _norm_stats(model, xp, stats_pixels, device, dtype, channels_last)
+    frozen = _swap_norms(model, lambda name, norm: _InstanceNorm(norm, stats[name]))
+
+    rows, cols = _tile_layout(h, tile, overlap), _tile_layout(w, tile, overlap)
+    # The tiles form a full grid with separable windows, so the total weight is separable too.
+    row_w = [_window(s, b, a) for _, s, b, a in rows]
+    col_w = [_window(s, b, a) for _, s, b, a in cols]
+    total_r, total_c = torch.zeros(h, dtype=torch.float64), torch.zeros(w, dtype=torch.float64)
+    for (y0, th, _, _), wr in zip(rows, row_w):
+        total_r[y0 : y0 + th] += wr
+    for (x0, tw, _, _), wc in zip(cols, col_w):
+        total_c[x0 : x0 + tw] += wc
+
+    out = torch.zeros(1, out_channels, h, w)  # (1, C', H, W) float32 accumulator
+    for (y0, th, _, _), wr in zip(rows, row_w):
+        iy0, iy1 = max(0, y0 - margin), min(h, y0 + th + margin)  # multiples of 4: grid-aligned
+        for (x0, tw, _, _), wc in zip(cols, col_w):
+            ix0, ix1 = max(0, x0 - margin), min(w, x0 + tw + margin)
+            with _autocast(device, dtype):
+                y = frozen(_to_device(xp[..., iy0:iy1, ix0:ix1], device, channels_last))
+            core = y[..., y0 - iy0 : y0 - iy0 + th, x0 - ix0 : x0 - ix0 + tw].float().cpu()
+            weight = (wr[:, None] * wc[None, :]).float()  # (th, tw)
+            out[..., y0 : y0 + th, x0 : x0 + tw].addcmul_(core, weight)
+    out /= (total_r[:, None] * total_c[None, :]).float()
+    return _unpad(out, pads)
+
+
+def _check_tiling(tile: int, margin: int, overlap: int) -> tuple[int, int, int]:
+    if margin < 0 or overlap < 0:
+        raise ValueError(f"tile_margin and tile_overlap must be >= 0, got {margin} and {overlap}")
+    tile = max(2 * MIN_SIDE, -(-tile // MULTIPLE) * MULTIPLE)  # round up to a multiple of 4
+    margin = -(-margin // MULTIPLE) * MULTIPLE
+    overlap = min(-(-overlap // MULTIPLE) * MULTIPLE, tile // 2 // MULTIPLE * MULTIPLE)
+    return tile, margin, overlap
+
+
+# -------------------------------------------------------------------------------------- the call
+def translate(
+    generator: nn.Module,
+    image_or_images: ImageLike | Sequence[ImageLike],
+    *,
+    size: int | None = None,
+    keep_size: bool = True,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    tile: int | None = None,
+    tile_margin: int = DEFAULT_TILE_MARGIN,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    channels_last: bool | None = None,
+) -> Image.Image | list[Image.Image]:
+    """Translate one image or many with a CUT generator.
+
+    Args:
+        generator: a :class:`~cut_hf.CUTGenerator` (or any generator with ``input_nc``/``output_nc``
+            and the same (B, C, H, W) in [-1, 1] contract). It is left as it was found: its
+            train/eval mode and device are restored and its modules are never swapped.
+        image_or_images: one image or a list of them. Each is a PIL image (any mode: L, LA, RGB,
+            RGBA, P, CMYK, I;16, I, F, ...), a path, a numpy array (uint8/uint16, or float in
+            [0, 1]) or a tensor (C, H, W) **in [-1, 1]** (uint8 tensors are taken as [0, 255]); a
+            (B, C, H, W) tensor is B images. Files get their EXIF orientation applied; every image
+            is converted to the generator's ``input_nc`` channels and scaled to [-1, 1].
+        size: if set, the shorter side is resized to ``size`` (snapped to a multiple of 4) before
+            translating.
+        keep_size: with ``size``, resize the result back to the input's size (default) or return
+            it at the working size.
+        batch_size: images of equal size run together in batches of this many (order is kept).
+        device: ``"cpu"``, ``"cuda"``, ... ; ``None``: the generator's device if it is not the CPU,
+            else CUDA when available, else the CPU.
+        precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU) or ``"fp16"`` (CUDA only).
+        tile: translate images larger than ``tile`` x ``tile`` in overlapping tiles with
+            whole-image norm statistics (see the module docstring), bounding memory. ``None``:
+            tile automatically (with :data:`DEFAULT_TILE`) only images over ``max_whole_pixels``;
+            ``0``: never tile.
+        tile_margin: context pixels read around each tile and discarded.
+        tile_overlap: width of the cross-faded band between neighbouring tiles.
+        max_whole_pixels: the auto-tiling threshold and the area of the statistics pass.
+        max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
+        channels_last: run in the channels-last memory format. ``None``: only for bf16 on the CPU,
+            where oneDNN's NCHW bf16 convolutions are very slow on CPUs without native bf16
+            (measured 25x slower than channels-last on this project's AVX2 machine).
+
+    Returns:
+        A PIL image (``RGB`` for 3 output channels, ``L`` for 1) of the input's size, or a list of
+        them for a list or batch input. Output size always equals input size (odd sizes are
+        reflect-padded and cropped back), except with ``size`` and ``keep_size=False``.
+
+    Raises:
+        ImageLoadError: an input cannot be read (the message names it).
+        ValueError: bad arguments, e.g. ``precision="fp16"`` on the CPU or a tensor outside [-1, 1].
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device, generator)
+    dtype = autocast_dtype(precision, dev)
+    tile_px, margin, overlap = _check_tiling(tile or DEFAULT_TILE, tile_margin, tile_overlap)
+    in_nc, out_nc = _channels(generator)
+    cl = (dev.type == "cpu" and dtype is not None) if channels_last is None else bool(channels_last)
+
+    items, single = _as_list(image_or_images)
+    inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) in [-1, 1], CPU
+    original = [tuple(x.shape[-2:]) for x in inputs]
+    if size is not None:
+        inputs = [_resize(x, resized_shape(*x.shape[-2:], size)) for x in inputs]
+
+    # Group equal sizes (first-seen order); results go back to their input positions.
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, x in enumerate(inputs):
+        groups.setdefault(tuple(x.shape[-2:]), []).append(i)
+
+    def finish(i: int, y: torch.Tensor) -> Image.Image:  # y: (C', h, w) float in [-1, 1]
+        if size is not None and keep_size:
+            y = _resize(y, original[i])
+        return tensor_to_pil(y)
+
+    results: list[Image.Image | None] = [None] * len(inputs)
+    with _prepared(generator, dev) as model, torch.inference_mode():
+        # Channels-last needs instance norms that keep the layout: run a norm-swapped structural copy.
+        whole = _swap_norms(model, lambda name, norm: _InstanceNorm(norm)) if cl else model
+        for (h, w), indices in groups.items():
+            padded = (h + sum(_pad_amounts(h))) * (w + sum(_pad_amounts(w)))
+            tiled = (tile is None and padded > max_whole_pixels) or (bool(tile) and max(h, w) > tile_px)
+            if tiled:
+                for i in indices:
+                    y = _run_tiled(
+                        model, inputs[i][None], out_nc, tile_px, margin, overlap, max_whole_pixels, dev, dtype, cl
+                    )
+                    results[i] = finish(i, y[0])
+                    inputs[i] = None  # type: ignore[call-overload]  # free the input early
+                continue
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                y = _run_whole(whole, torch.stack([inputs[i] for i in chunk]), dev, dtype, cl)
+                for i, yi in zip(chunk, y):
+                    results[i] = finish(i, yi)
+                    inputs[i] = None  # type: ignore[call-overload]
+    return results[0] if single else results  # type: ignore[return-value]
