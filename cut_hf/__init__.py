@@ -3,8 +3,9 @@
 from .augment import SimCLRAugment
 from .hub import ModelLoadError, load_generator
 from .models import CUTGenerator, PatchDiscriminator, PatchSampler, SimCLR, nce_channels
+from .pipeline import translate
 
 __version__ = "0.1.0"
 
 __all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "ModelLoadError",
-           "load_generator", "__version__"]
+           "load_generator", "translate", "__version__"]
