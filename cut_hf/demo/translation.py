@@ -1,0 +1,91 @@
+"""The Translate tab's work: resize as asked, translate with :func:`cut_hf.translate`, time it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..pipeline import DEFAULT_TILE, PRECISIONS, resized_shape, translate
+from .errors import DemoError
+from .models import DemoModel
+
+#: Resolution choices of the tab: keep the upload's size, or resize its shorter side to N pixels.
+RESOLUTIONS = ("original", "64", "128", "256", "512", "1024")
+
+#: Images with more pixels than this go through the tiled path (whole-image norm statistics,
+#: 512 px tiles), so memory stays bounded however large the upload.
+DEFAULT_TILE_ABOVE = 1 << 20
+
+
+def precisions_available() -> list[str]:
+    """fp32 and bf16 everywhere; fp16 only with CUDA (CPU fp16 kernels are slow or missing)."""
+    return [p for p in PRECISIONS if p != "fp16" or torch.cuda.is_available()]
+
+
+def parse_resolution(value: str | int | float | None) -> int | None:
+    """``"original"``/None/0 -> None (keep the size); ``"256"`` or 256 -> 256. Bad values raise DemoError."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "original")):
+        return None
+    try:
+        side = int(float(value))
+    except (TypeError, ValueError):
+        raise DemoError(f"resolution must be 'original' or a number of pixels, got {value!r}") from None
+    if side == 0:
+        return None
+    if not 16 <= side <= 4096:
+        raise DemoError(f"the shorter side must be between 16 and 4096 pixels, got {side}")
+    return side
+
+
+@dataclass
+class TranslationResult:
+    """Before and after at the same size, and how it went."""
+
+    before: Image.Image
+    after: Image.Image
+    seconds: float
+    precision: str
+    tiled: bool
+    device: str
+
+    def describe(self, original_size: tuple[int, int]) -> str:
+        w0, h0 = original_size
+        w, h = self.after.size
+        size = "the upload's size" if (w, h) == (w0, h0) else f"resized from {w0}×{h0} px"
+        path = f"tiled ({DEFAULT_TILE} px tiles, whole-image norm statistics)" if self.tiled else "whole image"
+        return f"**{self.seconds:.2f} s** · output {w}×{h} px ({size}) · {self.precision} on {self.device} · {path}"
+
+
+def run_translation(model: DemoModel, image: Image.Image, resolution: str | int | None = "original",
+                    precision: str = "fp32", tile_above: int = DEFAULT_TILE_ABOVE,
+                    max_pixels: int | None = None) -> TranslationResult:
+    """Translate an RGB image with ``model``; ``resolution`` may resize its shorter side first.
+
+    The returned ``before`` is the image the generator saw (the resized input when a resolution
+    is chosen), so the before/after slider compares like with like. Images over ``tile_above``
+    pixels take the tiled path; ``max_pixels`` bounds the size after resizing (None: no bound).
+    """
+    side = parse_resolution(resolution)
+    if precision not in precisions_available():
+        raise DemoError(f"precision must be one of {', '.join(precisions_available())}, got {precision!r}")
+    before = image.convert("RGB")
+    if side is not None:
+        h, w = resized_shape(before.height, before.width, side)
+        if max_pixels is not None and w * h > max_pixels:
+            raise DemoError(f"shorter side {side} px would make a {w}x{h} image, over this app's limit of "
+                            f"{max_pixels / 1e6:.0f} Mpx")
+        before = before.resize((w, h), Image.BICUBIC)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    padded = (-(-before.width // 4) * 4) * (-(-before.height // 4) * 4)
+    tiled = padded > tile_above  # the rule translate() applies with tile=None
+    start = time.perf_counter()
+    try:
+        after = translate(model.generator, before, device=device, precision=precision, max_whole_pixels=tile_above,
+                          max_pixels=None)  # the upload was checked against the app's limit already
+    except ValueError as err:  # bad precision for the device, an unusable image
+        raise DemoError(str(err)) from None
+    seconds = time.perf_counter() - start
+    return TranslationResult(before, after, seconds, precision, tiled, device)

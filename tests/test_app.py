@@ -1,0 +1,293 @@
+"""The demo's handler logic (cut_hf.demo) and app.py's error mapping, without a server."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cut_hf import CUTGenerator, PatchSampler
+from cut_hf.demo import augment_explorer as aug
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.models import SHIPPED_MODEL, ModelCache, load_demo_model
+from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query
+from cut_hf.demo.translation import parse_resolution, run_translation
+from cut_hf.demo.uploads import read_image
+from cut_hf.losses import nt_xent_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    """A train.py-style output folder: generator/ and sampler/ of a tiny random model."""
+    torch.manual_seed(0)
+    g = CUTGenerator(ngf=4, n_blocks=5)  # NCE layers 12 and 16 inside the residual trunk, as in the default
+    g.save_pretrained(tmp_path / "run" / "generator")
+    PatchSampler(g.feature_channels(), nc=16).save_pretrained(tmp_path / "run" / "sampler")
+    return tmp_path / "run"
+
+
+def photo(w: int = 40, h: int = 30, seed: int = 0) -> Image.Image:
+    """A random RGB picture with a left-right gradient (so orientation changes are detectable)."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    arr[..., 0] += np.linspace(0, 190, w, dtype=np.uint8)[None, :]
+    return Image.fromarray(arr)
+
+
+def save(img: Image.Image, path: Path, **kwargs) -> Path:
+    img.save(path, **kwargs)
+    return path
+
+
+# ---------------------------------------------------------------------------- uploads
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "LA", "1"])
+def test_read_image_converts_every_mode_to_rgb(tmp_path: Path, mode: str) -> None:
+    base = photo()
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257))  # 16-bit gray
+        assert img.mode == "I;16"
+    else:
+        img = base.convert(mode)
+    path = save(img, tmp_path / ("x.jpg" if mode == "CMYK" else "x.png"))
+    out = read_image({"path": str(path), "orig_name": "x.png"})
+    assert out.mode == "RGB" and out.size == (40, 30)
+    if mode == "I;16":  # rescaled, not clipped at 255 (clipping would make it nearly all white)
+        assert np.asarray(out).mean() == pytest.approx(np.asarray(base.convert("L")).mean(), abs=2)
+
+
+def test_read_image_applies_exif_rotation(tmp_path: Path) -> None:
+    img = photo(40, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = save(img, tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
+    out = read_image(str(path))
+    assert out.size == (30, 40)  # displayed upright: width and height swapped
+
+
+def test_read_image_rgba_composited_over_white(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent black
+    out = read_image(save(rgba, tmp_path / "a.png"))
+    assert np.asarray(out).min() == 255
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"hello, I am text", "not an image"),
+    (None, "truncated or corrupt"),  # a PNG cut in half
+])
+def test_read_image_refuses_non_images_and_corrupt_files(tmp_path: Path, content, expected) -> None:
+    if content is None:
+        buf = io.BytesIO()
+        photo(64, 64).save(buf, "PNG")
+        content = buf.getvalue()[: len(buf.getvalue()) // 2]
+    path = tmp_path / "upload.png"
+    path.write_bytes(content)
+    with pytest.raises(DemoError, match=expected) as err:
+        read_image({"path": str(path), "orig_name": "holiday.png"})
+    assert "holiday.png" in str(err.value) and str(tmp_path) not in str(err.value)  # no server paths
+
+
+def test_read_image_refuses_oversize_and_decompression_bombs(tmp_path: Path, monkeypatch) -> None:
+    path = save(photo(100, 100), tmp_path / "big.png")
+    with pytest.raises(DemoError, match="too large"):
+        read_image(str(path), max_pixels=5000)
+    # Pillow's own guard (raised at twice MAX_IMAGE_PIXELS) is reported the same way.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.raises(DemoError, match="too large"):
+        read_image(str(path), max_pixels=None)
+
+
+def test_read_image_needs_an_upload() -> None:
+    with pytest.raises(DemoError, match="upload"):
+        read_image(None)
+    with pytest.raises(DemoError, match="cannot read"):
+        read_image({"url": "http://x"})
+
+
+# ------------------------------------------------------------------------------- models
+def test_model_cache_loads_train_output_with_sampler_once(tiny_model_dir: Path) -> None:
+    cache = ModelCache(capacity=2)
+    m1 = cache.get(str(tiny_model_dir))
+    assert m1.sampler is not None and m1.generator.ngf == 4
+    assert cache.get(str(tiny_model_dir)) is m1  # cached
+    assert "with its PatchSampler" in m1.describe()
+
+
+def test_model_errors_are_one_readable_line(tmp_path: Path, hub_offline) -> None:
+    with pytest.raises(DemoError, match="does not exist"):
+        load_demo_model(tmp_path / "nope")
+    with pytest.raises(DemoError, match="HF_HUB_OFFLINE") as err:
+        load_demo_model("someone/not-a-cached-model")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DemoError, match="enter a model"):
+        load_demo_model("  ")
+
+
+def test_mismatched_sampler_is_refused(tiny_model_dir: Path) -> None:
+    PatchSampler([3, 8], nc=16).save_pretrained(tiny_model_dir / "sampler")
+    with pytest.raises(DemoError, match="do not belong together"):
+        load_demo_model(tiny_model_dir)
+
+
+# --------------------------------------------------------------------------- translation
+def test_parse_resolution() -> None:
+    assert parse_resolution("original") is None and parse_resolution(None) is None and parse_resolution(0) is None
+    assert parse_resolution("256") == 256 and parse_resolution(128.0) == 128
+    for bad in ("big", 5, 10**5):
+        with pytest.raises(DemoError):
+            parse_resolution(bad)
+
+
+def test_run_translation_sizes_precision_and_tiles(tiny_model_dir: Path) -> None:
+    model = load_demo_model(tiny_model_dir)
+    img = photo(37, 29)  # odd sizes: padded and cropped back
+    res = run_translation(model, img)
+    assert res.before.size == res.after.size == (37, 29) and not res.tiled
+    assert res.seconds > 0 and "37×29" in res.describe(img.size)
+    res = run_translation(model, img, "16")  # shorter side 16: before and after resized alike
+    assert res.before.size == res.after.size and min(res.after.size) == 16
+    assert "resized from 37×29" in res.describe(img.size)
+    res = run_translation(model, photo(96, 80), tile_above=2000)  # over the threshold: tiled path
+    assert res.tiled and res.after.size == (96, 80)
+    whole = run_translation(model, photo(96, 80))
+    # Tiles use whole-image norm statistics: close to the one-piece result.
+    diff = np.abs(np.asarray(res.after, dtype=float) - np.asarray(whole.after, dtype=float))
+    assert diff.mean() < 2.0
+    assert run_translation(model, img, precision="bf16").after.size == (37, 29)
+    with pytest.raises(DemoError, match="precision"):
+        run_translation(model, img, precision="fp16" if not torch.cuda.is_available() else "fp8")
+    with pytest.raises(DemoError, match="limit"):
+        run_translation(model, img, "2048", max_pixels=1_000_000)
+
+
+# ------------------------------------------------------------------------- augmentations
+def test_presets_and_bad_controls() -> None:
+    paper, cifar = aug.preset_controls("paper"), aug.preset_controls("cifar")
+    assert set(paper) == set(aug.CONTROL_NAMES)
+    assert (paper["size"], paper["blur"], paper["jitter_strength"]) == (224, True, 1.0)
+    assert (cifar["size"], cifar["blur"], cifar["jitter_strength"]) == (32, False, 0.5)
+    assert paper["crop_scale_min"] == pytest.approx(0.08) and paper["blur_sigma_max"] == pytest.approx(2.0)
+    with pytest.raises(DemoError, match="crop_scale"):
+        aug.make_augment(crop_scale_min=0.9, crop_scale_max=0.2)
+    with pytest.raises(DemoError, match="probability"):
+        aug.make_augment(flip_p=1.5)
+    with pytest.raises(DemoError, match="view size"):
+        aug.make_augment(size=4)
+    with pytest.raises(DemoError):
+        aug.preset_controls("imagenet21k")
+
+
+def test_explore_views_is_seeded_and_reports_what_it_drew() -> None:
+    img = photo(80, 60)
+    augment = aug.make_augment(**aug.preset_controls("cifar"))
+    a, b, c = (aug.explore_views(img, augment, seed) for seed in (1, 1, 2))
+    assert np.array_equal(np.asarray(a.view1), np.asarray(b.view1)) and a.params == b.params
+    assert a.params != c.params
+    assert a.view1.size == (32, 32) and a.boxes.size == img.size
+    # The reported parameters replay to the same view.
+    assert np.array_equal(np.asarray(aug.to_pil(augment.apply(img, a.params[0]))), np.asarray(a.view1))
+    top, left, h, w = a.params[0].crop
+    assert 0.08 <= h * w / (80 * 60) <= 1.0
+    table = aug.params_markdown(*a.params)
+    assert "view 1" in table and f"{top}, {left}, {h}, {w}" in table
+    # Both boxes are drawn in their colours on the original.
+    colours = {tuple(int(v) for v in px) for px in np.asarray(a.boxes).reshape(-1, 3)}
+    assert (255, 140, 26) in colours and (26, 209, 255) in colours
+
+
+def test_batch_similarity_matches_nt_xent_and_marks_positives() -> None:
+    rng = np.random.default_rng(0)  # unrelated noise images: negatives near 0 cosine in pixel space
+    images = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(3)]
+    seen = {}
+
+    def embed(views: torch.Tensor) -> torch.Tensor:
+        seen["z"] = aug.pixel_embedding(views)
+        return seen["z"]
+
+    augment = aug.make_augment(**{**aug.preset_controls("cifar"), "size": 24})
+    res = aug.batch_similarity(images, augment, embed, temperature=0.3, seed=0)
+    z = seen["z"]
+    assert res.similarity.shape == (6, 6)
+    assert np.allclose(res.similarity, res.similarity.T, atol=1e-6) and np.allclose(np.diag(res.similarity), 1, atol=1e-5)
+    assert res.loss == pytest.approx(float(nt_xent_loss(z[:3], z[3:], temperature=0.3)), rel=1e-5)
+    # Without augmentation the two views are equal: positives are perfect and the loss drops.
+    none = aug.make_augment(size=24, crop=False, flip=False, jitter=False, grayscale=False, blur=False)
+    same = aug.batch_similarity(images, none, aug.pixel_embedding, temperature=0.3, seed=0)
+    assert same.top1 == 1.0 and same.loss < res.loss
+    assert np.allclose([same.similarity[i, (i + 3) % 6] for i in range(6)], 1.0, atol=1e-5)
+    pic = aug.render_similarity(res, cell=20)
+    assert pic.size == (20 + 6 + 6 * 20,) * 2
+    with pytest.raises(DemoError, match="at least two"):
+        aug.batch_similarity(images[:1], augment, embed)
+
+
+def test_generator_embedding(tiny_model_dir: Path) -> None:
+    g = load_demo_model(tiny_model_dir).generator
+    z = aug.generator_embedding(g)(torch.rand(4, 3, 30, 30))
+    assert z.shape == (4, g.feature_channels()[-1])  # the last NCE layer's channels, average-pooled
+
+
+# ------------------------------------------------------------------------- PatchNCE explorer
+def test_patch_similarity_shapes_and_errors(tiny_model_dir: Path) -> None:
+    model = load_demo_model(tiny_model_dir)
+    img = photo(70, 50)
+    for sampler, kind in ((model.sampler, "PatchSampler MLP"), (None, "raw encoder features")):
+        res = patch_similarity(model.generator, img, 35, 20, sampler)
+        assert res.embedding == kind and len(res.layers) == 5
+        assert res.image.size == res.translated.size
+        # Sides snapped to the nearest multiples of 4 (the generator's requirement).
+        assert all(s % 4 == 0 and abs(s - s0) <= 2 for s, s0 in zip(res.image.size, img.size))
+        strides = [layer.stride for layer in res.layers]
+        assert strides == [1.0, 1.0, 2.0, 4.0, 4.0]  # layer 0's reflection padding is cropped away
+        for layer in res.layers:
+            assert layer.similarity.max() <= 1.0 + 1e-5 and layer.similarity.min() >= -1.0 - 1e-5
+    assert len(render_heatmaps(res)) == 5 and render_query(res)[0].size[0] >= 256
+    with pytest.raises(DemoError, match="outside"):
+        patch_similarity(model.generator, img, 70, 10)
+
+
+def test_shipped_model_hottest_spot_is_the_clicked_point() -> None:
+    """On the shipped model, the translation's most similar location to an input patch is that
+    patch's own place (PatchNCE's positive), at the deeper NCE layers, on the horse and the ground."""
+    assert (SHIPPED_MODEL / "model.safetensors").is_file(), "the shipped model is missing"
+    model = load_demo_model(SHIPPED_MODEL)
+    assert model.sampler is not None
+    examples = sorted((SHIPPED_MODEL / "examples").glob("*.png"))
+    assert examples
+    hits = []
+    for path in examples[:2]:
+        img = Image.open(path).convert("RGB")
+        for x, y in ((32, 32), (12, 54), (50, 10)):
+            res = patch_similarity(model.generator, img, x, y, model.sampler)
+            for layer in res.layers:
+                if layer.layer >= 8:  # layers with context; layer 0/4 see a few pixels of colour
+                    hits.append(layer.peak_distance <= 1.5)
+    assert np.mean(hits) >= 0.8, f"peak at the query in {np.mean(hits):.0%} of cases"
+
+
+# -------------------------------------------------------------------------------- app.py
+def test_guarded_turns_errors_into_messages() -> None:
+    import gradio as gr
+
+    sys.path.insert(0, str(ROOT))
+    import app
+
+    def bad_input():
+        raise DemoError("<b>file</b> is not an image")
+
+    def crash():
+        raise RuntimeError("secret /srv/path detail")
+
+    with pytest.raises(gr.Error) as err:
+        app.guarded(bad_input)()
+    assert err.value.message == "&lt;b&gt;file&lt;/b&gt; is not an image"  # escaped: the toast renders HTML
+    with pytest.raises(gr.Error) as err:
+        app.guarded(crash)()
+    assert "RuntimeError" in err.value.message and "/srv/path" not in err.value.message
