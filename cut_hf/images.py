@@ -24,7 +24,7 @@ from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 #: Largest image (width * height) :func:`open_image` accepts by default: 64 Mpx (8192 x 8192), above
 #: a 6000 x 4000 photo and below Pillow's own decompression-bomb warning (~89 Mpx). Pass
@@ -34,6 +34,15 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 
 #: Modes produced for a given channel count.
 CHANNEL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+#: File extensions Pillow can decode (lower case, with the dot), used to find images in folders.
+#: Stub formats (HDF5, GRIB, MPEG, WMF, ...) that Pillow recognises but cannot decode are left out.
+IMAGE_EXTENSIONS = frozenset(
+    ext
+    for ext, fmt in Image.registered_extensions().items()
+    if fmt in Image.OPEN
+    and not (isinstance(Image.OPEN[fmt][0], type) and issubclass(Image.OPEN[fmt][0], ImageFile.StubImageFile))
+)
 
 ImageSource = Union[str, os.PathLike, bytes, io.IOBase, Image.Image, np.ndarray]
 
@@ -113,6 +122,23 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         if isinstance(source, Image.Image):
             return image
         raise ImageLoadError(f"{what}: malformed EXIF data ({err})") from None
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """Image files under ``root`` (recursively, sorted), chosen by extension (:data:`IMAGE_EXTENSIONS`).
+
+    Hidden files and folders (``.DS_Store``, ``._photo.jpg`` from macOS, ``.git``) are left out.
+    Whether each file really is a readable image is only known when it is opened.
+    """
+    root = Path(root)
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            found.append(path)
+    return sorted(found)
 
 
 def from_array(array: np.ndarray) -> Image.Image:
@@ -225,15 +251,24 @@ def load_image(
     return to_channels(open_image(source, max_pixels=max_pixels), channels, background=background)
 
 
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """An 8-bit ``L``/``LA``/``RGB``/``RGBA`` image -> float tensor (C, H, W) in [-1, 1] (0 -> -1, 255 -> 1)."""
+def pil_to_uint8(image: Image.Image) -> torch.Tensor:
+    """An 8-bit ``L``/``LA``/``RGB``/``RGBA`` image -> uint8 tensor (C, H, W) (a view of one copy)."""
     if image.mode not in CHANNEL_MODES.values():
         raise ValueError(f"expected an 8-bit L, LA, RGB or RGBA image, got mode {image.mode!r}; use to_channels")
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy that torch can own
     if array.ndim == 2:
         array = array[:, :, None]
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)  # (C, H, W) uint8
-    return tensor.float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def uint8_to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 values [0, 255] -> float32 in [-1, 1]: ``v / 127.5 - 1``."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit ``L``/``LA``/``RGB``/``RGBA`` image -> float tensor (C, H, W) in [-1, 1] (0 -> -1, 255 -> 1)."""
+    return uint8_to_unit(pil_to_uint8(image))
 
 
 def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
@@ -245,10 +280,9 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
         tensor = tensor[0]
     if tensor.ndim != 3 or tensor.shape[0] not in CHANNEL_MODES:
         raise ValueError(f"expected a (C, H, W) tensor with C in 1-4, got shape {tuple(tensor.shape)}")
-    array = (
-        tensor.detach().float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
-        .permute(1, 2, 0).cpu().numpy()
-    )
+    # One float temporary (clamp makes it; the rest is in place), so big images cost little extra.
+    array = tensor.detach().float().clamp(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
+    array = array.permute(1, 2, 0).cpu().numpy()
     # (H, W) uint8 -> L; (H, W, 2/3/4) uint8 -> LA / RGB / RGBA
     return Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.shape[2] == 1 else array))
 
