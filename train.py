@@ -34,7 +34,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
+from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.data import (
     PREPROCESS_MODES,
     DataError,
@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     o("--gan-mode", default="lsgan", choices=GAN_MODES)
     o("--no-reuse-features", dest="reuse_features", action="store_false",
       help="recompute PatchNCE keys with a second encoder pass instead of reusing the forward pass's")
+    # speed (figures in bench/RESULTS.md)
+    s = p.add_argument_group("performance").add_argument
+    s("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+      help="channels-last memory format for G and D (default: where it is faster: CUDA, AVX-512 CPUs)")
+    s("--compile", action="store_true", help="torch.compile G and D (first steps slower while compiling)")
+    s("--fast-ops", action=argparse.BooleanOptionalAction, default=True,
+      help="exact fast equivalents of the official Upsample and instance norm (cut_hf.models.layers)")
     # optimisation
     t = p.add_argument_group("optimisation").add_argument
     t("--batch-size", type=int, default=1, help="images per process and step")
@@ -243,6 +250,8 @@ def linear_decay(n_epochs: int, n_epochs_decay: int):
 def setup_training(args: argparse.Namespace, accelerator: Accelerator):
     """Build G, D, F, their optimisers and schedulers, and prepare them all in one call."""
     generator, discriminator, sampler = build_models(args)
+    perf.training_fast_paths_(generator, discriminator, accelerator.device, args.channels_last, args.compile,
+                              args.fast_ops)
     opt_g, opt_d = build_optimizers(args, generator, discriminator, sampler)
     rule = linear_decay(args.n_epochs, args.n_epochs_decay)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, rule)
@@ -458,15 +467,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         project_dir=str(out_dir),
         step_scheduler_with_optimizer=False,  # the lr changes per epoch, not per optimiser step
     )
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))  # set by torchrun / accelerate launch
     if launched != accelerator.num_processes:
         raise ConfigError(f"launched as {launched} processes but Accelerate joined {accelerator.num_processes}: "
                           "each would train alone; check the launcher and its environment")
     if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on the CPU")
+    if (args.mixed_precision == "bf16" and accelerator.device.type == "cpu"
+            and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")):
+        logger.warning("this CPU (%s) has no native bf16: oneDNN falls back to slow bf16 convolutions "
+                       "(about 20x slower than fp32 on an AVX2 machine); --mixed-precision no is faster here",
+                       torch.backends.cpu.get_cpu_capability())
     if accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    if args.mixed_precision == "bf16" and not perf.native_bf16(accelerator.device):
+        logger.warning("bf16 is emulated on this %s (no AVX512-BF16/AMX): it runs far slower than fp32 "
+                       "(bench/RESULTS.md)", accelerator.device.type)
     set_seed(args.seed)  # the same on every process: identical initial weights and patch draws
     is_main = accelerator.is_main_process
 
