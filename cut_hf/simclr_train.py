@@ -345,9 +345,17 @@ def contrastive_loss(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor,
 # ----------------------------------------------------------------------------- outputs
 
 
+def data_name(args: argparse.Namespace) -> str:
+    """A short name of the training data: the folder (with its parent when it is a split folder) or dataset id."""
+    if not args.data:
+        return str(args.dataset)
+    path = Path(args.data).expanduser().resolve()
+    return f"{path.parent.name}/{path.name}" if path.name.lower() in ("train", "training", "images") else path.name
+
+
 def describe_data(args: argparse.Namespace) -> str:
     if args.data:
-        return f"folder `{Path(args.data).name}`"
+        return f"folder `{data_name(args)}`"
     return f"🤗 dataset `{args.dataset}` (split {args.split}, column {args.column})"
 
 
@@ -378,7 +386,7 @@ def save_outputs(args: argparse.Namespace, model: SimCLR, summary: dict[str, Any
     final = {f"{k} (mean of last {summary['loss_window']} steps)": f"{v:.4f}"
              for k, v in summary["final_losses"].items()}
     card = dict(
-        model_name=f"SimCLR {args.backbone} on {Path(args.data).name if args.data else args.dataset}",
+        model_name=f"SimCLR {args.backbone} on {data_name(args)}",
         description=(f"Trained from random initialisation with cut-hf's `cut_hf.simclr_train` for {summary['step']} "
                      f"steps on {data}." + (" The run ended early (--max-steps): this is not a fully trained model."
                                              if summary["stopped_early"] else "")),

@@ -18,6 +18,32 @@ from cut_hf.evaluate_simclr import knn_predict, load_labelled
 from cut_hf.evaluate_simclr import main as evaluate_main
 from cut_hf.simclr_train import LARS, main, param_groups, warmup_cosine
 
+
+
+def _reset_accelerate() -> None:
+    """Accelerate keeps process-wide state; each in-process run (and other test files) starts afresh."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a loaded 2-core machine, two threads per process wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_main(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    finally:
+        _reset_accelerate()
+
+
 # ----------------------------------------------------------------------------- LARS and the schedule
 
 
@@ -149,7 +175,7 @@ def trained(image_folder, labelled_folder, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(huggingface_hub, "HfApi", FakeHfApi)
     try:
-        code = main(_flags(image_folder, out, "--max-steps", "4", "--checkpoint-every", "2", "--sample-every", "2",
+        code = run_main(_flags(image_folder, out, "--max-steps", "4", "--checkpoint-every", "2", "--sample-every", "2",
                            "--eval-data", str(labelled_folder), "--push-to-hub", "--hub-model-id", "me/simclr-tiny"))
     finally:
         mp.undo()
@@ -185,7 +211,7 @@ def test_resume_continues_exactly(trained, image_folder, labelled_folder, tmp_pa
     out = tmp_path / "resumed"
     (out / "checkpoints").mkdir(parents=True)
     shutil.copytree(trained / "checkpoints" / "checkpoint_0", out / "checkpoints" / "checkpoint_0")  # step 2 of 3/epoch
-    assert main(_flags(image_folder, out, "--max-steps", "4", "--checkpoint-every", "2", "--resume", "latest",
+    assert run_main(_flags(image_folder, out, "--max-steps", "4", "--checkpoint-every", "2", "--resume", "latest",
                        "--report-to", "none")) == 0
     straight = load_file(trained / "model" / "model.safetensors")
     resumed = load_file(out / "model" / "model.safetensors")
@@ -198,12 +224,12 @@ def test_resume_refuses_other_architectures_and_incomplete_checkpoints(trained, 
     ckpt = trained / "checkpoints" / "checkpoint_0"
     flags = _flags(image_folder, tmp_path / "o", "--max-steps", "3", "--report-to", "none", "--resume", str(ckpt))
     flags[flags.index("--proj-dim") + 1] = "8"
-    assert main(flags) == 1
+    assert run_main(flags) == 1
     assert "other settings" in capsys.readouterr().err
     broken = tmp_path / "broken_ckpt"
     shutil.copytree(ckpt, broken)
     (broken / "COMPLETE").unlink()
-    assert main(_flags(image_folder, tmp_path / "o2", "--max-steps", "3", "--report-to", "none",
+    assert run_main(_flags(image_folder, tmp_path / "o2", "--max-steps", "3", "--report-to", "none",
                        "--resume", str(broken))) == 1
     assert "incomplete" in capsys.readouterr().err
 
@@ -217,23 +243,23 @@ def test_dataset_column_source(tmp_path):
     flags = ["--dataset", str(tmp_path / "ds"), "--column", "picture"] + _flags(Path("x"), out, "--max-steps", "1",
                                                                                    "--checkpoint-every", "0",
                                                                                    "--report-to", "none")[2:]
-    assert main(flags) == 0
+    assert run_main(flags) == 0
     assert (out / "model" / "model.safetensors").is_file()
     assert "picture" in (out / "model" / "README.md").read_text()
 
 
 def test_data_errors_are_one_line(tmp_path, image_folder, capsys):
-    assert main(_flags(tmp_path / "missing", tmp_path / "o", "--max-steps", "1", "--report-to", "none")) == 1
+    assert run_main(_flags(tmp_path / "missing", tmp_path / "o", "--max-steps", "1", "--report-to", "none")) == 1
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(_flags(tmp_path / "empty", tmp_path / "o", "--max-steps", "1", "--report-to", "none")) == 1
+    assert run_main(_flags(tmp_path / "empty", tmp_path / "o", "--max-steps", "1", "--report-to", "none")) == 1
     assert "holds no images" in capsys.readouterr().err
     few = _flags(image_folder, tmp_path / "o", "--max-steps", "1", "--report-to", "none")
     few[few.index("--batch-size") + 1] = "32"
-    assert main(few) == 1
+    assert run_main(few) == 1
     assert "fewer than one batch" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--data", str(image_folder), "--dataset", "x"])
+        run_main(["--data", str(image_folder), "--dataset", "x"])
     assert "exactly one way" in capsys.readouterr().err
 
 
