@@ -248,6 +248,17 @@ def test_dataset_column_source(tmp_path):
     assert "picture" in (out / "model" / "README.md").read_text()
 
 
+def test_non_finite_loss_stops_the_run_naming_step_and_term(image_folder, tmp_path, capsys, monkeypatch):
+    import cut_hf.simclr_train as simclr_train
+
+    monkeypatch.setattr(simclr_train, "nt_xent_loss_for_anchors", lambda *a, **k: a[0].sum() * float("nan"))
+    assert run_main(_flags(image_folder, tmp_path / "o", "--max-steps", "2", "--report-to", "none",
+                           "--checkpoint-every", "0")) == 1
+    assert "step 1: loss nt_xent is nan" in capsys.readouterr().err
+    assert run_main(_flags(image_folder, tmp_path / "o", "--mixed-precision", "fp16", "--report-to", "none")) == 1
+    assert "fp16 needs a GPU" in capsys.readouterr().err
+
+
 def test_data_errors_are_one_line(tmp_path, image_folder, capsys):
     assert run_main(_flags(tmp_path / "missing", tmp_path / "o", "--max-steps", "1", "--report-to", "none")) == 1
     assert "does not exist" in capsys.readouterr().err
