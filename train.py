@@ -459,6 +459,7 @@ def weights_digest(module: nn.Module) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     out_dir = Path(args.output_dir)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     accelerator = Accelerator(
         # Without a GPU, Accelerate only joins torchrun's processes into one job when told cpu=True.
         cpu=args.cpu or not torch.accelerator.is_available(),
@@ -480,7 +481,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        torch.backends.cpu.get_cpu_capability())
     if accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     if args.mixed_precision == "bf16" and not perf.native_bf16(accelerator.device):
         logger.warning("bf16 is emulated on this %s (no AVX512-BF16/AMX): it runs far slower than fp32 "
                        "(bench/RESULTS.md)", accelerator.device.type)
