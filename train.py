@@ -643,15 +643,19 @@ def save_checkpoint(accelerator: Accelerator, ckpts: CheckpointManager, state: d
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 with a one-line message on known errors)."""
-    args = parse_args(argv)
-    if args.task == "simclr":
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The task decides which parser reads the rest: SimCLR has flags of its own.
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task", default="cut", choices=["cut", "simclr"])
+    if task.parse_known_args(argv)[0].task == "simclr":
         try:
             from cut_hf import simclr_train
         except ImportError as e:
             print(f"error: --task simclr needs cut_hf/simclr_train.py, which this installation lacks ({e})",
                   file=sys.stderr)
             return 1
-        return simclr_train.main(args)
+        return simclr_train.main(argv)
+    args = parse_args(argv)
     try:
         run(args)
     except (DataError, CheckpointError, NonFiniteLossError, ConfigError) as e:

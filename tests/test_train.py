@@ -413,6 +413,13 @@ def test_fp16_on_cpu_and_missing_simclr_are_clear_errors(tmp_path: Path, monkeyp
     monkeypatch.delattr(cut_hf, "simclr_train", raising=False)
     assert run_main(["--task", "simclr", "--data-dir", str(tmp_path)]) == 1
     assert "--task simclr needs cut_hf/simclr_train.py" in capsys.readouterr().err
+    # With the module present, its own parser gets the whole command line (SimCLR flags included).
+    seen = []
+    fake = type(sys)("cut_hf.simclr_train")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "cut_hf.simclr_train", fake)
+    assert train.main(["--task", "simclr", "--data", "imgs", "--backbone", "resnet18"]) == 0
+    assert seen == [["--task", "simclr", "--data", "imgs", "--backbone", "resnet18"]]
 
 
 class _LocalHub:
