@@ -3,7 +3,8 @@
 The generator only accepts (B, C, H, W) tensors in [-1, 1] with H and W multiples of 4. This module
 does everything around that: loading and channel conversion (:mod:`cut_hf.images`), scaling to
 [-1, 1], reflect padding to a multiple of 4 and cropping back, optional resizing, batching of
-equal-size images, mixed precision, and a tiled mode whose memory does not grow with the image.
+equal-size images, mixed precision, and a tiled mode whose working memory does not grow with the
+image (only its 8-bit input and a float32 output buffer do: ~15 bytes per pixel for RGB).
 
 Tiling and instance norm
 ------------------------
@@ -45,7 +46,15 @@ from PIL import Image
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from .images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, load_image, pil_to_uint8, tensor_to_pil, uint8_to_unit
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    check_pixels,
+    load_image,
+    pil_to_uint8,
+    tensor_to_pil,
+    uint8_to_unit,
+)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -62,7 +71,8 @@ DEFAULT_TILE = 768
 STATS_CROP = 512
 #: At most this many crops (the budget also bounds them).
 STATS_MAX_CROPS = 64
-#: Context read around each tile and discarded; a multiple of 4.
+#: Context read around each tile and discarded; a multiple of 4. Measured with a 9-block generator
+#: given sharp random weights: 64 px brings tiles to the whole-image result within 5e-6, 32 px 3e-2.
 DEFAULT_TILE_MARGIN = 64
 #: Width of the cross-faded band between neighbouring tiles; a multiple of 4.
 DEFAULT_TILE_OVERLAP = 32
@@ -297,6 +307,8 @@ def _swap_norms(module: nn.Module, make: object, prefix: str = "") -> nn.Module:
     and only the copies' child dicts are rebuilt, so the original is untouched and no weight memory
     is duplicated.
     """
+    # A torch.compile wrapper calls its original module directly, so swap inside that module instead.
+    module = getattr(module, "_orig_mod", module)
     clone = copy.copy(module)
     clone._modules = {}
     for name, child in module._modules.items():
@@ -387,8 +399,10 @@ def _norm_stats(
     if h * w > max_pixels:
         if sample == "downscale":
             scale = math.sqrt(max_pixels / (h * w))
-            shape = (max(MIN_SIDE, int(h * scale) // MULTIPLE * MULTIPLE), max(MIN_SIDE, int(w * scale) // MULTIPLE * MULTIPLE))
-            xp = _resize(_as_float(xp), shape)
+            def snap(n: float) -> int:
+                return max(MIN_SIDE, int(n) // MULTIPLE * MULTIPLE)
+
+            xp = _resize(_as_float(xp), (snap(h * scale), snap(w * scale)))
         else:
             side, corners = _stat_crops(h, w, max_pixels)
             xp = torch.cat([xp[..., y : y + side, x : x + side] for y, x in corners])  # (K, C, side, side)
