@@ -45,7 +45,9 @@ from cut_hf.data import (
     load_domains,
     make_dataloader,
 )
+from cut_hf.evaluate import EvaluationError, evaluate_folders, list_images
 from cut_hf.losses import GAN_MODES, gan_loss, patch_nce_loss
+from cut_hf.metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.training import (
     CheckpointError,
     CheckpointManager,
@@ -150,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     r("--report-to", default="tensorboard", choices=["tensorboard", "none"])
     r("--log-seen-files", action="store_true",
       help="each process writes the files it trained on and a hash of its weights to OUTPUT/seen_files/")
+    e = p.add_argument_group("evaluation during training (main process; cut_hf.evaluate)").add_argument
+    e("--eval-every", type=int, default=0, help="steps between FID/KID evaluations (0: never); keeps OUTPUT/best/")
+    e("--eval-dir", default=None,
+      help="INPUT:REFERENCE test folders (default with --data-dir: DATA_DIR/testA:DATA_DIR/testB)")
+    e("--eval-size", type=int, default=None, help="evaluation image size (default: --crop-size; 0: native sizes)")
+    e("--eval-feature-extractor", default="inception", choices=["inception", "tiny"],
+      help="FID Inception-v3, or cut_hf.metrics.TinyFeatureExtractor (tests / offline smoke runs, not comparable)")
+    e("--eval-paired", action="store_true",
+      help="REFERENCE holds ground truth under the input names: best model by PSNR (higher is better)")
     h = p.add_argument_group("Hub").add_argument
     h("--push-to-hub", action="store_true", help="upload OUTPUT/generator (and sampler/, discriminator/)")
     h("--hub-model-id", help="user/name on the Hub")
@@ -178,11 +189,107 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-size must be >= 1 and epochs >= 0")
     if args.lambda_gan <= 0 and args.lambda_nce <= 0:
         parser.error("nothing to train: --lambda-gan and --lambda-nce are both 0")
+    if args.eval_every < 0:
+        parser.error("--eval-every must be >= 0 (0: no evaluation)")
+    args.eval_dirs = None  # (input folder, reference folder) when evaluating
+    if args.eval_every:
+        if args.eval_dir:
+            parts = str(args.eval_dir).split(":")
+            if len(parts) != 2 or not all(parts):
+                parser.error(f"--eval-dir must be INPUT:REFERENCE (two folders joined by ':'), got {args.eval_dir!r}")
+            args.eval_dirs = parts
+        elif args.data_dir:
+            args.eval_dirs = [str(Path(args.data_dir) / "testA"), str(Path(args.data_dir) / "testB")]
+        else:
+            parser.error("--eval-every needs --eval-dir INPUT:REFERENCE (or --data-dir with testA/ and testB/)")
+    if args.eval_size is None:
+        args.eval_size = args.crop_size
     return args
 
 
 class ConfigError(ValueError):
     """Flags that cannot work together on this machine."""
+
+
+# ----------------------------------------------------------------------------- evaluation while training
+
+
+class Evaluator:
+    """``--eval-every``: FID/KID (or paired PSNR) of the generator on the test folders, on the main
+    process only, and OUTPUT/best/ kept as the best generator so far.
+
+    One ``cache`` dict lives across evaluations, so the reference features (and the feature
+    network) are computed once. The best metric and step live in the trainer state (saved with
+    every checkpoint) and in OUTPUT/best/best.json, so a resumed run keeps comparing against them.
+    """
+
+    def __init__(self, args: argparse.Namespace, out_dir: Path, device: torch.device) -> None:
+        self.input_dir, self.reference_dir = (Path(d) for d in args.eval_dirs)
+        self.size, self.paired, self.device = args.eval_size or None, args.eval_paired, device
+        self.metric = "psnr" if self.paired else "fid"
+        self.best_dir = out_dir / "best"
+        self.cache: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+        # Checked now, not after hours of training: raises EvaluationError / MetricsUnavailable.
+        list_images(self.input_dir)
+        list_images(self.reference_dir)
+        self.extractor = (TinyFeatureExtractor() if args.eval_feature_extractor == "tiny"
+                          else inception_feature_extractor(None))
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.metric == "psnr" else value < best
+
+    def read_best(self) -> dict[str, Any] | None:
+        """OUTPUT/best/best.json if it was written for this metric (used when resuming)."""
+        try:
+            saved = json.loads((self.best_dir / "best.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return saved if saved.get("metric") == self.metric else None
+
+    def __call__(self, generator: CUTGenerator, state: dict[str, Any]) -> dict[str, float]:
+        """Evaluate at ``state['step']``; update ``state['best_*']`` and OUTPUT/best/. Returns the logged values."""
+        # Forked RNG: evaluating must not change the training's random stream (resume stays exact).
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            result = evaluate_folders(generator, self.input_dir, self.reference_dir, self.extractor,
+                                      size=self.size, device=self.device, paired=self.paired, cache=self.cache)
+        generator.train()
+        values = {"eval/fid": result["fid"], "eval/kid_mean": result["kid_mean"]}
+        if self.paired:
+            values.update({f"eval/{k}": result["paired"][k] for k in ("psnr", "ssim")
+                           if result["paired"].get(k) is not None})
+        value = float(values[f"eval/{self.metric}"])
+        self.last = {"step": state["step"], **{k.split("/", 1)[1]: v for k, v in values.items()}}
+        self.history.append(self.last)
+        if self.better(value, state.get("best_metric")):
+            state["best_metric"], state["best_step"] = value, state["step"]
+            self.save_best(generator, state)
+        return values
+
+    def save_best(self, generator: CUTGenerator, state: dict[str, Any]) -> None:
+        """Write OUTPUT/best/ into a temporary folder, then swap it in by renames."""
+        tmp, old = self.best_dir.with_name(".best.tmp"), self.best_dir.with_name(".best.old")
+        for stale in (tmp, old):
+            if stale.exists():
+                shutil.rmtree(stale)
+        name = "PSNR" if self.paired else "FID"
+        generator.save_pretrained(tmp, model_card_kwargs=dict(
+            model_name="CUT generator (best evaluation)",
+            description=f"The generator of step {state['step']}, the best {name} "
+                        f"({state['best_metric']:.4f}) of the evaluations during training.",
+            metrics={k: v for k, v in self.last.items()}))
+        record = {"metric": self.metric, "value": state["best_metric"], "step": state["step"],
+                  "input_dir": str(self.input_dir), "reference_dir": str(self.reference_dir), "size": self.size}
+        (tmp / "best.json").write_text(json.dumps(record, indent=2))
+        if self.best_dir.exists():
+            self.best_dir.rename(old)
+        tmp.rename(self.best_dir)
+        if old.exists():
+            shutil.rmtree(old)
 
 
 # ----------------------------------------------------------------------------- models
@@ -417,6 +524,17 @@ def save_outputs(args: argparse.Namespace, models: CUTModels, summary: dict[str,
     }
     if summary.get("skipped_files"):
         training["unreadable files skipped"] = summary["skipped_files"]
+    metrics: dict[str, str] = {}
+    if summary.get("best_step") is not None:
+        name = "PSNR" if args.eval_paired else "FID"
+        extractor = "FID Inception-v3" if args.eval_feature_extractor == "inception" else "tiny test features, not comparable"
+        training["evaluation"] = (f"every {args.eval_every} steps, `{Path(args.eval_dirs[0]).name}` → "
+                                  f"`{Path(args.eval_dirs[1]).name}`, size {args.eval_size} ({extractor})")
+        training["best evaluation"] = f"step {summary['best_step']}: {name} {summary['best_metric']:.4f} (saved in best/)"
+        metrics[f"best {name} (step {summary['best_step']})"] = f"{summary['best_metric']:.4f}"
+    if summary.get("evaluations"):
+        last = summary["evaluations"][-1]
+        metrics.update({f"{k} (step {last['step']})": f"{v:.4f}" for k, v in last.items() if k != "step"})
     losses = {f"{k} (mean of last {summary['loss_window']} steps)": f"{v:.4f}"
               for k, v in summary["final_losses"].items()}
     card = dict(
@@ -429,6 +547,7 @@ def save_outputs(args: argparse.Namespace, models: CUTModels, summary: dict[str,
                         if summary["stopped_early"] else "")),
         training=training,
         losses=losses,
+        metrics=metrics or None,
         provenance=f"Trained from scratch with:\n\n```bash\n{command}\n```",
         sample_image="samples.png" if grid is not None else None,
         repo_id=args.hub_model_id,
@@ -506,13 +625,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"({images_b.description}); {sampler.batches_per_epoch} steps per epoch on each of "
                       f"{accelerator.num_processes} process(es); {max_steps} steps in all")
 
+    # -- evaluation: folders and feature network checked on every process before any training
+    evaluator = Evaluator(args, out_dir, accelerator.device) if args.eval_every else None
+
     # -- models, optimisers, schedulers: prepared together
     models, optimizers, schedulers = setup_training(args, accelerator)
 
     # -- resume
     ckpts = CheckpointManager(out_dir / "checkpoints", keep=args.keep_checkpoints)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_files": 0, "skipped_steps_D": 0,
-             "skipped_steps_G": 0}
+             "skipped_steps_G": 0, "best_metric": None, "best_step": None}
     if is_main:
         for stale in ckpts.remove_stale():
             logger.warning("removed %s, left by a run stopped while saving", stale)
@@ -533,6 +655,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             state["batch_in_epoch"] = state["batch_in_epoch"] * old_world // (args.batch_size * accelerator.num_processes)
             accelerator.print("resuming with another batch size x processes: the data order differs from the original run")
         accelerator.print(f"resumed from {resume_from} at step {state['step']}, epoch {state['epoch']}")
+        on_disk = evaluator.read_best() if evaluator is not None else None
+        if on_disk is not None:  # OUTPUT/best/ is what a better model would replace: compare against it
+            state["best_metric"], state["best_step"] = on_disk["value"], on_disk["step"]
     next_ckpt = ckpts.next_index()  # the counter continues after a resume
 
     if accelerator.log_with:
@@ -583,6 +708,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 grid = sample_grid(batch, out)
                 log_images(accelerator, {"samples": grid}, state["step"])
                 save_image(grid, out_dir / "samples" / f"step_{state['step']:08d}.png")
+            if evaluator is not None and state["step"] % args.eval_every == 0:
+                if is_main:  # models.generator is the unwrapped CUTGenerator (accelerator.unwrap_model)
+                    scores = evaluator(models.generator, state)
+                    accelerator.log(scores, step=state["step"])
+                    accelerator.print(f"\nstep {state['step']}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                                      + f"; best {evaluator.metric} {state['best_metric']:.4f} at step {state['best_step']}")
+                accelerator.wait_for_everyone()  # the other processes wait instead of running ahead
             if args.checkpoint_every and state["step"] % args.checkpoint_every == 0:
                 save_checkpoint(accelerator, ckpts, state, next_ckpt, args)
                 next_ckpt, last_saved = next_ckpt + 1, state["step"]
@@ -603,7 +735,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     final = {k: sum(w[k] for w in window) / len(window) for k in window[-1]} if window else {}
     summary = {**state, "num_processes": accelerator.num_processes, "final_losses": final,
                "loss_window": len(window), "stopped_early": state["step"] < total_epochs * sampler.batches_per_epoch,
-               "seconds_per_step": step_times, "output_dir": str(out_dir)}
+               "seconds_per_step": step_times, "output_dir": str(out_dir),
+               "evaluations": evaluator.history if evaluator is not None else []}
     if args.log_seen_files:
         folder = out_dir / "seen_files"
         folder.mkdir(parents=True, exist_ok=True)
@@ -658,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (DataError, CheckpointError, NonFiniteLossError, ConfigError) as e:
+    except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
