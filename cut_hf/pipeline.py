@@ -506,7 +506,9 @@ def translate(
             RGBA, P, CMYK, I;16, I, F, ...), a path, a numpy array (uint8/uint16, or float in
             [0, 1]) or a tensor (C, H, W) **in [-1, 1]** (uint8 tensors are taken as [0, 255]); a
             (B, C, H, W) tensor is B images. Files get their EXIF orientation applied; every image
-            is converted to the generator's ``input_nc`` channels and scaled to [-1, 1].
+            is converted to the generator's ``input_nc`` channels and scaled to [-1, 1]. All
+            inputs are loaded up front (8 bits per channel); for a large folder call this per
+            chunk, as ``python -m cut_hf.translate`` does.
         size: if set, the shorter side is resized to ``size`` (snapped to a multiple of 4) before
             translating.
         keep_size: with ``size``, resize the result back to the input's size (default) or return
