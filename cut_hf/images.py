@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -89,7 +90,6 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
         check_pixels(*image.size, max_pixels, f"image {what}")
         return image
     if isinstance(source, Image.Image):
-        check_pixels(*source.size, max_pixels, f"image {what}")
         image = source
     else:
         if isinstance(source, (bytes, bytearray)):
@@ -108,20 +108,30 @@ def open_image(source: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             raise ImageLoadError(f"{what}: not an image file (or a format Pillow cannot read)") from None
         except OSError as err:
             raise ImageLoadError(f"{what}: cannot be read ({err})") from None
+    try:
         check_pixels(*image.size, max_pixels, f"image {what}")
-        try:
-            image.load()  # decode now, so truncated or corrupt data fails here with the file name
-        except Image.DecompressionBombError as err:
-            raise ImageTooLargeError(f"{what}: refused by Pillow's decompression-bomb guard ({err})") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise ImageLoadError(f"{what}: truncated or corrupt image data ({err})") from None
+        image.load()  # decode now (a no-op when loaded), so bad data fails here, naming the file
+    except ImageTooLargeError:
+        _close_opened(image, source)
+        raise
+    except Image.DecompressionBombError as err:
+        _close_opened(image, source)
+        raise ImageTooLargeError(f"{what}: refused by Pillow's decompression-bomb guard ({err})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        _close_opened(image, source)
+        raise ImageLoadError(f"{what}: truncated or corrupt image data ({err})") from None
     try:
         # exif_transpose returns a copy when it rotates; a PIL input is never modified in place.
         return ImageOps.exif_transpose(image)
     except Exception as err:  # noqa: BLE001 - a malformed EXIF block must not hide the image itself
-        if isinstance(source, Image.Image):
-            return image
-        raise ImageLoadError(f"{what}: malformed EXIF data ({err})") from None
+        warnings.warn(f"{what}: EXIF orientation ignored, the block is malformed ({err})", stacklevel=2)
+        return image
+
+
+def _close_opened(image: Image.Image, source: object) -> None:
+    """Close the file behind an image this module opened (never a caller's PIL image)."""
+    if not isinstance(source, Image.Image):
+        image.close()
 
 
 def find_images(root: str | os.PathLike) -> list[Path]:

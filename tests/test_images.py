@@ -153,6 +153,9 @@ def test_unreadable_inputs_raise_clear_errors(tmp_path) -> None:
     cut.write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
     with pytest.raises(ImageLoadError, match=r"cut\.png.*truncated"):
         open_image(cut)
+    with Image.open(cut) as lazy:  # a caller's PIL image, opened but not decoded yet
+        with pytest.raises(ImageLoadError, match="truncated"):
+            open_image(lazy)
     jpeg = tmp_path / "cut.jpg"
     jpeg.write_bytes(_exif_jpeg(1)[:300])
     with pytest.raises(ImageLoadError, match=r"cut\.jpg"):
