@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     # speed (figures in bench/RESULTS.md)
     s = p.add_argument_group("performance").add_argument
     s("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-      help="channels-last memory format for G and D (default: where it is faster: CUDA, AVX-512 CPUs)")
+      help="channels-last memory format for G and D (default: where it is faster: CUDA, AVX-512 CPUs, "
+           "emulated bf16)")
     s("--compile", action="store_true", help="torch.compile G and D (first steps slower while compiling)")
     s("--fast-ops", action=argparse.BooleanOptionalAction, default=True,
       help="exact fast equivalents of the official Upsample and instance norm (cut_hf.models.layers)")
@@ -358,7 +359,7 @@ def setup_training(args: argparse.Namespace, accelerator: Accelerator):
     """Build G, D, F, their optimisers and schedulers, and prepare them all in one call."""
     generator, discriminator, sampler = build_models(args)
     perf.training_fast_paths_(generator, discriminator, accelerator.device, args.channels_last, args.compile,
-                              args.fast_ops)
+                              args.fast_ops, args.mixed_precision)
     opt_g, opt_d = build_optimizers(args, generator, discriminator, sampler)
     rule = linear_decay(args.n_epochs, args.n_epochs_decay)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, rule)

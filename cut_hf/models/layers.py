@@ -13,6 +13,11 @@ import torch.nn.functional as F
 
 NORMS = ("instance", "batch", "none")
 
+#: Run the exact fast equivalents of two official operations (``Upsample`` as bilinear
+#: interpolation, ``InstanceNorm2d`` without a view). ``cut_hf.perf.set_fast_ops(False)`` (or
+#: ``train.py --no-fast-ops``) runs the official operations step by step instead.
+FAST_OPS = True
+
 
 def binomial_filter(size: int) -> torch.Tensor:
     """The normalised 2-D binomial blur kernel of side ``size`` (3 -> [1,2,1], 4 -> [1,3,3,1])."""
@@ -47,7 +52,13 @@ class Upsample(nn.Module):
     """Zero-insertion upsampling by 2 followed by a fixed [1,3,3,1] blur (a transposed depthwise conv).
 
     Replication-pads by one pixel, transposes with the scaled kernel, and crops exactly as the
-    official ``Upsample`` does, so outputs match it to the last bit.
+    official ``Upsample`` does. For the default (and official) 4-tap filter with stride 2 that
+    whole operation *is* bilinear x2 interpolation (``align_corners=False``): output 2i takes
+    3/4 of input i and 1/4 of input i-1, output 2i+1 3/4 of i and 1/4 of i+1, and replication
+    padding is the clamp at the edges. ``forward`` then calls ``F.interpolate``, one fused pass
+    that is 2-5x faster forward and backward than the depthwise transposed convolution on CPU
+    (bench/RESULTS.md); outputs equal the convolution's up to float rounding (~1 ulp). ``filt``
+    stays a buffer for the official state dict; like the original, it is a constant, not trained.
     """
 
     def __init__(self, channels: int, filt_size: int = 4, stride: int = 2) -> None:
@@ -59,19 +70,50 @@ class Upsample(nn.Module):
         self.pad = nn.ReplicationPad2d(1)
         filt = binomial_filter(filt_size) * stride**2
         self.register_buffer("filt", filt[None, None].repeat(channels, 1, 1, 1))
+        self.bilinear = filt_size == 4 and stride == 2  # the exact equivalence above
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bilinear and FAST_OPS:
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.transposed_blur(x)
+
+    def transposed_blur(self, x: torch.Tensor) -> torch.Tensor:
+        """The official computation, step by step (every filter size and stride)."""
         out = F.conv_transpose2d(
             self.pad(x), self.filt.to(x.dtype), stride=self.stride, padding=1 + self.pad_size, groups=x.shape[1]
         )[:, :, 1:, 1:]
         return out if self.filt_odd else out[:, :, :-1, :-1]
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` whose output is not a view, so the in-place ReLU after it is cheap.
+
+    ``F.instance_norm`` runs batch norm on a (1, B*C, H, W) view of the input and returns a *view*
+    of the result. The official layout follows every norm with an in-place ReLU, and an in-place
+    op on a view makes autograd rebuild the whole map in backward (CopySlices / AsStridedBackward:
+    a zero-fill and two full copies per norm, ~3% of a CUT training step on CPU). Here the very
+    same batch-norm call is made and its result is reshaped with ``_unsafe_view``, which autograd
+    does not track as a view (PyTorch's own ``matmul`` returns its results that way).
+    Outputs and gradients are bit-identical to ``nn.InstanceNorm2d``; the state dict is the same
+    (empty) and it is still an ``nn.InstanceNorm2d``. Affine, running-statistics and unbatched
+    cases take the parent's path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not FAST_OPS or x.dim() != 4 or self.affine or self.track_running_stats:
+            return super().forward(x)
+        b, c, h, w = x.shape
+        # exactly ATen's instance_norm: batch norm over (1, B*C, H, W) with the input's statistics
+        out = torch.batch_norm(x.reshape(1, b * c, h, w), None, None, None, None, True, 0.0, self.eps,
+                               torch.backends.cudnn.enabled)
+        return torch.ops.aten._unsafe_view(out, (b, c, h, w))
+
+
 def norm_layer(norm: str, channels: int) -> nn.Module:
     """A normalisation layer by name: ``instance`` (no affine, no running stats, as in CUT),
     ``batch`` or ``none``."""
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm2d(channels, affine=False, track_running_stats=False)
     if norm == "batch":
         return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
     if norm == "none":

@@ -1,0 +1,646 @@
+#!/usr/bin/env python
+"""Benchmark CUT training and inference against what this machine's own convolutions reach.
+
+    python bench/bench.py                       # the full run (256x256; minutes to an hour on a CPU)
+    python bench/bench.py --quick               # a tiny config, under a minute: a smoke check
+    python bench/bench.py --json out.json       # also write every figure as JSON
+    python bench/bench.py --variants grid       # every combination instead of one switch at a time
+
+What it measures, in one run, on the current device:
+
+(a) **roofline**: GFLOP/s of one plain 3x3 convolution, 256 -> 256 channels at 64x64, batch 1, in
+    fp32 and bf16, in the contiguous (NCHW) and channels-last layouts; the best layout of each
+    precision is the roofline. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``.
+(b) **training step**: ``train.training_step`` exactly as ``train.py`` runs it (generator forward,
+    D step, G+F step with their optimisers), models built by ``train.setup_training`` from
+    ``train.parse_args`` flags, for CUT and FastCUT at 256x256, batch 1, default model. Seconds per
+    step (median of several, warm-up excluded), FLOPs per step (counted by ``FlopCounterMode``),
+    achieved GFLOP/s and its fraction of the roofline of the same precision.
+(c) **translate**: ``cut_hf.translate`` images/s for one 256x256 and one 1024x1024 RGB image.
+(d) **peak memory**: every case runs in its own subprocess and reports its peak resident set
+    (``ru_maxrss``) and the growth over the set after building the models (the step's working
+    memory); on CUDA, ``torch.cuda.max_memory_allocated``.
+
+FLOPs are counted on the (untimed) warm-up step, or on a replay of the timed steps from the same
+RNG state where FastCUT's random flips change the work (a flipped step recomputes the PatchNCE keys).
+
+Variants: precision fp32 | bf16 (autocast), channels-last on | off, ``torch.compile`` on | off,
+PatchNCE key-feature reuse on | off. By default each switch is measured on its own against the
+*plain* path (fp32, NCHW, eager, keys recomputed by a second encoder pass, as the paper's code),
+then the *defaults* that ``train.py`` resolves on this machine; ``--variants grid`` runs all 16
+combinations. A case whose predicted time exceeds ``--budget`` seconds (bf16 on a CPU without
+native bf16 runs 50x slower than fp32) is measured at a smaller image size and marked so, or
+skipped with its predicted time.
+
+Timings on a shared machine are noisy: the load average is recorded before and after each case,
+and min as well as median are kept. Nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # train.py lives at the repository root
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from cut_hf import perf  # noqa: E402
+
+RESULT_TAG = "BENCH_RESULT "
+
+
+# ------------------------------------------------------------------------------------- config
+@dataclasses.dataclass
+class Config:
+    """Sizes and repetitions of one benchmark run."""
+
+    size: int = 256  # training image side
+    steps: int = 3  # timed training steps per case (median reported)
+    warmup: int = 1  # untimed steps first (compilation, allocator, oneDNN primitive caches)
+    model_flags: tuple[str, ...] = ()  # extra train.py flags (the quick run shrinks the model)
+    translate_sizes: tuple[int, ...] = (256, 1024)
+    translate_reps: int = 3
+    roofline_seconds: float = 3.0  # time spent per roofline measurement (at least 3 calls)
+    budget: float = 3600.0  # seconds a case may take before it is shrunk or skipped
+    isolate: bool = True  # one subprocess per case (honest peak memory per case)
+
+    @classmethod
+    def full(cls) -> Config:
+        return cls()
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(size=32, steps=2, warmup=1, model_flags=("--ngf", "8", "--ndf", "8", "--n-blocks", "2",
+                                                            "--num-patches", "64", "--netf-nc", "32"),
+                   translate_sizes=(32, 64), translate_reps=2, roofline_seconds=0.3, budget=6.0, isolate=False)
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """The CUTGenerator arguments that ``model_flags`` give (translate builds the generator itself)."""
+        flags = dict(zip(self.model_flags[::2], self.model_flags[1::2]))
+        kwargs: dict[str, Any] = {}
+        if "--ngf" in flags:
+            kwargs["ngf"] = int(flags["--ngf"])
+        if "--n-blocks" in flags:
+            kwargs["n_blocks"] = int(flags["--n-blocks"])
+        return kwargs
+
+
+# ------------------------------------------------------------------------------------ helpers
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summary(times: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(times), "min": min(times), "all": [round(t, 4) for t in times]}
+
+
+def maxrss_mib() -> float:
+    """Peak resident set of this process so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (matmuls and convolutions, forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def memory_begin(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    return maxrss_mib()
+
+
+def memory_end(device: torch.device, base: float) -> dict[str, float]:
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return {"peak_mib": round(peak, 1), "step_mib": round(peak - base, 1), "kind": "cuda max_memory_allocated"}
+    peak = maxrss_mib()
+    return {"peak_mib": round(peak, 1), "step_mib": round(peak - base, 1), "kind": "ru_maxrss"}
+
+
+# ------------------------------------------------------------------------------------ roofline
+def roofline(device: torch.device, seconds: float, budget: float) -> dict[str, Any]:
+    """GFLOP/s of a 3x3 conv, 256 -> 256 channels, 64x64, batch 1, per precision and layout.
+
+    A probe on a 16x16 map predicts the cost first: layouts whose 64x64 call would take longer
+    than ``budget`` / 4 (emulated bf16) are skipped and reported with the prediction.
+    """
+    out: dict[str, Any] = {"shape": "conv3x3 256->256, 1x256x64x64, padding 1", "cases": []}
+    gen = torch.Generator().manual_seed(0)
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        best = 0.0
+        for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            w = (torch.randn(256, 256, 3, 3, generator=gen) * 0.02).to(device, dtype).contiguous(memory_format=fmt)
+            b = torch.zeros(256, device=device, dtype=dtype)
+
+            def conv(side: int) -> Callable[[], torch.Tensor]:
+                x = torch.randn(1, 256, side, side, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+                return lambda: torch.nn.functional.conv2d(x, w, b, padding=1)
+
+            probe = conv(16)
+            probe()
+            sync(device)
+            t0 = time.perf_counter()
+            probe()
+            sync(device)
+            predicted = (time.perf_counter() - t0) * 16  # 16x the pixels
+            case: dict[str, Any] = {"precision": name, "layout": layout, "load_before": load_average()}
+            if predicted > budget / 4:
+                case.update(skipped=f"predicted {predicted:.0f} s per call", predicted_s=round(predicted, 1))
+                out["cases"].append(case)
+                continue
+            fn = conv(64)
+            xm = torch.empty(1, 256, 64, 64, dtype=dtype, device="meta")  # shapes only: counted, not computed
+            flops = count_flops(lambda: torch.nn.functional.conv2d(xm, w.to("meta"), b.to("meta"), padding=1))
+            fn()  # warm-up: oneDNN builds its primitive on the first call
+            times: list[float] = []
+            start = time.perf_counter()
+            # at least 3 calls, or a single one when one call alone outlasts the time allowed
+            while (len(times) < 3 and time.perf_counter() - start < seconds) or (
+                    time.perf_counter() - start < seconds and len(times) < 50) or not times:
+                sync(device)
+                t0 = time.perf_counter()
+                fn()
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            s = summary(times)
+            case.update(flops=flops, seconds=s, gflops=flops / s["median"] / 1e9, gflops_best=flops / s["min"] / 1e9,
+                        load_after=load_average())
+            best = max(best, case["gflops"])
+            out["cases"].append(case)
+        out[name] = best or None  # GFLOP/s of the best layout (median time)
+    return out
+
+
+# ---------------------------------------------------------------------------- training cases
+def train_argv(case: dict[str, Any], cfg: Config, size: int) -> list[str]:
+    """train.py flags of one case."""
+    argv = ["--data-dir", "unused", "--mode", case["mode"], "--crop-size", str(size), "--load-size", str(size),
+            "--mixed-precision", "no" if case["precision"] == "fp32" else case["precision"], "--report-to", "none",
+            "--num-workers", "0", *cfg.model_flags]
+    if not case["reuse"]:
+        argv.append("--no-reuse-features")
+    argv.append("--channels-last" if case["channels_last"] else "--no-channels-last")
+    if case["compile"]:
+        argv.append("--compile")
+    if not case["fast_ops"]:
+        argv.append("--no-fast-ops")
+    return argv
+
+
+def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
+    """Time ``train.training_step`` for one variant; FLOPs by replaying the timed steps."""
+    import train
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    args = train.parse_args(train_argv(case, cfg, size))
+    if not cfg.isolate:  # in-process runs: each case brings its own mixed precision
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
+    set_seed(0)
+    models, optimizers, _ = train.setup_training(args, accelerator)
+    gen = torch.Generator().manual_seed(1)
+    batch = {k: (torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1) for k in ("A", "B")}
+
+    def step() -> None:
+        losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
+        float(losses["NCE"])  # wait for the device and keep the work from being optimised away
+
+    # FLOPs: constant per step unless FastCUT's random flip decides whether the PatchNCE keys are
+    # recomputed (reuse on); then the timed steps are replayed from the same RNG state and counted.
+    # Compiled graphs and FlopCounterMode do not mix: compiled cases take their eager twin's count.
+    count = not case["compile"]
+    replay = count and bool(args.flip_equivariance) and bool(args.reuse_features)
+    base = memory_begin(device)
+    warm, flops = [], []
+    for i in range(cfg.warmup):
+        t0 = time.perf_counter()
+        if count and not replay and i == 0:
+            flops.append(count_flops(step))  # untimed: the counter's Python dispatch adds a little
+        else:
+            step()
+        sync(device)
+        warm.append(time.perf_counter() - t0)
+    rng = torch.get_rng_state()  # the timed steps' flips and patch draws
+    times = []
+    for _ in range(cfg.steps):
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    mem = memory_end(device, base)
+    if replay:
+        torch.set_rng_state(rng)
+        flops = [count_flops(step) for _ in range(cfg.steps)]
+    elif count and not flops:  # no warm-up step to count on
+        flops = [count_flops(step)]
+    result: dict[str, Any] = {"seconds": summary(times), "warmup_s": [round(t, 3) for t in warm], "memory": mem}
+    if flops:
+        result["flops"] = statistics.mean(flops)
+        result["flops_per_step"] = flops
+    return result
+
+
+# --------------------------------------------------------------------------- translate cases
+def run_translate_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
+    """Images/s of ``cut_hf.translate`` on one RGB image of ``size`` x ``size``."""
+    import numpy as np
+    from PIL import Image
+
+    from cut_hf import CUTGenerator, translate
+
+    perf.set_fast_ops(case["fast_ops"])
+    torch.manual_seed(0)
+    generator = CUTGenerator(**cfg.generator_kwargs()).eval()
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    with torch.inference_mode():
+        flops = count_flops(lambda: generator(x))
+    if case["compile"]:
+        perf.compile_generator(generator)
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+
+    def call() -> None:
+        translate(generator, image, precision=case["precision"], channels_last=case["channels_last"],
+                  device=device)
+
+    base = memory_begin(device)
+    warm = []
+    for _ in range(cfg.warmup):
+        t0 = time.perf_counter()
+        call()
+        warm.append(time.perf_counter() - t0)
+    times = []
+    for _ in range(cfg.translate_reps):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return {"seconds": summary(times), "warmup_s": [round(t, 3) for t in warm], "memory": memory_end(device, base),
+            "flops": flops, "images_per_s": 1.0 / statistics.median(times)}
+
+
+# ---------------------------------------------------------------------------------- variants
+def resolved_defaults(device: torch.device, precision: str | None = None) -> dict[str, Any]:
+    """What ``train.py`` does when given no performance flags (but ``--mixed-precision``), on this device."""
+    import train
+
+    args = train.parse_args(["--data-dir", "unused"] + (["--mixed-precision", precision] if precision else []))
+    precision = "fp32" if args.mixed_precision == "no" else args.mixed_precision
+    cl = args.channels_last if args.channels_last is not None else perf.channels_last_default(device, precision)
+    return {"precision": precision, "channels_last": bool(cl), "compile": bool(args.compile),
+            "reuse": bool(args.reuse_features), "fast_ops": bool(args.fast_ops)}
+
+
+#: The paper code's path: fp32, NCHW, eager, PatchNCE keys from a second encoder pass, official ops.
+PLAIN = {"precision": "fp32", "channels_last": False, "compile": False, "reuse": False, "fast_ops": False}
+
+
+def train_cases(variants: str, defaults: dict[str, Any], defaults_bf16: dict[str, Any],
+                quick: bool) -> list[dict[str, Any]]:
+    """Training variants, each a dict with a ``name``; duplicates are merged (names joined)."""
+    cases: list[dict[str, Any]] = []
+    if variants == "grid":
+        for precision in ("fp32", "bf16"):
+            for cl in (False, True):
+                for comp in (False, True):
+                    for reuse in (False, True):
+                        for fast in (False, True):
+                            cases.append({"mode": "cut", "precision": precision, "channels_last": cl,
+                                          "compile": comp, "reuse": reuse, "fast_ops": fast})
+    else:
+        one_at_a_time = [("plain", {}), ("+fast_ops", {"fast_ops": True}), ("+reuse", {"reuse": True}),
+                         ("+channels_last", {"channels_last": True}),
+                         ("+compile", {"compile": True}), ("+bf16", {"precision": "bf16"}),
+                         ("+bf16+channels_last", {"precision": "bf16", "channels_last": True})]
+        if quick:  # the smoke check: each switch once, compile excluded (its compile time alone is a minute)
+            one_at_a_time = [v for v in one_at_a_time if v[0] not in ("+compile", "+bf16")]
+        for name, change in one_at_a_time:
+            cases.append({"name": name, "mode": "cut", **PLAIN, **change})
+        cases.append({"name": "defaults", "mode": "cut", **defaults})
+        cases.append({"name": "defaults+bf16", "mode": "cut", **defaults_bf16})
+        cases.append({"name": "fastcut plain", "mode": "fastcut", **PLAIN})
+        cases.append({"name": "fastcut defaults", "mode": "fastcut", **defaults})
+    return merge_duplicates(cases)
+
+
+def translate_cases(sizes: tuple[int, ...], quick: bool) -> list[dict[str, Any]]:
+    """translate() variants per size: official ops, then fast ops in each layout and precision."""
+    cases = []
+    for size in sizes:
+        base = {"size": size, "precision": "fp32", "channels_last": False, "compile": False}
+        cases.append({"name": "fp32 plain", **base, "fast_ops": False})
+        for precision in ("fp32", "bf16"):
+            for cl in (False, True):
+                cases.append({"name": f"{precision} fast_ops{' channels_last' if cl else ''}", **base,
+                              "precision": precision, "channels_last": cl, "fast_ops": True})
+        if not quick and size == sizes[0]:
+            # compile in the contiguous layout only: translate's channels-last path swaps the norms on a
+            # structural copy, which would bypass the compiled graph
+            cases.append({"name": "fp32 fast_ops compile", **base, "fast_ops": True, "compile": True})
+    return cases
+
+
+def merge_duplicates(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: dict[tuple, dict[str, Any]] = {}
+    for c in cases:
+        key = tuple(sorted((k, v) for k, v in c.items() if k != "name"))
+        if key in out:
+            out[key]["name"] += f" = {c.get('name', '')}"
+        else:
+            out[key] = dict(c, name=c.get("name") or label(c))
+    return list(out.values())
+
+
+def label(case: dict[str, Any]) -> str:
+    return " ".join([case["mode"], case["precision"], "CL" if case["channels_last"] else "NCHW",
+                     "compile" if case["compile"] else "eager", "reuse" if case["reuse"] else "recompute",
+                     "fast" if case["fast_ops"] else "official"])
+
+
+# -------------------------------------------------------------------------- running a case
+def run_case(kind: str, case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
+    """Run one case here or in a fresh subprocess; returns its result dict (or an ``error``)."""
+    load_before = load_average()
+    t0 = time.perf_counter()
+    if cfg.isolate:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", json.dumps(
+            {"kind": kind, "case": case, "cfg": dataclasses.asdict(cfg), "device": str(device), "size": size})]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+        if proc.returncode != 0 or not lines:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            result = {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+        else:
+            result = json.loads(lines[-1][len(RESULT_TAG):])
+    else:
+        try:
+            result = CHILD_RUNNERS[kind](case, cfg, device, size)
+        except Exception as e:  # a failed case is reported, the others still run
+            result = {"error": f"{type(e).__name__}: {e}"}
+    result.update(load_before=load_before, load_after=load_average(), wall_s=round(time.perf_counter() - t0, 1))
+    return result
+
+
+CHILD_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"train": run_train_case, "translate": run_translate_case}
+
+
+def child_main(payload: str) -> int:
+    spec = json.loads(payload)
+    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["cfg"].items()})
+    result = CHILD_RUNNERS[spec["kind"]](spec["case"], cfg, torch.device(spec["device"]), spec["size"])
+    print(RESULT_TAG + json.dumps(result), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------- the budget
+STATIC_FLOPS = {"cut": 1.45e12, "fastcut": 0.72e12}  # per training step at 256x256 (refined once measured)
+
+
+def planned_size(predicted_at: Callable[[int], float], size: int, budget: float, minimum: int = 32) -> int | None:
+    """The largest of size, size/2, ... (>= minimum, multiples of 4) whose predicted time fits."""
+    while size >= minimum:
+        if predicted_at(size) <= budget:
+            return size
+        size = size // 2 // 4 * 4
+    return None
+
+
+def rate_for(roof: dict[str, Any], precision: str, channels_last: bool) -> float | None:
+    """The roofline GFLOP/s of a precision in a layout (what an emulated bf16 case can hope for)."""
+    layout = "channels_last" if channels_last else "contiguous"
+    for c in roof["cases"]:
+        if c["precision"] == precision and c["layout"] == layout:
+            if "gflops" in c:
+                return c["gflops"]
+            if "predicted_s" in c:  # skipped: its predicted rate
+                return 4.83e9 / c["predicted_s"] / 1e9
+    return None
+
+
+# ----------------------------------------------------------------------------------- report
+def fmt(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"\nmachine: {m['cpu']} | {m['usable_cores']} usable cores | ISA {' '.join(m['isa']) or '-'} | "
+          f"AVX-512 {'yes' if m['avx512'] else 'no'} | AMX {'yes' if m['amx'] else 'no'} | oneDNN bf16 "
+          f"{'yes' if m['onednn_bf16'] else 'no (emulated)'} | torch {m['torch']} | {m['torch_threads']} threads"
+          + (f" | {m['cuda_device']}" if m.get("cuda_device") else "") + f" | device {report['device']}")
+    print(f"command: {report['command']}")
+    roof = report["roofline"]
+    print(f"\n(a) roofline: {roof['shape']}")
+    print(f"  {'precision':9s} {'layout':14s} {'GFLOP/s':>9s} {'best':>9s} {'load':>5s}")
+    for c in roof["cases"]:
+        if "skipped" in c:
+            print(f"  {c['precision']:9s} {c['layout']:14s} skipped: {c['skipped']}")
+        else:
+            print(f"  {c['precision']:9s} {c['layout']:14s} {c['gflops']:9.1f} {c['gflops_best']:9.1f} "
+                  f"{fmt(c['load_before'], '.1f'):>5s}")
+    print(f"  roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s")
+    if report.get("train"):
+        print(f"\n(b) training step (train.training_step, batch 1; median of {report['config']['steps']} steps)")
+        print(f"  {'case':32s} {'size':>4s} {'s/step':>8s} {'min':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'roof%':>6s} "
+              f"{'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
+        for c in report["train"]:
+            _print_row(c, c.get("gflops"))
+    if report.get("translate"):
+        print("\n(c) translate (cut_hf.translate, one RGB image per call)")
+        print(f"  {'case':32s} {'size':>4s} {'img/s':>8s} {'s/img':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'roof%':>6s} "
+              f"{'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
+        for c in report["translate"]:
+            _print_row(c, c.get("gflops"), images=True)
+    print()
+
+
+def _print_row(c: dict[str, Any], gflops: float | None, images: bool = False) -> None:
+    r = c["result"]
+    name = c["name"][:32]
+    if "skipped" in r or "error" in r:
+        print(f"  {name:32s} {'-':>4s} {r.get('skipped') or r.get('error')}")
+        return
+    s = r["seconds"]
+    first = r["images_per_s"] if images else s["median"]
+    second = s["median"] if images else s["min"]
+    gfl = r.get("flops")
+    print(f"  {name:32s} {c['size']:4d} {first:8.3f} {second:8.3f} {fmt(gfl / 1e9 if gfl else None, '.4g'):>7s} "
+          f"{fmt(gflops, '.1f'):>8s} {fmt(c.get('roofline_fraction') and 100 * c['roofline_fraction'], '.0f'):>6s} "
+          f"{r['memory']['peak_mib']:8.0f} {r['memory']['step_mib']:8.0f} {fmt(r.get('load_before'), '.1f'):>5s}")
+
+
+def selected(name: str, only: str | None) -> bool:
+    """Whether a case named ``name`` (merged names are joined by " = ") is among ``--only``."""
+    return not only or bool(set(name.split(" = ")) & {n.strip() for n in only.split(",")})
+
+
+# ------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny model and images, in-process: under a minute")
+    p.add_argument("--json", dest="json_path", help="write the full report here")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--sections", default="roofline,train,translate", help="comma-separated subset to run")
+    p.add_argument("--variants", default="one-at-a-time", choices=["one-at-a-time", "grid"])
+    p.add_argument("--only", default=None, help="comma-separated case names to run (as the table prints them)")
+    p.add_argument("--size", type=int, help="training image size (default 256; quick 32)")
+    p.add_argument("--steps", type=int, help="timed steps per training case (default 3)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 1)")
+    p.add_argument("--translate-sizes", help="comma-separated image sides (default 256,1024)")
+    p.add_argument("--budget", type=float, help="seconds a case may take before it is shrunk or skipped (default 3600)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: the usable cores)")
+    p.add_argument("--in-process", action="store_true", help="no subprocess per case (memory figures then "
+                   "are high-water marks of the whole run)")
+    p.add_argument("--_child", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = perf.set_threads(args.threads)
+    if args._child:
+        return child_main(args._child)
+    cfg = Config.quick() if args.quick else Config.full()
+    for name in ("size", "steps", "warmup", "budget"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if args.translate_sizes:
+        cfg.translate_sizes = tuple(int(s) for s in args.translate_sizes.split(","))
+    if args.in_process:
+        cfg.isolate = False
+    if args.threads and cfg.isolate:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # children set it from --threads too
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sections = set(args.sections.split(","))
+    report: dict[str, Any] = {
+        "command": " ".join(["python bench/bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": perf.machine_description(), "device": str(device), "config": dataclasses.asdict(cfg),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    print(f"machine: {json.dumps(report['machine'])}", flush=True)
+
+    def save() -> None:
+        if args.json_path:
+            Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_path).write_text(json.dumps(report, indent=1))
+
+    report["roofline"] = roofline(device, cfg.roofline_seconds, cfg.budget)
+    save()
+    roof = report["roofline"]
+    print(f"roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s", flush=True)
+    defaults = resolved_defaults(device) if sections & {"train", "translate"} else {}
+    report["defaults"] = defaults
+
+    if "train" in sections:
+        report["train"] = []
+        measured: dict[tuple[str, bool], tuple[int, float]] = {}  # (mode, reuse) -> (size, flops)
+        report["defaults_bf16"] = resolved_defaults(device, "bf16")
+        for case in train_cases(args.variants, defaults, report["defaults_bf16"], args.quick):
+            if not selected(case["name"], args.only):
+                continue
+            rate = rate_for(roof, case["precision"], case["channels_last"]) or roof.get(case["precision"])
+            width = cfg.generator_kwargs().get("ngf", 64) / 64  # FLOPs grow with the width squared
+            size_ref, flops_ref = measured.get((case["mode"], case["reuse"]),
+                                               (256, STATIC_FLOPS[case["mode"]] * width**2))
+            n = cfg.steps + cfg.warmup
+
+            def predicted(s: int) -> float:
+                return n * flops_ref * (s / size_ref) ** 2 / (0.3 * rate * 1e9) if rate else 0.0
+
+            size = planned_size(predicted, cfg.size, cfg.budget, minimum=min(32, cfg.size))
+            entry = {**case, "size": size}
+            print(f"train {case['name']} ...", end=" ", flush=True)
+            if size is None:
+                entry["result"] = {"skipped": f"predicted {predicted(cfg.size):.0f} s at {cfg.size} px "
+                                              f"(budget {cfg.budget:.0f} s)"}
+            else:
+                entry["result"] = run_case("train", case, cfg, device, size)
+                if size != cfg.size:
+                    entry["note"] = f"shrunk from {cfg.size} px to fit the {cfg.budget:.0f} s budget"
+            r = entry["result"]
+            if "flops" in r and not case["compile"]:
+                measured.setdefault((case["mode"], case["reuse"]), (size, r["flops"]))
+            report["train"].append(entry)
+            print(r.get("error") or r.get("skipped") or f"{r['seconds']['median']:.3f} s/step", flush=True)
+            save()
+        for entry in report["train"]:  # compiled cases take the FLOPs of their eager twin
+            r = entry["result"]
+            if "seconds" not in r:
+                continue
+            if "flops" not in r:
+                twin = [e["result"].get("flops") for e in report["train"] if e["mode"] == entry["mode"]
+                        and e["reuse"] == entry["reuse"] and e["size"] == entry["size"] and "flops" in e["result"]]
+                if twin:
+                    r["flops"] = twin[0]
+                    r["flops_from"] = "the eager case of the same mode, size and reuse"
+            if r.get("flops"):
+                entry["gflops"] = r["flops"] / r["seconds"]["median"] / 1e9
+                roof_p = roof.get(entry["precision"])
+                entry["roofline_fraction"] = entry["gflops"] / roof_p if roof_p else None
+        save()
+
+    if "translate" in sections:
+        report["translate"] = []
+        for case in translate_cases(cfg.translate_sizes, args.quick):
+            if not selected(case["name"], args.only):
+                continue
+            rate = rate_for(roof, case["precision"], case["channels_last"]) or roof.get(case["precision"])
+            flops_est = 1.28e11 * (case["size"] / 256) ** 2 * (cfg.generator_kwargs().get("ngf", 64) / 64) ** 2
+
+            def predicted_t(s: int) -> float:
+                return (cfg.warmup + cfg.translate_reps) * flops_est * (s / case["size"]) ** 2 / (0.3 * rate * 1e9)
+
+            entry = dict(case)
+            print(f"translate {case['size']} {case['name']} ...", end=" ", flush=True)
+            if rate and predicted_t(case["size"]) > cfg.budget:
+                entry["result"] = {"skipped": f"predicted {predicted_t(case['size']):.0f} s (budget {cfg.budget:.0f} s)"}
+            else:
+                entry["result"] = run_case("translate", case, cfg, device, case["size"])
+            r = entry["result"]
+            if "flops" in r:
+                entry["gflops"] = r["flops"] * r["images_per_s"] / 1e9
+                roof_p = roof.get(case["precision"])
+                entry["roofline_fraction"] = entry["gflops"] / roof_p if roof_p else None
+            report["translate"].append(entry)
+            print(r.get("error") or r.get("skipped") or f"{r['images_per_s']:.3f} images/s", flush=True)
+            save()
+
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    report["load_average_end"] = load_average()
+    save()
+    print_report(report)
+    failed = [c["name"] for sec in ("train", "translate") for c in report.get(sec, []) if "error" in c["result"]]
+    if failed:
+        print(f"failed cases: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

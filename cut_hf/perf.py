@@ -1,0 +1,229 @@
+"""Fast-path switches for training and inference, and what the machine offers.
+
+Each helper is one decision that ``train.py``, ``bench/bench.py`` and users share:
+
+- :func:`channels_last_default`: whether the channels-last memory format pays off. On CUDA it
+  does (tensor-core kernels are NHWC). On a CPU it depends on the ISA: oneDNN runs NHWC forward
+  and data-gradient convolutions with fast brgemm kernels on AVX2, but its NHWC weight-gradient
+  kernel is the old JIT one, about 5x slower than the blocked-NCHW kernel on AVX2 (measured on
+  this project's AMD EPYC, see ``bench/RESULTS.md``); only AVX-512 CPUs have brgemm weight
+  gradients. So fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last.
+- :func:`native_bf16`: whether bf16 is computed natively. Without AVX512-BF16 / AMX (CPUs) oneDNN
+  has no bf16 convolution at all and PyTorch falls back to reference loops, 50x or more slower than
+  fp32; ``train.py`` warns then.
+- :func:`autocast`, :func:`channels_last_`, :func:`compile_generator`, :func:`set_threads`,
+  :func:`set_fast_ops`: the switches themselves. ``torch.compile`` stays off by default: on the
+  AVX2 CPU it made the CUT step ~10% slower after ~15 minutes of compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"fp32": None, "no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ------------------------------------------------------------------------------ the machine
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``model name`` of ``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bf16 convolutions natively (fast) rather than by emulation."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+            return False
+    return True  # other accelerators (mps, xpu): assume their bf16 is native
+
+
+def machine_description() -> dict[str, Any]:
+    """What a benchmark figure depends on: CPU, ISA, threads, library versions, accelerator, load."""
+    flags = cpu_flags()
+    desc: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "usable_cores": usable_cores(),
+        "logical_cpus": os.cpu_count(),
+        "isa": sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma", "avx_vnni")),
+        "avx512": any(f.startswith("avx512") for f in flags),
+        "amx": any(f.startswith("amx") for f in flags),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_bf16": native_bf16("cpu"),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        with open("/proc/meminfo") as f:
+            desc["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    if torch.cuda.is_available():
+        desc["cuda_device"] = torch.cuda.get_device_name(0)
+        desc["cuda_bf16"] = torch.cuda.is_bf16_supported()
+    return desc
+
+
+# ------------------------------------------------------------------------------ the switches
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` intra-op threads (default: the usable cores, not the logical CPUs of the host,
+    which oversubscribes containers); returns the number set."""
+    n = usable_cores() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
+def channels_last_default(device: str | torch.device, precision: str = "fp32") -> bool:
+    """The measured default for the channels-last format on ``device`` (see the module docstring).
+
+    CUDA: yes. CPU: yes with AVX-512 (brgemm NHWC kernels for every pass); on AVX2 no for fp32
+    (the NHWC weight-gradient kernel is ~5x slower), but yes for emulated bf16, whose NCHW forward
+    convolution is ~8x slower than its NHWC one (0.3 vs 2.6 GFLOP/s measured, backward about even).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        if any(f.startswith("avx512") for f in cpu_flags()):
+            return True
+        return autocast_dtype(precision) == torch.bfloat16 and not native_bf16(device)
+    return False
+
+
+def channels_last_(*modules: nn.Module) -> None:
+    """Convert the 4-D weights of ``modules`` to channels-last, in place.
+
+    Inputs need no conversion: a convolution whose weight is channels-last returns a channels-last
+    output, so the format spreads through the network from the first layer.
+    """
+    for module in modules:
+        module.to(memory_format=torch.channels_last)
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision name (``fp32``/``no`` -> None, ``bf16``, ``fp16``)."""
+    if precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return _AUTOCAST_DTYPES[precision]
+
+
+@contextlib.contextmanager
+def autocast(device: str | torch.device, precision: str) -> Iterator[None]:
+    """``torch.autocast`` for ``precision`` on ``device``; nothing for fp32."""
+    dtype = autocast_dtype(precision)
+    device = torch.device(device)
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype):
+        yield
+
+
+def compile_generator(generator: nn.Module, **compile_kwargs: Any) -> nn.Module:
+    """Compile what training and inference call on a :class:`~cut_hf.CUTGenerator`, in place.
+
+    ``forward`` (through ``__call__``), ``forward_with_features`` and ``encode`` are each replaced on
+    the instance by a ``torch.compile``-d version, so the state dict, ``save_pretrained`` and the
+    module's identity are unchanged (an ``OptimizedModule`` wrapper would prefix every key with
+    ``_orig_mod.``). Returns the same generator.
+    """
+    generator.compile(**compile_kwargs)
+    for name in ("forward_with_features", "encode"):
+        method = getattr(generator, name, None)
+        if method is not None:
+            setattr(generator, name, torch.compile(method, **compile_kwargs))
+    return generator
+
+
+def set_fast_ops(enabled: bool) -> bool:
+    """Switch the exact fast equivalents in ``cut_hf.models.layers`` on or off (for every model in
+    this process); returns the previous setting. Read at each forward, so it also applies to
+    models already built."""
+    from .models import layers
+
+    previous, layers.FAST_OPS = layers.FAST_OPS, bool(enabled)
+    return previous
+
+
+@contextlib.contextmanager
+def fast_ops(enabled: bool) -> Iterator[None]:
+    """``set_fast_ops(enabled)`` for the duration of a ``with`` block."""
+    previous = set_fast_ops(enabled)
+    try:
+        yield
+    finally:
+        set_fast_ops(previous)
+
+
+def compile_modules(modules: Iterable[nn.Module], **compile_kwargs: Any) -> None:
+    """``module.compile()`` each of ``modules`` in place (keys and identity unchanged)."""
+    for module in modules:
+        module.compile(**compile_kwargs)
+
+
+def training_fast_paths_(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    device: str | torch.device,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    fast: bool = True,
+    precision: str = "fp32",
+) -> dict[str, bool]:
+    """Apply ``train.py``'s ``--channels-last`` (``None``: :func:`channels_last_default` for
+    ``device`` and ``precision``, the ``--mixed-precision`` value), ``--compile`` and ``--fast-ops``
+    to G and D before they are prepared; returns what was applied.
+
+    The PatchSampler stays as it is: its inputs are (patches, channels) matrices, not images.
+    """
+    set_fast_ops(fast)
+    cl = channels_last_default(device, precision) if channels_last is None else bool(channels_last)
+    if cl:
+        channels_last_(generator, discriminator)
+    if compile:
+        compile_generator(generator)
+        discriminator.compile()
+    return {"channels_last": cl, "compile": bool(compile), "fast_ops": bool(fast)}

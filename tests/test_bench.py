@@ -1,0 +1,61 @@
+"""bench/bench.py --quick as a smoke check: it runs the real training step and translate end to end
+and reports consistent figures. No timing is asserted (CI machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_runs_and_reports_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--threads", "1",
+                           "--json", str(out)], capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for heading in ("(a) roofline", "(b) training step", "(c) translate", "machine:"):
+        assert heading in proc.stdout
+    report = json.loads(out.read_text())
+
+    machine = report["machine"]
+    assert machine["usable_cores"] >= 1 and machine["torch"] == __import__("torch").__version__
+    assert isinstance(machine["avx512"], bool) and isinstance(machine["onednn_bf16"], bool)
+
+    roof = report["roofline"]
+    fp32 = [c for c in roof["cases"] if c["precision"] == "fp32"]
+    assert {c["layout"] for c in fp32} == {"contiguous", "channels_last"}
+    # 2 * 256 * 256 * 9 * 64 * 64 multiply-adds of the 3x3 conv, counted by FlopCounterMode
+    assert all(c["flops"] == 2 * 256 * 256 * 9 * 64 * 64 for c in fp32)
+    assert roof["fp32"] == max(c["gflops"] for c in fp32) > 0
+
+    train = {c["name"].split(" = ")[0]: c for c in report["train"]}
+    assert {"plain", "+fast_ops", "+reuse", "+channels_last", "fastcut plain"} <= set(train)
+    for case in report["train"]:
+        r = case["result"]
+        assert "error" not in r, (case["name"], r)
+        if "skipped" in r:
+            continue
+        assert r["seconds"]["median"] > 0 and len(r["seconds"]["all"]) == report["config"]["steps"]
+        assert r["flops"] > 0 and r["memory"]["peak_mib"] > 0
+        if roof[case["precision"]]:  # the quick run skips the slow emulated-bf16 roofline
+            assert 0 < case["roofline_fraction"]
+    # FLOPs are counted, not timed, so they can be checked exactly: reusing the forward pass's
+    # features as PatchNCE keys saves the two key encoder passes; FastCUT (no identity loss) costs less.
+    plain, reuse = train["plain"]["result"]["flops"], train["+reuse"]["result"]["flops"]
+    assert reuse < plain
+    # the fast Upsample is an interpolation, not a (counted) depthwise transposed convolution
+    assert 0.98 * plain < train["+fast_ops"]["result"]["flops"] < plain
+    assert train["fastcut plain"]["result"]["flops"] < plain
+
+    sizes = {c["size"] for c in report["translate"]}
+    assert sizes == set(report["config"]["translate_sizes"])
+    for case in report["translate"]:
+        r = case["result"]
+        assert "error" not in r, (case["name"], r)
+        if "skipped" not in r:
+            assert r["images_per_s"] > 0 and r["flops"] > 0
