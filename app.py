@@ -34,6 +34,7 @@ from cut_hf.demo import augment_explorer as aug  # noqa: E402
 from cut_hf.demo.errors import DemoError  # noqa: E402
 from cut_hf.demo.models import ModelCache, warm_up  # noqa: E402
 from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query  # noqa: E402
+from cut_hf.demo.render import upscale  # noqa: E402
 from cut_hf.demo.translation import (  # noqa: E402
     DEFAULT_TILE_ABOVE,
     RESOLUTIONS,
@@ -162,7 +163,7 @@ def build_demo(
         m = cache.get(model_id)
         res = patch_similarity(m.generator, img, x, y, m.sampler)
         marked, patch = render_query(res)
-        return marked, patch, res.translated, render_heatmaps(res), res.summary()
+        return marked, patch, upscale(res.translated, 256), render_heatmaps(res), res.summary()
 
     @guarded
     def model_info_fn(model_id: str) -> str:
@@ -291,7 +292,7 @@ def build_demo(
                     marked = gr.Image(label="Query point", format="png")
                     patch = gr.Image(label="Query patch", format="png")
                 with gr.Column():
-                    translated = gr.Image(label="Translation", format="png")
+                    translated = gr.Image(label="Translation (enlarged for display)", format="png")
             heatmaps = gr.Gallery(label="Similarity per NCE layer", columns=5, format="png", elem_id="patch-heatmaps")
             summary = gr.JSON(label="Numbers")
             p_inputs, p_outputs = [p_input, px, py, model_box], [marked, patch, translated, heatmaps, summary]

@@ -164,7 +164,28 @@ def score_images(clf, outputs: list[np.ndarray], inputs: list[np.ndarray], masks
     return Scores(stats(ious), stats(striped), stats(energy), stats(psnr))
 
 
-def evaluate(model: str, data: Path, limit: int | None = None, seed: int = 0) -> dict:
+def before_after_figure(inputs: list[np.ndarray], outputs: list[np.ndarray], path: str | Path, columns: int = 6,
+                        zoom: int = 3) -> Path:
+    """A two-row picture, inputs above and translations below, enlarged ``zoom`` times (nearest)."""
+    from PIL import ImageDraw
+
+    from cut_hf.demo.render import font
+
+    n = min(columns, len(inputs))
+    h, w, _ = inputs[0].shape
+    gap, label = 4, 18
+    fig = Image.new("RGB", (n * w * zoom + (n - 1) * gap, label + 2 * h * zoom + gap), "white")
+    for i in range(n):
+        for row, img in enumerate((inputs[i], outputs[i])):
+            tile = Image.fromarray(img).resize((w * zoom, h * zoom), Image.NEAREST)
+            fig.paste(tile, (i * (w * zoom + gap), label + row * (h * zoom + gap)))
+    ImageDraw.Draw(fig).text((2, 2), "test inputs (top) and the shipped model's translations (bottom)",
+                             fill="black", font=font(13))
+    fig.save(path)
+    return Path(path)
+
+
+def evaluate(model: str, data: Path, limit: int | None = None, seed: int = 0, figure: str | None = None) -> dict:
     """Scores of the model, the identity mapping and the real domain-B test images (the reference)."""
     from cut_hf.hub import load_generator
     from cut_hf.pipeline import translate
@@ -179,6 +200,8 @@ def evaluate(model: str, data: Path, limit: int | None = None, seed: int = 0) ->
     masks = [_mask(data / "masks" / "testA" / f.name) for f in files_a]
     generator = load_generator(model)
     outputs = [np.asarray(im) for im in translate(generator, [Image.fromarray(x) for x in inputs], device="cpu")]
+    if figure:
+        before_after_figure(inputs, outputs, figure)
     refs = [_load(f) for f in files_b]
     ref_masks = [_mask(data / "masks" / "testB" / f.name) for f in files_b]
     result = {
@@ -221,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test images")
     parser.add_argument("--json", default=None, help="also write the scores to this file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figure", default=None, help="save a before/after picture of the first test images here")
     args = parser.parse_args(argv)
     data = Path(args.data)
     if not (data / "testA").is_dir():
@@ -230,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building the dataset in {data} ...")
         build(data)
     try:
-        result = evaluate(args.model, data, args.limit, args.seed)
+        result = evaluate(args.model, data, args.limit, args.seed, args.figure)
     except Exception as err:  # noqa: BLE001 - one line for the CLI
         from cut_hf.hub import ModelLoadError
 

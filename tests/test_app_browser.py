@@ -106,6 +106,7 @@ class Browser:
     """Headless Chromium with one page, driven over CDP (flattened target sessions)."""
 
     def __init__(self, width: int = 1280, height: int = 1000) -> None:
+        self.width, self.height = width, height
         self.profile = tempfile.mkdtemp(prefix="cut-hf-chromium-")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -163,15 +164,35 @@ class Browser:
     def goto(self, url: str) -> None:
         self.call("Page.navigate", session=True, url=url)
 
-    def upload(self, selector: str, path: str | Path) -> None:
-        root = self.call("DOM.getDocument", session=True, depth=-1, pierce=True)["root"]["nodeId"]
-        node = self.call("DOM.querySelector", session=True, nodeId=root, selector=selector)["nodeId"]
-        if not node:
-            raise RuntimeError(f"no element matches {selector!r}")
-        self.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[str(path)])
+    def upload(self, selector: str, path: str | Path, attempts: int = 10) -> None:
+        """Put ``path`` into the file input ``selector`` (as a user's file dialog would).
 
-    def screenshot(self, path: str | Path) -> Path:
+        Node ids die when the page re-renders between the lookup and the call (the app is still
+        hydrating), so the lookup is retried a few times."""
+        for attempt in range(attempts):
+            root = self.call("DOM.getDocument", session=True, depth=-1, pierce=True)["root"]["nodeId"]
+            node = self.call("DOM.querySelector", session=True, nodeId=root, selector=selector)["nodeId"]
+            try:
+                if not node:
+                    raise RuntimeError(f"no element matches {selector!r}")
+                self.call("DOM.setFileInputFiles", session=True, nodeId=node, files=[str(path)])
+                return
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+
+    def screenshot(self, path: str | Path, full_page: bool = False) -> Path:
+        """A PNG of the viewport, or of the whole page (the viewport stretched to its height)."""
+        if full_page:
+            height = int(self.js("Math.ceil(document.documentElement.scrollHeight)"))
+            self.call("Emulation.setDeviceMetricsOverride", session=True, width=self.width, height=height,
+                      deviceScaleFactor=1, mobile=False)
+            time.sleep(0.5)
         data = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=False)["data"]
+        if full_page:
+            self.call("Emulation.setDeviceMetricsOverride", session=True, width=self.width, height=self.height,
+                      deviceScaleFactor=1, mobile=False)
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)
 
@@ -280,7 +301,7 @@ def take_screenshots(out_dir: Path) -> None:
         click("#batch-button")
         browser.wait_for(_has_image("similarity-matrix"), 90, "the similarity matrix")
         time.sleep(0.5)
-        browser.screenshot(out_dir / "app_augment.png")
+        browser.screenshot(out_dir / "app_augment.png", full_page=True)
 
         click_tab("PatchNCE explorer")
         browser.wait_for("document.querySelectorAll('#patch-examples button.gallery-item').length > 0", 30)
@@ -294,7 +315,7 @@ def take_screenshots(out_dir: Path) -> None:
             browser.call("Input.dispatchMouseEvent", session=True, type=kind, x=x, y=y, button="left", clickCount=1)
         browser.wait_for(_has_image("patch-heatmaps"), 60, "the heatmaps")
         time.sleep(0.5)
-        browser.screenshot(out_dir / "app_patchnce.png")
+        browser.screenshot(out_dir / "app_patchnce.png", full_page=True)
     finally:
         browser.close()
         demo.close()

@@ -121,7 +121,7 @@ def test_patch_similarity_endpoint(server) -> None:
     assert summary["query_xy"] == [20, 40] and summary["embedding"] == "PatchSampler MLP"
     assert len(gallery) == len(summary["layers"]) == 5
     assert all("layer" in item["caption"] for item in gallery)
-    assert Image.open(translated).size == (64, 64)
+    assert Image.open(translated).size == (256, 256)  # the 64 px translation, enlarged 4x for display
     with pytest.raises(Exception, match="outside"):
         client.predict(handle_file(str(EXAMPLE)), 500, 5, api_name="/patch_similarity")
 

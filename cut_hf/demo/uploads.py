@@ -61,13 +61,16 @@ def read_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image
         return to_channels(image, 3)
     except ImageTooLargeError as err:
         limit = f"{max_pixels / 1e6:.0f} Mpx" if max_pixels else "Pillow's limit"
-        raise DemoError(f"{name} is too large for this app (limit {limit}): {_reason(err)}") from None
+        raise DemoError(f"{name} is too large for this app (limit {limit}): {_reason(err, source, name)}") from None
     except ImageLoadError as err:
-        raise DemoError(f"{name} could not be read as an image: {_reason(err)}") from None
+        raise DemoError(f"{name} could not be read as an image: {_reason(err, source, name)}") from None
 
 
-def _reason(err: Exception) -> str:
-    """The part of an ImageLoadError message after the file name (server paths stay private)."""
+def _reason(err: Exception, source: Any, name: str) -> str:
+    """The error's message with the server-side path replaced by the upload's name, and the
+    leading "<file>: " of cut_hf.images messages dropped (the caller names the file)."""
     text = str(err)
+    if isinstance(source, str):
+        text = text.replace(repr(source), name).replace(source, name)
     head, sep, tail = text.partition(": ")
-    return tail if sep and (head.startswith("'") or head.startswith("<")) else text
+    return tail if sep and head in (name, "<Image>", "<ndarray>") else text
