@@ -133,3 +133,45 @@ def test_model_info(server) -> None:
 
     with pytest.raises(AppError, match="HF_HUB_OFFLINE|not a local folder|does not exist"):
         client.predict("nobody/nothing-here", api_name="/model_info")
+
+
+def test_main_serves_the_shipped_model_offline(tmp_path: Path, monkeypatch) -> None:
+    """`python app.py` (main() with no arguments but a port): the shipped model, offline, the
+    example cache in a temporary folder. launch() is made non-blocking to test it in-process."""
+    import urllib.request
+
+    import gradio as gr
+
+    sys.path.insert(0, str(ROOT))
+    import app
+
+    launched = {}
+    original = gr.Blocks.launch
+
+    def launch(self, *args, **kwargs):
+        launched["demo"], launched["kwargs"] = self, kwargs
+        return original(self, *args, **{**kwargs, "prevent_thread_lock": True, "quiet": True})
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    monkeypatch.delenv("GRADIO_EXAMPLES_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    assert app.main(["--port", str(port)]) == 0
+    try:
+        assert launched["kwargs"]["server_name"] == "127.0.0.1" and launched["kwargs"]["max_file_size"] == "25mb"
+        queue = launched["demo"]._queue
+        assert queue.default_concurrency_limit == 2 and queue.max_size == 32  # the queue's limits
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200
+        assert not (tmp_path / ".gradio").exists()  # examples were cached in a temporary folder
+    finally:
+        launched["demo"].close()
+
+
+def test_bad_model_flag_is_one_line(capsys) -> None:
+    sys.path.insert(0, str(ROOT))
+    import app
+
+    assert app.main(["--model", "/no/such/model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot load model") and "\n" not in err and "Traceback" not in err
