@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     s("--compile", action="store_true", help="torch.compile G and D (first steps slower while compiling)")
     s("--fast-ops", action=argparse.BooleanOptionalAction, default=True,
       help="exact fast equivalents of the official Upsample and instance norm (cut_hf.models.layers)")
+    s("--threads", type=int, default=None,
+      help="CPU threads per process (default: torch's, the cores; on a busy shared CPU fewer can be faster)")
     # optimisation
     t = p.add_argument_group("optimisation").add_argument
     t("--batch-size", type=int, default=1, help="images per process and step")
@@ -601,9 +603,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        torch.backends.cpu.get_cpu_capability())
     if accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    if args.mixed_precision == "bf16" and not perf.native_bf16(accelerator.device):
-        logger.warning("bf16 is emulated on this %s (no AVX512-BF16/AMX): it runs far slower than fp32 "
-                       "(bench/RESULTS.md)", accelerator.device.type)
+    if args.threads:
+        perf.set_threads(args.threads)
     set_seed(args.seed)  # the same on every process: identical initial weights and patch draws
     is_main = accelerator.is_main_process
 

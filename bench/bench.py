@@ -75,7 +75,8 @@ class Config:
     translate_sizes: tuple[int, ...] = (256, 1024)
     translate_reps: int = 3
     roofline_seconds: float = 3.0  # time spent per roofline measurement (at least 3 calls)
-    budget: float = 3600.0  # seconds a case may take before it is shrunk or skipped
+    roofline_max_call: float = 600.0  # skip a roofline layout whose single call would take longer
+    budget: float = 1200.0  # seconds a case may take before it is shrunk or skipped
     isolate: bool = True  # one subprocess per case (honest peak memory per case)
 
     @classmethod
@@ -86,7 +87,8 @@ class Config:
     def quick(cls) -> Config:
         return cls(size=32, steps=2, warmup=1, model_flags=("--ngf", "8", "--ndf", "8", "--n-blocks", "2",
                                                             "--num-patches", "64", "--netf-nc", "32"),
-                   translate_sizes=(32, 64), translate_reps=2, roofline_seconds=0.3, budget=6.0, isolate=False)
+                   translate_sizes=(32, 64), translate_reps=2, roofline_seconds=0.2, roofline_max_call=0.5, budget=6.0,
+                   isolate=False)
 
     def generator_kwargs(self) -> dict[str, Any]:
         """The CUTGenerator arguments that ``model_flags`` give (translate builds the generator itself)."""
@@ -142,57 +144,80 @@ def memory_end(device: torch.device, base: float) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------ roofline
-def roofline(device: torch.device, seconds: float, budget: float) -> dict[str, Any]:
-    """GFLOP/s of a 3x3 conv, 256 -> 256 channels, 64x64, batch 1, per precision and layout.
+ROOF_FLOPS = 2 * 256 * 256 * 9 * 64 * 64  # the roofline conv's multiply-adds x 2 (FlopCounterMode agrees)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def roofline_conv(device: torch.device, precision: str, layout: str, side: int = 64) -> Callable[[], torch.Tensor]:
+    """One call of the roofline convolution: 3x3, 256 -> 256 channels, (1, 256, side, side), padding 1."""
+    gen = torch.Generator().manual_seed(0)
+    dtype, fmt = DTYPES[precision], LAYOUTS[layout]
+    w = (torch.randn(256, 256, 3, 3, generator=gen) * 0.02).to(device, dtype).contiguous(memory_format=fmt)
+    b = torch.zeros(256, device=device, dtype=dtype)
+    x = torch.randn(1, 256, side, side, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
+    return lambda: torch.nn.functional.conv2d(x, w, b, padding=1)
+
+
+def time_calls(fn: Callable[[], Any], device: torch.device, seconds: float, max_calls: int = 50) -> list[float]:
+    """Seconds of calls of ``fn`` after one warm-up call: at least 3 within ``seconds``, at least 1."""
+    fn()  # warm-up: oneDNN builds its primitive on the first call
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while not times or (time.perf_counter() - start < seconds and len(times) < max_calls):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def roofline(device: torch.device, seconds: float, max_call: float) -> dict[str, Any]:
+    """GFLOP/s of the roofline conv per precision and layout; the best layout is the roofline.
 
     A probe on a 16x16 map predicts the cost first: layouts whose 64x64 call would take longer
-    than ``budget`` / 4 (emulated bf16) are skipped and reported with the prediction.
+    than ``max_call`` seconds (emulated bf16) are skipped and reported with the prediction.
     """
     out: dict[str, Any] = {"shape": "conv3x3 256->256, 1x256x64x64, padding 1", "cases": []}
-    gen = torch.Generator().manual_seed(0)
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        best = 0.0
-        for layout, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
-            w = (torch.randn(256, 256, 3, 3, generator=gen) * 0.02).to(device, dtype).contiguous(memory_format=fmt)
-            b = torch.zeros(256, device=device, dtype=dtype)
-
-            def conv(side: int) -> Callable[[], torch.Tensor]:
-                x = torch.randn(1, 256, side, side, generator=gen).to(device, dtype).contiguous(memory_format=fmt)
-                return lambda: torch.nn.functional.conv2d(x, w, b, padding=1)
-
-            probe = conv(16)
-            probe()
-            sync(device)
-            t0 = time.perf_counter()
-            probe()
-            sync(device)
-            predicted = (time.perf_counter() - t0) * 16  # 16x the pixels
-            case: dict[str, Any] = {"precision": name, "layout": layout, "load_before": load_average()}
-            if predicted > budget / 4:
+    for precision in DTYPES:
+        best, best_layout = 0.0, None
+        for layout in LAYOUTS:
+            probe = roofline_conv(device, precision, layout, side=16)
+            predicted = statistics.median(time_calls(probe, device, 0.0, max_calls=1)) * 16  # 16x the pixels
+            case: dict[str, Any] = {"precision": precision, "layout": layout, "load_before": load_average()}
+            if predicted > max_call:
                 case.update(skipped=f"predicted {predicted:.0f} s per call", predicted_s=round(predicted, 1))
                 out["cases"].append(case)
                 continue
-            fn = conv(64)
-            xm = torch.empty(1, 256, 64, 64, dtype=dtype, device="meta")  # shapes only: counted, not computed
-            flops = count_flops(lambda: torch.nn.functional.conv2d(xm, w.to("meta"), b.to("meta"), padding=1))
-            fn()  # warm-up: oneDNN builds its primitive on the first call
-            times: list[float] = []
-            start = time.perf_counter()
-            # at least 3 calls, or a single one when one call alone outlasts the time allowed
-            while (len(times) < 3 and time.perf_counter() - start < seconds) or (
-                    time.perf_counter() - start < seconds and len(times) < 50) or not times:
-                sync(device)
-                t0 = time.perf_counter()
-                fn()
-                sync(device)
-                times.append(time.perf_counter() - t0)
-            s = summary(times)
+            fn = roofline_conv(device, precision, layout)
+            xm = torch.empty(1, 256, 64, 64, dtype=DTYPES[precision], device="meta")  # counted, not computed
+            wm = torch.empty(256, 256, 3, 3, dtype=DTYPES[precision], device="meta")
+            flops = count_flops(lambda: torch.nn.functional.conv2d(xm, wm, padding=1))
+            s = summary(time_calls(fn, device, seconds))
             case.update(flops=flops, seconds=s, gflops=flops / s["median"] / 1e9, gflops_best=flops / s["min"] / 1e9,
                         load_after=load_average())
-            best = max(best, case["gflops"])
+            if case["gflops"] > best:
+                best, best_layout = case["gflops"], layout
             out["cases"].append(case)
-        out[name] = best or None  # GFLOP/s of the best layout (median time)
+        out[precision] = best or None  # GFLOP/s of the best layout (median time)
+        out[f"{precision}_layout"] = best_layout
+        out[f"{precision}_call_s"] = ROOF_FLOPS / best / 1e9 if best else None
     return out
+
+
+def adjacent_roofline(case: dict[str, Any], device: torch.device, seconds: float) -> float | None:
+    """The roofline conv's GFLOP/s measured now, in this process, with its threads (``case["roof_layout"]``).
+
+    Each case measures it just before and after its own timing, so that its fraction of the
+    roofline compares two figures taken under the same machine load (on a shared machine the
+    load changes between the global roofline and a case minutes later).
+    """
+    layout = case.get("roof_layout")
+    if not layout:
+        return None
+    times = time_calls(roofline_conv(device, case["precision"], layout), device, seconds, max_calls=10)
+    return ROOF_FLOPS / statistics.median(times) / 1e9
 
 
 # ---------------------------------------------------------------------------- training cases
@@ -237,6 +262,7 @@ def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size
     # Compiled graphs and FlopCounterMode do not mix: compiled cases take their eager twin's count.
     count = not case["compile"]
     replay = count and bool(args.flip_equivariance) and bool(args.reuse_features)
+    roof_before = adjacent_roofline(case, device, cfg.roofline_seconds)
     base = memory_begin(device)
     warm, flops = [], []
     for i in range(cfg.warmup):
@@ -255,12 +281,14 @@ def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size
         sync(device)
         times.append(time.perf_counter() - t0)
     mem = memory_end(device, base)
+    roof_after = adjacent_roofline(case, device, cfg.roofline_seconds)
     if replay:
         torch.set_rng_state(rng)
         flops = [count_flops(step) for _ in range(cfg.steps)]
     elif count and not flops:  # no warm-up step to count on
         flops = [count_flops(step)]
-    result: dict[str, Any] = {"seconds": summary(times), "warmup_s": [round(t, 3) for t in warm], "memory": mem}
+    result: dict[str, Any] = {"seconds": summary(times), "warmup_s": [round(t, 3) for t in warm], "memory": mem,
+                              "roofline_adjacent": [roof_before, roof_after]}
     if flops:
         result["flops"] = statistics.mean(flops)
         result["flops_per_step"] = flops
@@ -290,6 +318,7 @@ def run_translate_case(case: dict[str, Any], cfg: Config, device: torch.device, 
         translate(generator, image, precision=case["precision"], channels_last=case["channels_last"],
                   device=device)
 
+    roof_before = adjacent_roofline(case, device, cfg.roofline_seconds)
     base = memory_begin(device)
     warm = []
     for _ in range(cfg.warmup):
@@ -301,8 +330,10 @@ def run_translate_case(case: dict[str, Any], cfg: Config, device: torch.device, 
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return {"seconds": summary(times), "warmup_s": [round(t, 3) for t in warm], "memory": memory_end(device, base),
-            "flops": flops, "images_per_s": 1.0 / statistics.median(times)}
+    mem = memory_end(device, base)
+    return {"seconds": summary(times), "warmup_s": [round(t, 3) for t in warm], "memory": mem,
+            "flops": flops, "images_per_s": 1.0 / statistics.median(times),
+            "roofline_adjacent": [roof_before, adjacent_roofline(case, device, cfg.roofline_seconds)]}
 
 
 # ---------------------------------------------------------------------------------- variants
@@ -448,6 +479,10 @@ def fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}"
+
+
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
     print(f"\nmachine: {m['cpu']} | {m['usable_cores']} usable cores | ISA {' '.join(m['isa']) or '-'} | "
@@ -456,7 +491,8 @@ def print_report(report: dict[str, Any]) -> None:
           + (f" | {m['cuda_device']}" if m.get("cuda_device") else "") + f" | device {report['device']}")
     print(f"command: {report['command']}")
     roof = report["roofline"]
-    print(f"\n(a) roofline: {roof['shape']}")
+    print(f"\n(a) roofline: {roof['shape']}  (roof%: of this roofline; adj%: of the same conv timed in the "
+          "case's own process just before and after it, under the same load)")
     print(f"  {'precision':9s} {'layout':14s} {'GFLOP/s':>9s} {'best':>9s} {'load':>5s}")
     for c in roof["cases"]:
         if "skipped" in c:
@@ -468,13 +504,13 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("train"):
         print(f"\n(b) training step (train.training_step, batch 1; median of {report['config']['steps']} steps)")
         print(f"  {'case':32s} {'size':>4s} {'s/step':>8s} {'min':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'roof%':>6s} "
-              f"{'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
+              f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["train"]:
             _print_row(c, c.get("gflops"))
     if report.get("translate"):
         print("\n(c) translate (cut_hf.translate, one RGB image per call)")
         print(f"  {'case':32s} {'size':>4s} {'img/s':>8s} {'s/img':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'roof%':>6s} "
-              f"{'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
+              f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["translate"]:
             _print_row(c, c.get("gflops"), images=True)
     print()
@@ -491,8 +527,24 @@ def _print_row(c: dict[str, Any], gflops: float | None, images: bool = False) ->
     second = s["median"] if images else s["min"]
     gfl = r.get("flops")
     print(f"  {name:32s} {c['size']:4d} {first:8.3f} {second:8.3f} {fmt(gfl / 1e9 if gfl else None, '.4g'):>7s} "
-          f"{fmt(gflops, '.1f'):>8s} {fmt(c.get('roofline_fraction') and 100 * c['roofline_fraction'], '.0f'):>6s} "
+          f"{fmt(gflops, '.1f'):>8s} {pct(c.get('roofline_fraction')):>6s} {pct(c.get('roofline_fraction_adjacent')):>5s} "
           f"{r['memory']['peak_mib']:8.0f} {r['memory']['step_mib']:8.0f} {fmt(r.get('load_before'), '.1f'):>5s}")
+
+
+def adjacent_layout(roof: dict[str, Any], precision: str, cfg: Config) -> str | None:
+    """The roofline layout a case re-times next to itself, or None where one call is too slow for that."""
+    call = roof.get(f"{precision}_call_s")
+    return roof.get(f"{precision}_layout") if call and call <= cfg.roofline_seconds / 2 else None
+
+
+def fractions(entry: dict[str, Any], gflops: float, roof: dict[str, Any]) -> None:
+    """Achieved GFLOP/s as a fraction of the run's roofline and of the case's adjacent roofline."""
+    entry["gflops"] = gflops
+    roof_p = roof.get(entry["precision"])
+    entry["roofline_fraction"] = gflops / roof_p if roof_p else None
+    adjacent = [a for a in entry["result"].get("roofline_adjacent") or [] if a]
+    entry["roofline_adjacent"] = statistics.mean(adjacent) if adjacent else None
+    entry["roofline_fraction_adjacent"] = gflops / entry["roofline_adjacent"] if adjacent else None
 
 
 def selected(name: str, only: str | None) -> bool:
@@ -513,7 +565,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="timed steps per training case (default 3)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 1)")
     p.add_argument("--translate-sizes", help="comma-separated image sides (default 256,1024)")
-    p.add_argument("--budget", type=float, help="seconds a case may take before it is shrunk or skipped (default 3600)")
+    p.add_argument("--budget", type=float, help="seconds a case may take before it is shrunk or skipped (default 1200)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: the usable cores)")
     p.add_argument("--in-process", action="store_true", help="no subprocess per case (memory figures then "
                    "are high-water marks of the whole run)")
@@ -550,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json_path).write_text(json.dumps(report, indent=1))
 
-    report["roofline"] = roofline(device, cfg.roofline_seconds, cfg.budget)
+    report["roofline"] = roofline(device, cfg.roofline_seconds, cfg.roofline_max_call)
     save()
     roof = report["roofline"]
     print(f"roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s", flush=True)
@@ -574,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
                 return n * flops_ref * (s / size_ref) ** 2 / (0.3 * rate * 1e9) if rate else 0.0
 
             size = planned_size(predicted, cfg.size, cfg.budget, minimum=min(32, cfg.size))
+            case["roof_layout"] = adjacent_layout(roof, case["precision"], cfg)
             entry = {**case, "size": size}
             print(f"train {case['name']} ...", end=" ", flush=True)
             if size is None:
@@ -600,9 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                     r["flops"] = twin[0]
                     r["flops_from"] = "the eager case of the same mode, size and reuse"
             if r.get("flops"):
-                entry["gflops"] = r["flops"] / r["seconds"]["median"] / 1e9
-                roof_p = roof.get(entry["precision"])
-                entry["roofline_fraction"] = entry["gflops"] / roof_p if roof_p else None
+                fractions(entry, r["flops"] / r["seconds"]["median"] / 1e9, roof)
         save()
 
     if "translate" in sections:
@@ -616,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             def predicted_t(s: int) -> float:
                 return (cfg.warmup + cfg.translate_reps) * flops_est * (s / case["size"]) ** 2 / (0.3 * rate * 1e9)
 
+            case["roof_layout"] = adjacent_layout(roof, case["precision"], cfg)
             entry = dict(case)
             print(f"translate {case['size']} {case['name']} ...", end=" ", flush=True)
             if rate and predicted_t(case["size"]) > cfg.budget:
@@ -624,9 +676,7 @@ def main(argv: list[str] | None = None) -> int:
                 entry["result"] = run_case("translate", case, cfg, device, case["size"])
             r = entry["result"]
             if "flops" in r:
-                entry["gflops"] = r["flops"] * r["images_per_s"] / 1e9
-                roof_p = roof.get(case["precision"])
-                entry["roofline_fraction"] = entry["gflops"] / roof_p if roof_p else None
+                fractions(entry, r["flops"] * r["images_per_s"] / 1e9, roof)
             report["translate"].append(entry)
             print(r.get("error") or r.get("skipped") or f"{r['images_per_s']:.3f} images/s", flush=True)
             save()
