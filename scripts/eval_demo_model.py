@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 GROUND, PLAIN, STRIPED = 0, 1, 2
 
@@ -95,8 +97,6 @@ def _mask(path: Path) -> np.ndarray:
 def fit_segmenter(data: Path, n_images: int = 80, pixels_per_image: int = 1500, seed: int = 0):
     """A 3-class pixel classifier (ground / plain horse / striped horse) fitted on training images
     of both domains and their masks. Returns a fitted scikit-learn classifier."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for domain, horse in (("A", PLAIN), ("B", STRIPED)):
@@ -191,28 +191,31 @@ def evaluate(model: str, data: Path, limit: int | None = None, seed: int = 0, fi
     from cut_hf.pipeline import translate
 
     start = time.perf_counter()
-    clf = fit_segmenter(data, seed=seed)
     files_a = sorted((data / "testA").glob("*.png"))[:limit]
     files_b = sorted((data / "testB").glob("*.png"))[:limit]
     if not files_a or not files_b:
         raise FileNotFoundError(f"no test images in {data}/testA or testB")
+    generator = load_generator(model)
     inputs = [_load(f) for f in files_a]
     masks = [_mask(data / "masks" / "testA" / f.name) for f in files_a]
-    generator = load_generator(model)
     outputs = [np.asarray(im) for im in translate(generator, [Image.fromarray(x) for x in inputs], device="cpu")]
     if figure:
         before_after_figure(inputs, outputs, figure)
     refs = [_load(f) for f in files_b]
     ref_masks = [_mask(data / "masks" / "testB" / f.name) for f in files_b]
-    result = {
-        "model": str(model),
-        "data": str(data),
-        "test_images": len(inputs),
-        "model_scores": score_images(clf, outputs, inputs, masks).as_dict(),
-        "identity_scores": score_images(clf, inputs, inputs, masks).as_dict(),
-        "domain_b_reference": score_images(clf, refs, refs, ref_masks).as_dict(),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+    # One OpenMP thread for the trees: the work is small, and on a shared CPU several threads
+    # spin against each other (measured: 41 s -> 2.6 s for a small fit on a busy 2-core machine).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        clf = fit_segmenter(data, seed=seed)
+        result = {
+            "model": str(model),
+            "data": str(data),
+            "test_images": len(inputs),
+            "model_scores": score_images(clf, outputs, inputs, masks).as_dict(),
+            "identity_scores": score_images(clf, inputs, inputs, masks).as_dict(),
+            "domain_b_reference": score_images(clf, refs, refs, ref_masks).as_dict(),
+        }
+    result["seconds"] = round(time.perf_counter() - start, 1)
     result["domain_b_reference"].pop("background_psnr")  # real B images have no input to compare with
     return result
 

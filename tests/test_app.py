@@ -410,3 +410,22 @@ def test_shipped_model_puts_stripes_on_the_horse(mini_dataset: Path) -> None:
         out = run_translation(model, img).after
         ratios.append(ev.stripe_energy(np.asarray(out), mask) / max(ev.stripe_energy(np.asarray(img), mask), 1e-3))
     assert np.median(ratios) > 5, ratios
+
+
+def test_eval_script_end_to_end(tmp_path: Path, mini_dataset: Path, capsys) -> None:
+    """scripts/eval_demo_model.py on 4 test images (segmenter fitted on the 2 + 2 training images)."""
+    import json
+
+    ev = _script("eval_demo_model")
+    out = tmp_path / "scores.json"
+    fig = tmp_path / "before_after.png"
+    assert ev.main(["--model", str(SHIPPED_MODEL), "--data", str(mini_dataset), "--limit", "4", "--json", str(out),
+                    "--figure", str(fig)]) == 0
+    result = json.loads(out.read_text())
+    assert result["test_images"] == 4
+    model, identity = result["model_scores"], result["identity_scores"]
+    assert identity["background_psnr"]["mean"] == float("inf") and model["background_psnr"]["mean"] < 60
+    assert model["stripe_energy"]["mean"] > 5 * identity["stripe_energy"]["mean"]
+    assert "| horse mask IoU" in capsys.readouterr().out
+    assert Image.open(fig).size[0] == 4 * 64 * 3 + 3 * 4  # 4 columns, 3x zoom, 4 px gaps
+    assert ev.main(["--model", str(tmp_path / "missing"), "--data", str(mini_dataset)]) == 1
