@@ -150,21 +150,34 @@ def test_tiling_memory_stays_bounded() -> None:
     """
     script = textwrap.dedent(
         """
-        import json, resource, numpy as np, torch
+        import json, os, threading, time, numpy as np, torch
         from PIL import Image
         from cut_hf import CUTGenerator, translate
         torch.set_num_threads(1)
         torch.manual_seed(0)
         g = CUTGenerator(ngf=8, n_blocks=0).eval()  # memory sits in the full-resolution layers
         img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (750, 1000, 3), dtype=np.uint8))
-        rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
+        def peak_increase(fn):
+            # ru_maxrss is a lifetime peak that the torch import can already exceed, so sample the
+            # current RSS while fn runs (torch releases the GIL, so the watcher keeps sampling).
+            base, peak, done = rss(), [0.0], threading.Event()
+            def watch():
+                while not done.is_set():
+                    peak[0] = max(peak[0], rss())
+                    time.sleep(0.001)
+            t = threading.Thread(target=watch)
+            t.start()
+            out = fn()
+            done.set()
+            t.join()
+            return out, max(peak[0], rss()) - base
         translate(g, img.crop((0, 0, 64, 64)), tile=0)  # warm up allocator and kernels
-        base = rss()
-        tiled = translate(g, img, tile=192, tile_margin=16, tile_overlap=16, max_whole_pixels=192 * 192)
-        after_tiled = rss()
-        whole = translate(g, img, tile=0)
-        after_whole = rss()
-        print(json.dumps(dict(tiled=after_tiled - base, whole=after_whole - base, size=list(tiled.size),
+        tiled, tiled_mb = peak_increase(
+            lambda: translate(g, img, tile=192, tile_margin=16, tile_overlap=16, max_whole_pixels=192 * 192))
+        whole, whole_mb = peak_increase(lambda: translate(g, img, tile=0))
+        print(json.dumps(dict(tiled=tiled_mb, whole=whole_mb, size=list(tiled.size),
                               diff=float(np.abs(np.asarray(tiled, float) - np.asarray(whole, float)).mean()))))
         """
     )
