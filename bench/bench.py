@@ -16,6 +16,9 @@ What it measures, in one run, on the current device:
     ``train.parse_args`` flags, for CUT and FastCUT at 256x256, batch 1, default model. Seconds per
     step (median of several, warm-up excluded), FLOPs per step (counted by ``FlopCounterMode``),
     achieved GFLOP/s and its fraction of the roofline of the same precision.
+(b') **paired**: the plain path and the fp32 defaults (CUT, FastCUT) step by step in turn in one
+    process; the median of the per-round time ratios is the speed-up, steadier than a ratio of
+    two cases timed minutes apart under a drifting load.
 (c) **translate**: ``cut_hf.translate`` images/s for one 256x256 and one 1024x1024 RGB image.
 (d) **peak memory**: every case runs in its own subprocess and reports its peak resident set
     (``ru_maxrss``) and the growth over the set after building the models (the step's working
@@ -78,6 +81,7 @@ class Config:
     roofline_max_call: float = 600.0  # skip a roofline layout whose single call would take longer
     budget: float = 1200.0  # seconds a case may take before it is shrunk or skipped
     isolate: bool = True  # one subprocess per case (honest peak memory per case)
+    pair_rounds: int = 4  # interleaved plain/defaults step pairs in the paired comparison
 
     @classmethod
     def full(cls) -> Config:
@@ -88,7 +92,7 @@ class Config:
         return cls(size=32, steps=2, warmup=1, model_flags=("--ngf", "8", "--ndf", "8", "--n-blocks", "2",
                                                             "--num-patches", "64", "--netf-nc", "32"),
                    translate_sizes=(32, 64), translate_reps=2, roofline_seconds=0.2, roofline_max_call=0.5, budget=6.0,
-                   isolate=False)
+                   isolate=False, pair_rounds=2)
 
     def generator_kwargs(self) -> dict[str, Any]:
         """The CUTGenerator arguments that ``model_flags`` give (translate builds the generator itself)."""
@@ -239,19 +243,8 @@ def train_argv(case: dict[str, Any], cfg: Config, size: int) -> list[str]:
 def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
     """Time ``train.training_step`` for one variant; FLOPs by replaying the timed steps."""
     import train
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
-    args = train.parse_args(train_argv(case, cfg, size))
-    if not cfg.isolate:  # in-process runs: each case brings its own mixed precision
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
-    set_seed(0)
-    models, optimizers, _ = train.setup_training(args, accelerator)
-    gen = torch.Generator().manual_seed(1)
-    batch = {k: (torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1) for k in ("A", "B")}
+    args, accelerator, models, optimizers, batch = build_train_case(case, cfg, device, size)
 
     def step() -> None:
         losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
@@ -293,6 +286,69 @@ def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size
         result["flops"] = statistics.mean(flops)
         result["flops_per_step"] = flops
     return result
+
+
+def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int):
+    """``train.setup_training`` for one case: (args, accelerator, models, optimizers, batch)."""
+    import train
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    args = train.parse_args(train_argv(case, cfg, size))
+    if not cfg.isolate:  # in-process runs: each case brings its own mixed precision
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
+    set_seed(0)
+    models, optimizers, _ = train.setup_training(args, accelerator)
+    gen = torch.Generator().manual_seed(1)
+    batch = {k: (torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1) for k in ("A", "B")}
+    return args, accelerator, models, optimizers, batch
+
+
+def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
+    """Alternate steps of two training variants in one process: A, B, A, B, ...
+
+    On a shared machine the load drifts over the minutes between two separately timed cases;
+    steps taken back to back see nearly the same load, so the per-round ratio A/B is a steadier
+    figure of the speed-up than the ratio of two medians. Both variants must share a precision
+    (one ``Accelerator`` per process); ``fast_ops``, a process-wide switch, is set before each step.
+    """
+    import train
+
+    a, b = case["a"], case["b"]
+    if a["precision"] != b["precision"]:
+        raise ValueError("a paired comparison needs one precision for both variants")
+    if not cfg.isolate:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    sides = []
+    for variant in (a, b):
+        args, accelerator, models, optimizers, batch = build_train_case(variant, dataclasses.replace(cfg, isolate=True),
+                                                                        device, size)
+        sides.append((variant, args, accelerator, models, optimizers, batch))
+
+    def step(side) -> float:
+        variant, args, accelerator, models, optimizers, batch = side
+        perf.set_fast_ops(variant["fast_ops"])
+        t0 = time.perf_counter()
+        losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
+        float(losses["NCE"])
+        sync(device)
+        return time.perf_counter() - t0
+
+    for _ in range(cfg.warmup):
+        for side in sides:
+            step(side)
+    ta, tb = [], []
+    for _ in range(cfg.pair_rounds):
+        ta.append(step(sides[0]))
+        tb.append(step(sides[1]))
+    ratios = [x / y for x, y in zip(ta, tb)]
+    return {"a": summary(ta), "b": summary(tb), "ratios": [round(r, 4) for r in ratios],
+            "speedup": statistics.median(ratios)}
 
 
 # --------------------------------------------------------------------------- translate cases
@@ -367,13 +423,17 @@ def train_cases(variants: str, defaults: dict[str, Any], defaults_bf16: dict[str
     else:
         one_at_a_time = [("plain", {}), ("+fast_ops", {"fast_ops": True}), ("+reuse", {"reuse": True}),
                          ("+channels_last", {"channels_last": True}),
-                         ("+compile", {"compile": True}), ("+bf16", {"precision": "bf16"}),
+                         ("+bf16", {"precision": "bf16"}),
                          ("+bf16+channels_last", {"precision": "bf16", "channels_last": True})]
-        if quick:  # the smoke check: each switch once, compile excluded (its compile time alone is a minute)
-            one_at_a_time = [v for v in one_at_a_time if v[0] not in ("+compile", "+bf16")]
+        if quick:  # the smoke check: each switch once; no compile (its compile time alone is a minute)
+            one_at_a_time = [v for v in one_at_a_time if v[0] != "+bf16"]
         for name, change in one_at_a_time:
             cases.append({"name": name, "mode": "cut", **PLAIN, **change})
         cases.append({"name": "defaults", "mode": "cut", **defaults})
+        if not quick:
+            # compile on top of the defaults: on the plain path (official transposed-blur Upsample)
+            # inductor fails in replication_pad2d_backward's meta kernel (torch 2.14, bench/RESULTS.md)
+            cases.append({"name": "defaults+compile", "mode": "cut", **defaults, "compile": True})
         cases.append({"name": "defaults+bf16", "mode": "cut", **defaults_bf16})
         cases.append({"name": "fastcut plain", "mode": "fastcut", **PLAIN})
         cases.append({"name": "fastcut defaults", "mode": "fastcut", **defaults})
@@ -395,6 +455,13 @@ def translate_cases(sizes: tuple[int, ...], quick: bool) -> list[dict[str, Any]]
             # structural copy, which would bypass the compiled graph
             cases.append({"name": "fp32 fast_ops compile", **base, "fast_ops": True, "compile": True})
     return cases
+
+
+def pair_cases(defaults: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Paired comparisons (name, a, b): the plain path against the fp32 defaults, CUT and FastCUT."""
+    fp32 = {**defaults, "precision": "fp32"}
+    return [("plain -> defaults", {"mode": "cut", **PLAIN}, {"mode": "cut", **fp32}),
+            ("fastcut plain -> defaults", {"mode": "fastcut", **PLAIN}, {"mode": "fastcut", **fp32})]
 
 
 def merge_duplicates(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -438,7 +505,8 @@ def run_case(kind: str, case: dict[str, Any], cfg: Config, device: torch.device,
     return result
 
 
-CHILD_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"train": run_train_case, "translate": run_translate_case}
+CHILD_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"train": run_train_case, "pair": run_pair_case,
+                                                          "translate": run_translate_case}
 
 
 def child_main(payload: str) -> int:
@@ -507,6 +575,17 @@ def print_report(report: dict[str, Any]) -> None:
               f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["train"]:
             _print_row(c, c.get("gflops"))
+    if report.get("pairs"):
+        print(f"\n(b') paired: the two variants' steps alternate in one process ({report['config']['pair_rounds']} "
+              "rounds after warm-up); speed-up = median of the per-round time ratios a/b")
+        print(f"  {'pair':32s} {'size':>4s} {'a s/step':>9s} {'b s/step':>9s} {'speed-up':>9s}  ratios")
+        for c in report["pairs"]:
+            r = c["result"]
+            if "error" in r:
+                print(f"  {c['name']:32s} {c['size']:4d} {r['error']}")
+                continue
+            print(f"  {c['name']:32s} {c['size']:4d} {r['a']['median']:9.3f} {r['b']['median']:9.3f} "
+                  f"{r['speedup']:9.2f}  {' '.join(f'{x:.2f}' for x in r['ratios'])}")
     if report.get("translate"):
         print("\n(c) translate (cut_hf.translate, one RGB image per call)")
         print(f"  {'case':32s} {'size':>4s} {'img/s':>8s} {'s/img':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'roof%':>6s} "
@@ -558,7 +637,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny model and images, in-process: under a minute")
     p.add_argument("--json", dest="json_path", help="write the full report here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--sections", default="roofline,train,translate", help="comma-separated subset to run")
+    p.add_argument("--sections", default="roofline,train,pairs,translate", help="comma-separated subset to run "
+                   "(roofline always runs: the other sections' fractions need it)")
     p.add_argument("--variants", default="one-at-a-time", choices=["one-at-a-time", "grid"])
     p.add_argument("--only", default=None, help="comma-separated case names to run (as the table prints them)")
     p.add_argument("--size", type=int, help="training image size (default 256; quick 32)")
@@ -606,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     save()
     roof = report["roofline"]
     print(f"roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s", flush=True)
-    defaults = resolved_defaults(device) if sections & {"train", "translate"} else {}
+    defaults = resolved_defaults(device) if sections & {"train", "pairs", "translate"} else {}
     report["defaults"] = defaults
 
     if "train" in sections:
@@ -647,14 +727,29 @@ def main(argv: list[str] | None = None) -> int:
             if "seconds" not in r:
                 continue
             if "flops" not in r:
-                twin = [e["result"].get("flops") for e in report["train"] if e["mode"] == entry["mode"]
-                        and e["reuse"] == entry["reuse"] and e["size"] == entry["size"] and "flops" in e["result"]]
+                twin = [e["result"].get("flops") for e in report["train"] if "flops" in e["result"] and not e["compile"]
+                        and all(e[k] == entry[k] for k in ("mode", "reuse", "fast_ops", "size"))]
                 if twin:
                     r["flops"] = twin[0]
-                    r["flops_from"] = "the eager case of the same mode, size and reuse"
+                    r["flops_from"] = "the eager case of the same mode, size, reuse and ops"
             if r.get("flops"):
                 fractions(entry, r["flops"] / r["seconds"]["median"] / 1e9, roof)
         save()
+
+    if "pairs" in sections:
+        report["pairs"] = []
+        sizes = {e["name"].split(" = ")[0]: e["size"] for e in report.get("train", [])}
+        for name, a, b in pair_cases(defaults):
+            if not selected(name, args.only):
+                continue
+            size = sizes.get("plain") or cfg.size  # where the plain step fitted the budget
+            print(f"pair {name} ...", end=" ", flush=True)
+            entry = {"name": name, "a": a, "b": b, "size": size,
+                     "result": run_case("pair", {"a": a, "b": b}, cfg, device, size)}
+            r = entry["result"]
+            report["pairs"].append(entry)
+            print(r.get("error") or f"x{r['speedup']:.2f} (ratios {r['ratios']})", flush=True)
+            save()
 
     if "translate" in sections:
         report["translate"] = []
@@ -685,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
     report["load_average_end"] = load_average()
     save()
     print_report(report)
-    failed = [c["name"] for sec in ("train", "translate") for c in report.get(sec, []) if "error" in c["result"]]
+    failed = [c["name"] for sec in ("train", "pairs", "translate") for c in report.get(sec, []) if "error" in c["result"]]
     if failed:
         print(f"failed cases: {', '.join(failed)}", file=sys.stderr)
         return 1

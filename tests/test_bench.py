@@ -52,6 +52,13 @@ def test_quick_bench_runs_and_reports_every_section(tmp_path):
     assert 0.98 * plain < train["+fast_ops"]["result"]["flops"] < plain
     assert train["fastcut plain"]["result"]["flops"] < plain
 
+    pairs = {c["name"]: c["result"] for c in report["pairs"]}
+    pair = pairs["plain -> defaults"]
+    assert "error" not in pair, pair
+    assert len(pair["ratios"]) == report["config"]["pair_rounds"] and pair["speedup"] > 0
+    assert pair["a"]["median"] > 0 and pair["b"]["median"] > 0
+    assert "(b') paired" in proc.stdout
+
     sizes = {c["size"] for c in report["translate"]}
     assert sizes == set(report["config"]["translate_sizes"])
     for case in report["translate"]:
