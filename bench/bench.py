@@ -23,17 +23,22 @@ What it measures, in one run, on the current device:
 (d) **peak memory**: every case runs in its own subprocess and reports its peak resident set
     (``ru_maxrss``) and the growth over the set after building the models (the step's working
     memory); on CUDA, ``torch.cuda.max_memory_allocated``.
+(e) **ops**: the single operations behind the fast-path defaults, each way: the official
+    transposed-blur ``Upsample`` against bilinear interpolation, ``InstanceNorm2d`` + in-place ReLU
+    through a view or not, and a 3x3 convolution's forward, input-gradient and weight-gradient
+    passes in the contiguous and channels-last layouts.
 
 FLOPs are counted on the (untimed) warm-up step, or on a replay of the timed steps from the same
 RNG state where FastCUT's random flips change the work (a flipped step recomputes the PatchNCE keys).
 
 Variants: precision fp32 | bf16 (autocast), channels-last on | off, ``torch.compile`` on | off,
-PatchNCE key-feature reuse on | off. By default each switch is measured on its own against the
-*plain* path (fp32, NCHW, eager, keys recomputed by a second encoder pass, as the paper's code),
-then the *defaults* that ``train.py`` resolves on this machine; ``--variants grid`` runs all 16
+PatchNCE key-feature reuse on | off, fast ops (``cut_hf.perf.set_fast_ops``) on | off. By default
+each switch is measured on its own against the *plain* path (fp32, NCHW, eager, keys recomputed by
+a second encoder pass, official ops, as the paper's code), then the *defaults* that ``train.py``
+resolves on this machine, and compile on top of those; ``--variants grid`` runs all 32
 combinations. A case whose predicted time exceeds ``--budget`` seconds (bf16 on a CPU without
-native bf16 runs 50x slower than fp32) is measured at a smaller image size and marked so, or
-skipped with its predicted time.
+native bf16 runs 7-400x slower than fp32, by layout) is measured at a smaller image size and
+marked so, or skipped with its predicted time.
 
 Timings on a shared machine are noisy: the load average is recorded before and after each case,
 and min as well as median are kept. Nothing here asserts a speed.
@@ -392,6 +397,74 @@ def run_translate_case(case: dict[str, Any], cfg: Config, device: torch.device, 
             "roofline_adjacent": [roof_before, adjacent_roofline(case, device, cfg.roofline_seconds)]}
 
 
+# ------------------------------------------------------------------------------- op cases
+def op_cases(quick: bool) -> list[tuple[str, str, Callable[[], Callable[[], Any]]]]:
+    """Micro-benchmarks behind the fast-path defaults: (name, variant, factory of one timed call).
+
+    Each factory builds its tensors once; the call runs forward and backward (or one convolution
+    pass) so that what the training step pays is compared, op by op.
+    """
+    from cut_hf.models.layers import InstanceNorm2d, Upsample
+
+    side, ch = (16, 32) if quick else (64, 256)
+    gen = torch.Generator().manual_seed(0)
+
+    def upsample(fast: bool) -> Callable[[], Any]:
+        up = Upsample(ch)
+        x = torch.randn(1, ch, side, side, generator=gen, requires_grad=True)
+
+        def call() -> None:
+            with perf.fast_ops(fast):
+                up(x).sum().backward()
+        return call
+
+    def norm_relu(fast: bool) -> Callable[[], Any]:
+        norm = InstanceNorm2d(ch)
+        x = torch.randn(1, ch, 2 * side, 2 * side, generator=gen, requires_grad=True)
+
+        def call() -> None:
+            with perf.fast_ops(fast):
+                torch.relu_(norm(x * 1.0)).sum().backward()
+        return call
+
+    def conv_pass(layout: str, which: str) -> Callable[[], Any]:
+        fmt = LAYOUTS[layout]
+        x = torch.randn(1, ch, side, side, generator=gen).contiguous(memory_format=fmt)
+        w = (torch.randn(ch, ch, 3, 3, generator=gen) * 0.02).contiguous(memory_format=fmt)
+        gy = torch.randn(1, ch, side, side, generator=gen).contiguous(memory_format=fmt)
+        mask = {"input grad": [True, False, False], "weight grad": [False, True, False]}.get(which)
+
+        def call() -> Any:
+            if mask is None:
+                return torch.nn.functional.conv2d(x, w, padding=1)
+            return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                       mask)
+        return call
+
+    cases: list[tuple[str, str, Callable[[], Callable[[], Any]]]] = []
+    for fast in (False, True):
+        cases.append((f"Upsample x2 fwd+bwd {ch}ch {side}px", "bilinear" if fast else "official transposed blur",
+                      lambda fast=fast: upsample(fast)))
+    for fast in (False, True):
+        cases.append((f"InstanceNorm+ReLU_ fwd+bwd {ch}ch {2 * side}px", "unsafe_view" if fast else "official view",
+                      lambda fast=fast: norm_relu(fast)))
+    for which in ("forward", "input grad", "weight grad"):
+        for layout in LAYOUTS:
+            cases.append((f"conv3x3 {which} {ch}ch {side}px fp32", layout,
+                          lambda layout=layout, which=which: conv_pass(layout, which)))
+    return cases
+
+
+def run_ops(device: torch.device, cfg: Config, quick: bool) -> list[dict[str, Any]]:
+    """Time every op case on the CPU, in this process (they are small and allocate little)."""
+    out = []
+    for name, variant, factory in op_cases(quick):
+        s = summary(time_calls(factory(), torch.device("cpu"), cfg.roofline_seconds, max_calls=30))
+        out.append({"name": name, "variant": variant, "seconds": s, "load": load_average()})
+        print(f"op {name} [{variant}] {1e3 * s['median']:.2f} ms", flush=True)
+    return out
+
+
 # ---------------------------------------------------------------------------------- variants
 def resolved_defaults(device: torch.device, precision: str | None = None) -> dict[str, Any]:
     """What ``train.py`` does when given no performance flags (but ``--mixed-precision``), on this device."""
@@ -592,6 +665,10 @@ def print_report(report: dict[str, Any]) -> None:
               f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["translate"]:
             _print_row(c, c.get("gflops"), images=True)
+    if report.get("ops"):
+        print("\n(e) ops behind the defaults (CPU, fp32; forward+backward unless named; median ms)")
+        for c in report["ops"]:
+            print(f"  {c['name']:42s} {c['variant']:26s} {1e3 * c['seconds']['median']:9.2f}")
     print()
 
 
@@ -637,7 +714,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny model and images, in-process: under a minute")
     p.add_argument("--json", dest="json_path", help="write the full report here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--sections", default="roofline,train,pairs,translate", help="comma-separated subset to run "
+    p.add_argument("--sections", default="roofline,train,pairs,translate,ops", help="comma-separated subset to run "
                    "(roofline always runs: the other sections' fractions need it)")
     p.add_argument("--variants", default="one-at-a-time", choices=["one-at-a-time", "grid"])
     p.add_argument("--only", default=None, help="comma-separated case names to run (as the table prints them)")
@@ -750,6 +827,10 @@ def main(argv: list[str] | None = None) -> int:
             report["pairs"].append(entry)
             print(r.get("error") or f"x{r['speedup']:.2f} (ratios {r['ratios']})", flush=True)
             save()
+
+    if "ops" in sections:
+        report["ops"] = run_ops(device, cfg, args.quick)
+        save()
 
     if "translate" in sections:
         report["translate"] = []

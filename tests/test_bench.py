@@ -59,6 +59,10 @@ def test_quick_bench_runs_and_reports_every_section(tmp_path):
     assert pair["a"]["median"] > 0 and pair["b"]["median"] > 0
     assert "(b') paired" in proc.stdout
 
+    ops = {(c["name"].split()[0], c["variant"]) for c in report["ops"]}
+    assert {("Upsample", "bilinear"), ("Upsample", "official transposed blur"), ("conv3x3", "channels_last")} <= ops
+    assert all(c["seconds"]["median"] > 0 for c in report["ops"]) and "(e) ops" in proc.stdout
+
     sizes = {c["size"] for c in report["translate"]}
     assert sizes == set(report["config"]["translate_sizes"])
     for case in report["translate"]:
