@@ -718,6 +718,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(roofline always runs: the other sections' fractions need it)")
     p.add_argument("--variants", default="one-at-a-time", choices=["one-at-a-time", "grid"])
     p.add_argument("--only", default=None, help="comma-separated case names to run (as the table prints them)")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile cases (each compiles "
+                   "for minutes on a CPU)")
     p.add_argument("--size", type=int, help="training image size (default 256; quick 32)")
     p.add_argument("--steps", type=int, help="timed steps per training case (default 3)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 1)")
@@ -771,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         measured: dict[tuple[str, bool], tuple[int, float]] = {}  # (mode, reuse) -> (size, flops)
         report["defaults_bf16"] = resolved_defaults(device, "bf16")
         for case in train_cases(args.variants, defaults, report["defaults_bf16"], args.quick):
-            if not selected(case["name"], args.only):
+            if not selected(case["name"], args.only) or (args.no_compile and case["compile"]):
                 continue
             rate = rate_for(roof, case["precision"], case["channels_last"]) or roof.get(case["precision"])
             width = cfg.generator_kwargs().get("ngf", 64) / 64  # FLOPs grow with the width squared
@@ -835,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     if "translate" in sections:
         report["translate"] = []
         for case in translate_cases(cfg.translate_sizes, args.quick):
-            if not selected(case["name"], args.only):
+            if not selected(case["name"], args.only) or (args.no_compile and case["compile"]):
                 continue
             rate = rate_for(roof, case["precision"], case["channels_last"]) or roof.get(case["precision"])
             flops_est = 1.28e11 * (case["size"] / 256) ** 2 * (cfg.generator_kwargs().get("ngf", 64) / 64) ** 2
