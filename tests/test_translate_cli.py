@@ -72,6 +72,18 @@ def test_options_size_format_and_train_output_folder(model_dir, inputs, tmp_path
     assert Image.open(out / "a.jpg").size == (12, 8)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_gets_a_note(native, model_dir, inputs, tmp_path, capsys,
+                                                        monkeypatch) -> None:
+    import cut_hf.translate as cli
+
+    monkeypatch.setattr(cli, "native_bf16", lambda device: native)
+    code = main(["--model", str(model_dir), "--input", str(inputs / "a.png"), "--output", str(tmp_path / "o"),
+                 "--precision", "bf16", "--device", "cpu"])
+    assert code == 0 and (tmp_path / "o" / "a.png").is_file()  # still translated: a note, not an error
+    assert ("no native bf16" in capsys.readouterr().err) is not native
+
+
 def test_nothing_translated_exits_1(model_dir, inputs, tmp_path, capsys) -> None:
     assert main(["--model", str(model_dir), "--input", str(inputs / "bad.png"), "--output", str(tmp_path / "o")]) == 1
     assert "not an image" in capsys.readouterr().err
