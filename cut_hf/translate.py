@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, ValueError) as err:
         return _fail(f"--device {args.device or device} / --precision {args.precision}: {err}")
     if args.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
-        # measured on an AVX2 CPU: 0.089 images/s in bf16 against 0.77 in fp32 (bench/RESULTS.md)
-        print("note: this CPU has no native bf16; PyTorch emulates bf16 convolutions about 10x slower than "
+        # measured on an AVX2 CPU at 256 px: 0.088 images/s in bf16 against 0.68-0.77 in fp32 (bench/RESULTS.md)
+        print("note: this CPU has no native bf16; PyTorch emulates bf16 convolutions, about 8x slower than "
               "fp32 here. Use --precision fp32 on this machine.", file=sys.stderr)
     try:
         generator = load_generator(args.model, map_location=str(device))
