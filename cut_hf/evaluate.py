@@ -223,7 +223,9 @@ def evaluate_folders(
         if ok:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-            lpips_net = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).eval()
+            # sync_on_compute=False: this process holds every pair (see cut_hf.metrics.fid_kid)
+            lpips_net = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True,
+                                                              sync_on_compute=False).eval()
             lpips_note = None
 
     was_training = generator.training

@@ -184,13 +184,17 @@ def fid_kid(
     if n_real < 2 or n_fake < 2:
         raise ValueError(f"FID/KID need at least 2 images on each side, got {n_fake} translated, {n_real} reference")
     dim = real_features.shape[1]
-    fid = FrechetInceptionDistance(feature=_Precomputed(dim))
+    # Both feature sets are complete in this process. Without sync_on_compute=False, torchmetrics
+    # all-gathers the states at compute() whenever torch.distributed is initialised, and an
+    # evaluation on the main process of a multi-process run would wait forever for the others.
+    fid = FrechetInceptionDistance(feature=_Precomputed(dim), sync_on_compute=False)
     fid.update(real_features.double(), real=True)
     fid.update(fake_features.double(), real=False)
     subset = min(kid_subset_size, n_real, n_fake)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=kid_subsets, subset_size=subset)
+        kid = KernelInceptionDistance(feature=_Precomputed(dim), subsets=kid_subsets, subset_size=subset,
+                                      sync_on_compute=False)
     kid.update(real_features.double(), real=True)
     kid.update(fake_features.double(), real=False)
     with torch.random.fork_rng(devices=[]):
