@@ -35,6 +35,7 @@ from cut_hf.demo.errors import DemoError  # noqa: E402
 from cut_hf.demo.models import ModelCache, warm_up  # noqa: E402
 from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query  # noqa: E402
 from cut_hf.demo.render import upscale  # noqa: E402
+from cut_hf.perf import set_threads  # noqa: E402
 from cut_hf.demo.translation import (  # noqa: E402
     DEFAULT_TILE_ABOVE,
     RESOLUTIONS,
@@ -324,9 +325,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         demo = build_demo(args.model, max_pixels=args.max_pixels, tile_above=args.tile_above)

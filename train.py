@@ -597,10 +597,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on the CPU")
     if (args.mixed_precision == "bf16" and accelerator.device.type == "cpu"
-            and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")):
-        logger.warning("this CPU (%s) has no native bf16: PyTorch falls back to slow bf16 convolutions (20x "
-                       "slower than fp32 at 64 px, over 70x at 256 px on an AVX2 machine); use --mixed-precision no",
-                       torch.backends.cpu.get_cpu_capability())
+            and not perf.native_bf16(accelerator.device)):  # the same test as the translate CLI's note
+        logger.warning("this CPU (%s) has no native bf16: PyTorch falls back to slow bf16 convolutions (about 20x "
+                       "slower than fp32 for the default CUT step on an AVX2 machine, bench/RESULTS.md); "
+                       "use --mixed-precision no", torch.backends.cpu.get_cpu_capability())
     if accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     if args.threads:

@@ -247,13 +247,7 @@ def train_argv(case: dict[str, Any], cfg: Config, size: int) -> list[str]:
 
 def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
     """Time ``train.training_step`` for one variant; FLOPs by replaying the timed steps."""
-    import train
-
-    args, accelerator, models, optimizers, batch = build_train_case(case, cfg, device, size)
-
-    def step() -> None:
-        losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
-        float(losses["NCE"])  # wait for the device and keep the work from being optimised away
+    args, step = build_train_case(case, cfg, device, size)
 
     # FLOPs: constant per step unless FastCUT's random flip decides whether the PatchNCE keys are
     # recomputed (reuse on); then the timed steps are replayed from the same RNG state and counted.
@@ -293,14 +287,19 @@ def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size
     return result
 
 
-def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int):
-    """``train.setup_training`` for one case: (args, accelerator, models, optimizers, batch)."""
+def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int,
+                     reset_state: bool | None = None) -> tuple[argparse.Namespace, Callable[[], None]]:
+    """``train.setup_training`` for one case and a fixed random batch: (train.py's args, one step).
+
+    ``reset_state`` (default: for in-process runs) drops Accelerate's process-wide state first, so
+    that a case brings its own mixed precision; a paired run builds its second side without it.
+    """
     import train
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     args = train.parse_args(train_argv(case, cfg, size))
-    if not cfg.isolate:  # in-process runs: each case brings its own mixed precision
+    if not cfg.isolate if reset_state is None else reset_state:
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -309,7 +308,12 @@ def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, si
     models, optimizers, _ = train.setup_training(args, accelerator)
     gen = torch.Generator().manual_seed(1)
     batch = {k: (torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1) for k in ("A", "B")}
-    return args, accelerator, models, optimizers, batch
+
+    def step() -> None:
+        losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
+        float(losses["NCE"])  # wait for the device and keep the work from being optimised away
+
+    return args, step
 
 
 def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
@@ -320,27 +324,17 @@ def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size:
     figure of the speed-up than the ratio of two medians. Both variants must share a precision
     (one ``Accelerator`` per process); ``fast_ops``, a process-wide switch, is set before each step.
     """
-    import train
-
     a, b = case["a"], case["b"]
     if a["precision"] != b["precision"]:
         raise ValueError("a paired comparison needs one precision for both variants")
-    if not cfg.isolate:
-        from accelerate.state import AcceleratorState
+    sides = [(a, build_train_case(a, cfg, device, size)[1]),
+             (b, build_train_case(b, cfg, device, size, reset_state=False)[1])]  # B shares A's Accelerator state
 
-        AcceleratorState._reset_state(reset_partial_state=True)
-    sides = []
-    for variant in (a, b):
-        args, accelerator, models, optimizers, batch = build_train_case(variant, dataclasses.replace(cfg, isolate=True),
-                                                                        device, size)
-        sides.append((variant, args, accelerator, models, optimizers, batch))
-
-    def step(side) -> float:
-        variant, args, accelerator, models, optimizers, batch = side
+    def step(side: tuple[dict[str, Any], Callable[[], None]]) -> float:
+        variant, run_step = side
         perf.set_fast_ops(variant["fast_ops"])
         t0 = time.perf_counter()
-        losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
-        float(losses["NCE"])
+        run_step()
         sync(device)
         return time.perf_counter() - t0
 

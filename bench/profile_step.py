@@ -46,16 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", help="also write a Chrome trace here")
     args = p.parse_args(argv)
     perf.set_threads(args.threads)
-    import train
-
     device = torch.device("cpu")
-    case = dict(bench.PLAIN if args.plain else bench.resolved_defaults(device), mode=args.mode)
-    cfg = bench.Config.full()
-    targs, accelerator, models, optimizers, batch = bench.build_train_case(case, cfg, device, args.size)
-
-    def step() -> None:
-        losses, _ = train.training_step(batch, models, optimizers, accelerator, targs)
-        float(losses["NCE"])
+    defaults = bench.resolved_defaults(device)
+    case = dict(bench.PLAIN if args.plain else defaults, mode=args.mode)
+    _, step = bench.build_train_case(case, bench.Config.full(), device, args.size)
 
     step()  # warm-up: oneDNN primitive caches, allocator
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
@@ -82,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         step()
     for op, n in counter.get_flop_counts()["Global"].items():
         flops["conv" if "convolution" in str(op) else "other"] += n
-    roof_fn = bench.roofline_conv(device, "fp32", bench.resolved_defaults(device)["channels_last"] and "channels_last"
-                                  or "contiguous")
+    roof_fn = bench.roofline_conv(device, "fp32", "channels_last" if defaults["channels_last"] else "contiguous")
     roof = bench.ROOF_FLOPS / min(bench.time_calls(roof_fn, device, 2.0, max_calls=10)) / 1e9
     conv_rate = flops["conv"] / conv_time / 1e9
     print(f"\nconvolution passes: {conv_time:.2f} s/step for {flops['conv'] / 1e9:.0f} GFLOP = {conv_rate:.1f} GFLOP/s, "
