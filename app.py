@@ -39,6 +39,7 @@ from cut_hf.perf import set_threads  # noqa: E402
 from cut_hf.demo.translation import (  # noqa: E402
     DEFAULT_TILE_ABOVE,
     RESOLUTIONS,
+    precision_note,
     precisions_available,
     run_translation,
 )
@@ -203,7 +204,8 @@ def build_demo(
                     with gr.Row():
                         resolution = gr.Dropdown(list(RESOLUTIONS), value="original", allow_custom_value=True,
                                                  label="Resolution: original size, or shorter side in px")
-                        precision = gr.Radio(precisions_available(), value="fp32", label="Precision")
+                        precision = gr.Radio(precisions_available(), value="fp32", label="Precision",
+                                             info=precision_note())
                     t_button = gr.Button("Translate", variant="primary", elem_id="translate-button")
                 with gr.Column():
                     slider = gr.ImageSlider(type="pil", format="png", label="Before | after",

@@ -15,8 +15,9 @@ from cut_hf import CUTGenerator, PatchSampler
 from cut_hf.demo import augment_explorer as aug
 from cut_hf.demo.errors import DemoError
 from cut_hf.demo.models import SHIPPED_MODEL, ModelCache, load_demo_model
+from cut_hf.perf import native_bf16
 from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query
-from cut_hf.demo.translation import parse_resolution, run_translation
+from cut_hf.demo.translation import parse_resolution, precision_note, run_translation
 from cut_hf.demo.uploads import read_image
 from cut_hf.losses import nt_xent_loss
 
@@ -185,7 +186,12 @@ def test_run_translation_sizes_precision_and_tiles(tiny_model_dir: Path) -> None
     # Tiles use whole-image norm statistics: close to the one-piece result.
     diff = np.abs(np.asarray(res.after, dtype=float) - np.asarray(whole.after, dtype=float))
     assert diff.mean() < 2.0
-    assert run_translation(model, img, precision="bf16").after.size == (37, 29)
+    bf16 = run_translation(model, img, precision="bf16")
+    assert bf16.after.size == (37, 29)
+    # The slow emulated path is named in the timing line, and only there.
+    assert ("no native bf16" in bf16.describe(img.size)) == (not native_bf16(bf16.device))
+    assert "no native bf16" not in run_translation(model, img).describe(img.size)
+    assert (precision_note() is None) == native_bf16(bf16.device)
     with pytest.raises(DemoError, match="precision"):
         run_translation(model, img, precision="fp16" if not torch.cuda.is_available() else "fp8")
     with pytest.raises(DemoError, match="limit"):

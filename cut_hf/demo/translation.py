@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from ..perf import native_bf16
 from ..pipeline import DEFAULT_TILE, PRECISIONS, resized_shape, translate
 from .errors import DemoError
 from .models import DemoModel
@@ -23,6 +24,16 @@ DEFAULT_TILE_ABOVE = 1 << 20
 def precisions_available() -> list[str]:
     """fp32 and bf16 everywhere; fp16 only with CUDA (CPU fp16 kernels are slow or missing)."""
     return [p for p in PRECISIONS if p != "fp16" or torch.cuda.is_available()]
+
+
+def translation_device() -> str:
+    """Where the tab translates: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision_note() -> str | None:
+    """A hint for the precision control where bf16 would be emulated (slow), else None."""
+    return None if native_bf16(translation_device()) else "bf16 is emulated on this CPU: about 8x slower than fp32"
 
 
 def parse_resolution(value: str | int | float | None) -> int | None:
@@ -51,12 +62,21 @@ class TranslationResult:
     tiled: bool
     device: str
 
+    @property
+    def emulated(self) -> bool:
+        """bf16 on a device that emulates it (CPUs without AVX512-BF16/AMX): slow, so say so."""
+        return self.precision == "bf16" and not native_bf16(self.device)
+
     def describe(self, original_size: tuple[int, int]) -> str:
         w0, h0 = original_size
         w, h = self.after.size
         size = "the upload's size" if (w, h) == (w0, h0) else f"resized from {w0}×{h0} px"
         path = f"tiled ({DEFAULT_TILE} px tiles, whole-image norm statistics)" if self.tiled else "whole image"
-        return f"**{self.seconds:.2f} s** · output {w}×{h} px ({size}) · {self.precision} on {self.device} · {path}"
+        line = f"**{self.seconds:.2f} s** · output {w}×{h} px ({size}) · {self.precision} on {self.device} · {path}"
+        if self.emulated:
+            # bench/RESULTS.md, AVX2 CPU at 256 px: 0.088 images/s in bf16 against 0.68-0.77 in fp32
+            line += " · this CPU has no native bf16, so PyTorch emulates it (about 8x slower than fp32)"
+        return line
 
 
 def run_translation(model: DemoModel, image: Image.Image, resolution: str | int | None = "original",
@@ -78,7 +98,7 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
             raise DemoError(f"shorter side {side} px would make a {w}x{h} image, over this app's limit of "
                             f"{max_pixels / 1e6:.0f} Mpx")
         before = before.resize((w, h), Image.BICUBIC)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = translation_device()
     padded = (-(-before.width // 4) * 4) * (-(-before.height // 4) * 4)
     tiled = padded > tile_above  # the rule translate() applies with tile=None
     start = time.perf_counter()
