@@ -35,7 +35,6 @@ from cut_hf.demo.errors import DemoError  # noqa: E402
 from cut_hf.demo.models import ModelCache, warm_up  # noqa: E402
 from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query  # noqa: E402
 from cut_hf.demo.render import upscale  # noqa: E402
-from cut_hf.perf import set_threads  # noqa: E402
 from cut_hf.demo.translation import (  # noqa: E402
     DEFAULT_TILE_ABOVE,
     RESOLUTIONS,
@@ -44,6 +43,7 @@ from cut_hf.demo.translation import (  # noqa: E402
     run_translation,
 )
 from cut_hf.demo.uploads import DEFAULT_MAX_PIXELS, read_image  # noqa: E402
+from cut_hf.perf import set_threads  # noqa: E402
 
 log = logging.getLogger("cut_hf.app")
 

@@ -596,8 +596,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "each would train alone; check the launcher and its environment")
     if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on the CPU")
-    if (args.mixed_precision == "bf16" and accelerator.device.type == "cpu"
-            and not perf.native_bf16(accelerator.device)):  # the same test as the translate CLI's note
+    if perf.emulated_bf16(args.mixed_precision, accelerator.device):  # the translate CLI's and the app's test too
         logger.warning("this CPU (%s) has no native bf16: PyTorch falls back to slow bf16 convolutions (about 20x "
                        "slower than fp32 for the default CUT step on an AVX2 machine, bench/RESULTS.md); "
                        "use --mixed-precision no", torch.backends.cpu.get_cpu_capability())

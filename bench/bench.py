@@ -28,8 +28,9 @@ What it measures, in one run, on the current device:
     through a view or not, and a 3x3 convolution's forward, input-gradient and weight-gradient
     passes in the contiguous and channels-last layouts.
 
-FLOPs are counted on the (untimed) warm-up step, or on a replay of the timed steps from the same
-RNG state where FastCUT's random flips change the work (a flipped step recomputes the PatchNCE keys).
+FLOPs are counted after the timed steps, outside the memory window (under ``FlopCounterMode`` some
+ops run decomposed and allocate more): on one more step, or on a replay of the timed steps from the
+same RNG state where FastCUT's random flips change the work (a flipped step recomputes the PatchNCE keys).
 
 Variants: precision fp32 | bf16 (autocast), channels-last on | off, ``torch.compile`` on | off,
 PatchNCE key-feature reuse on | off, fast ops (``cut_hf.perf.set_fast_ops``) on | off. By default

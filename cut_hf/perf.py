@@ -10,7 +10,8 @@ Each helper is one decision that ``train.py``, ``bench/bench.py`` and users shar
   gradients. So fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last.
 - :func:`native_bf16`: whether bf16 is computed natively. Without AVX512-BF16 / AMX (CPUs) oneDNN
   has no bf16 convolution at all and PyTorch falls back to reference loops, 12x (channels-last) to
-  470x (NCHW) slower than fp32 on the roofline conv; ``train.py`` and the translate CLI warn then.
+  470x (NCHW) slower than fp32 on the roofline conv; ``train.py``, the translate CLI and the app
+  warn then (:func:`emulated_bf16`).
 - :func:`autocast`, :func:`channels_last_`, :func:`compile_generator`, :func:`set_threads`,
   :func:`set_fast_ops`: the switches themselves. ``torch.compile`` stays off by default: on the
   AVX2 CPU it made the default CUT step 1.61x slower (21.8 vs 13.5 s) after 234 s of compilation.
@@ -77,6 +78,17 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return True  # other accelerators (mps, xpu): assume their bf16 is native
 
 
+def emulated_bf16(precision: str, device: str | torch.device = "cpu") -> bool:
+    """Whether ``precision`` on ``device`` means bf16 on a CPU that emulates it (slow, see above)."""
+    device = torch.device(device)
+    return device.type == "cpu" and autocast_dtype(precision) == torch.bfloat16 and not native_bf16(device)
+
+
+#: What the translate CLI and the app tell a user of emulated bf16. Measured on an AVX2 CPU at
+#: 256 px: 0.088 images/s in bf16 against 0.68-0.77 in fp32 (bench/RESULTS.md).
+EMULATED_BF16_NOTE = "this CPU has no native bf16; PyTorch emulates bf16 convolutions, about 8x slower than fp32"
+
+
 def machine_description() -> dict[str, Any]:
     """What a benchmark figure depends on: CPU, ISA, threads, library versions, accelerator, load."""
     flags = cpu_flags()
@@ -129,7 +141,7 @@ def channels_last_default(device: str | torch.device, precision: str = "fp32") -
     if device.type == "cpu":
         if any(f.startswith("avx512") for f in cpu_flags()):
             return True
-        return autocast_dtype(precision) == torch.bfloat16 and not native_bf16(device)
+        return emulated_bf16(precision, device)
     return False
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .hub import ModelLoadError, load_generator
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, find_images, load_image
-from .perf import native_bf16
+from .perf import EMULATED_BF16_NOTE, emulated_bf16
 from .pipeline import PRECISIONS, _channels, autocast_dtype, resolve_device, translate
 
 __all__ = ["build_parser", "main", "translate"]
@@ -116,10 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("CUDA is not available on this machine")
     except (RuntimeError, ValueError) as err:
         return _fail(f"--device {args.device or device} / --precision {args.precision}: {err}")
-    if args.precision == "bf16" and device.type == "cpu" and not native_bf16(device):
-        # measured on an AVX2 CPU at 256 px: 0.088 images/s in bf16 against 0.68-0.77 in fp32 (bench/RESULTS.md)
-        print("note: this CPU has no native bf16; PyTorch emulates bf16 convolutions, about 8x slower than "
-              "fp32 here. Use --precision fp32 on this machine.", file=sys.stderr)
+    if emulated_bf16(args.precision, device):
+        print(f"note: {EMULATED_BF16_NOTE}. Use --precision fp32 on this machine.", file=sys.stderr)
     try:
         generator = load_generator(args.model, map_location=str(device))
     except ModelLoadError as err:

@@ -15,11 +15,11 @@ from cut_hf import CUTGenerator, PatchSampler
 from cut_hf.demo import augment_explorer as aug
 from cut_hf.demo.errors import DemoError
 from cut_hf.demo.models import SHIPPED_MODEL, ModelCache, load_demo_model
-from cut_hf.perf import native_bf16
 from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query
 from cut_hf.demo.translation import parse_resolution, precision_note, run_translation
 from cut_hf.demo.uploads import read_image
 from cut_hf.losses import nt_xent_loss
+from cut_hf.perf import native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 

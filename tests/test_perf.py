@@ -86,6 +86,15 @@ def test_fast_ops_switch_changes_the_path_not_the_result():
         perf.set_fast_ops(True)
 
 
+def test_emulated_bf16_means_bf16_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(perf, "native_bf16", lambda device="cpu": False)
+    assert perf.emulated_bf16("bf16", "cpu") is True
+    assert perf.emulated_bf16("fp32", "cpu") is False and perf.emulated_bf16("no", "cpu") is False
+    assert perf.emulated_bf16("bf16", "cuda") is False  # a GPU's bf16 is not this CPU note's business
+    monkeypatch.setattr(perf, "native_bf16", lambda device="cpu": True)
+    assert perf.emulated_bf16("bf16", "cpu") is False
+
+
 def test_channels_last_default_follows_the_isa(monkeypatch):
     assert perf.channels_last_default("cuda") is True
     monkeypatch.setattr(perf, "cpu_flags", lambda: {"avx2", "fma"})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from ..perf import native_bf16
+from ..perf import EMULATED_BF16_NOTE, emulated_bf16
 from ..pipeline import DEFAULT_TILE, PRECISIONS, resized_shape, translate
 from .errors import DemoError
 from .models import DemoModel
@@ -33,7 +33,7 @@ def translation_device() -> str:
 
 def precision_note() -> str | None:
     """A hint for the precision control where bf16 would be emulated (slow), else None."""
-    return None if native_bf16(translation_device()) else "bf16 is emulated on this CPU: about 8x slower than fp32"
+    return EMULATED_BF16_NOTE if emulated_bf16("bf16", translation_device()) else None
 
 
 def parse_resolution(value: str | int | float | None) -> int | None:
@@ -62,20 +62,14 @@ class TranslationResult:
     tiled: bool
     device: str
 
-    @property
-    def emulated(self) -> bool:
-        """bf16 on a device that emulates it (CPUs without AVX512-BF16/AMX): slow, so say so."""
-        return self.precision == "bf16" and not native_bf16(self.device)
-
     def describe(self, original_size: tuple[int, int]) -> str:
         w0, h0 = original_size
         w, h = self.after.size
         size = "the upload's size" if (w, h) == (w0, h0) else f"resized from {w0}×{h0} px"
         path = f"tiled ({DEFAULT_TILE} px tiles, whole-image norm statistics)" if self.tiled else "whole image"
         line = f"**{self.seconds:.2f} s** · output {w}×{h} px ({size}) · {self.precision} on {self.device} · {path}"
-        if self.emulated:
-            # bench/RESULTS.md, AVX2 CPU at 256 px: 0.088 images/s in bf16 against 0.68-0.77 in fp32
-            line += " · this CPU has no native bf16, so PyTorch emulates it (about 8x slower than fp32)"
+        if emulated_bf16(self.precision, self.device):
+            line += f" · {EMULATED_BF16_NOTE}"
         return line
 
 
