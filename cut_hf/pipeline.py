@@ -35,7 +35,8 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Union
 
 import numpy as np
@@ -434,6 +435,7 @@ def _run_tiled(
     dtype: torch.dtype | None,
     channels_last: bool,
     stats_sample: str = "crops",
+    on_tile: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Translate one CPU image (1, C, H, W) tile by tile with whole-image norm statistics.
 
@@ -465,6 +467,8 @@ def _run_tiled(
             core = y[..., y0 - iy0 : y0 - iy0 + th, x0 - ix0 : x0 - ix0 + tw].float().cpu()
             weight = (wr[:, None] * wc[None, :]).float()  # (th, tw)
             out[..., y0 : y0 + th, x0 : x0 + tw].addcmul_(core, weight)
+            if on_tile is not None:
+                on_tile()
     out /= (total_r[:, None] * total_c[None, :]).float()
     return _unpad(out, pads)
 
@@ -479,6 +483,42 @@ def _check_tiling(tile: int, margin: int, overlap: int) -> tuple[int, int, int]:
 
 
 # -------------------------------------------------------------------------------------- the call
+@dataclass(frozen=True)
+class TranslationReport:
+    """What :func:`translate` did (``return_report=True``).
+
+    Attributes:
+        tiled: whether any image ran in tiles.
+        tiles: tiles run over all images (0 when every image ran whole).
+        precision: the precision name it ran in (``fp32``, ``bf16``, ``fp16``).
+        device: the device it ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
+        sizes: the (width, height) each image ran at (after ``size`` resizing), in input order.
+    """
+
+    tiled: bool
+    tiles: int
+    precision: str
+    device: str
+    sizes: list[tuple[int, int]]
+
+
+def _tiled_rule(height: int, width: int, tile: int | None, max_whole_pixels: int) -> bool:
+    padded = (height + sum(_pad_amounts(height))) * (width + sum(_pad_amounts(width)))
+    tile_px = _check_tiling(tile or DEFAULT_TILE, 0, 0)[0]
+    return (tile is None and padded > max_whole_pixels) or (bool(tile) and max(height, width) > tile_px)
+
+
+def will_tile(
+    width: int, height: int, tile: int | None = None, size: int | None = None,
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+) -> bool:
+    """Whether :func:`translate` with these ``tile``/``size``/``max_whole_pixels`` arguments would run
+    a ``width`` x ``height`` image in tiles (the same rule translate applies)."""
+    if size is not None:
+        height, width = resized_shape(height, width, size)
+    return _tiled_rule(height, width, tile, max_whole_pixels)
+
+
 def translate(
     generator: nn.Module,
     image_or_images: ImageLike | Sequence[ImageLike],
@@ -495,7 +535,9 @@ def translate(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     channels_last: bool | None = None,
     tile_stats: str = "crops",
-) -> Image.Image | list[Image.Image]:
+    progress: Callable[[int, int], None] | None = None,
+    return_report: bool = False,
+) -> Image.Image | list[Image.Image] | tuple[Image.Image | list[Image.Image], TranslationReport]:
     """Translate one image or many with a CUT generator.
 
     Args:
@@ -528,6 +570,9 @@ def translate(
             ``"crops"`` (full-resolution crops spread over the image, pooled) or ``"downscale"``
             (a downscaled copy). Images within the budget always get exact statistics.
         max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
+        progress: called as ``progress(done, total)`` after every tile of a tiled image and after
+            every batch of whole images; the units are tiles plus whole images.
+        return_report: also return a :class:`TranslationReport` of what was done.
         channels_last: run in the channels-last memory format. ``None``: only for bf16 on the CPU,
             where oneDNN's NCHW bf16 convolutions are very slow on CPUs without native bf16
             (measured 25x slower than channels-last on this project's AVX2 machine).
@@ -535,7 +580,8 @@ def translate(
     Returns:
         A PIL image (``RGB`` for 3 output channels, ``L`` for 1) of the input's size, or a list of
         them for a list or batch input. Output size always equals input size (odd sizes are
-        reflect-padded and cropped back), except with ``size`` and ``keep_size=False``.
+        reflect-padded and cropped back), except with ``size`` and ``keep_size=False``. With
+        ``return_report=True``: ``(output, report)``.
 
     Raises:
         ImageLoadError: an input cannot be read (the message names it).
@@ -567,18 +613,33 @@ def translate(
             y = _resize(y, original[i])
         return tensor_to_pil(y)
 
+    tiled_groups = {hw: _tiled_rule(*hw, tile, max_whole_pixels) for hw in groups}
+    def n_tiles(h: int, w: int) -> int:
+        ph, pw = h + sum(_pad_amounts(h)), w + sum(_pad_amounts(w))
+        return len(_tile_layout(ph, tile_px, overlap)) * len(_tile_layout(pw, tile_px, overlap))
+
+    tiles = sum(n_tiles(*hw) * len(ix) for hw, ix in groups.items() if tiled_groups[hw])
+    total = tiles + sum(len(ix) for hw, ix in groups.items() if not tiled_groups[hw])
+    done = 0
+
+    def advance(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    report = TranslationReport(tiled=tiles > 0, tiles=tiles, precision=precision, device=str(dev),
+                               sizes=[(x.shape[-1], x.shape[-2]) for x in inputs])
     results: list[Image.Image | None] = [None] * len(inputs)
     with _prepared(generator, dev) as model, torch.inference_mode():
         # Channels-last needs instance norms that keep the layout: run a norm-swapped structural copy.
         whole = _swap_norms(model, lambda name, norm: _InstanceNorm(norm)) if cl else model
         for (h, w), indices in groups.items():
-            padded = (h + sum(_pad_amounts(h))) * (w + sum(_pad_amounts(w)))
-            tiled = (tile is None and padded > max_whole_pixels) or (bool(tile) and max(h, w) > tile_px)
-            if tiled:
+            if tiled_groups[(h, w)]:
                 for i in indices:
                     y = _run_tiled(
                         model, inputs[i][None], out_nc, tile_px, margin, overlap, max_whole_pixels, dev, dtype, cl,
-                        tile_stats,
+                        tile_stats, on_tile=advance,
                     )
                     results[i] = finish(i, y[0])
                     inputs[i] = None  # type: ignore[call-overload]  # free the input early
@@ -592,4 +653,6 @@ def translate(
                 for i, yi in zip(chunk, y):
                     results[i] = finish(i, yi)
                     inputs[i] = None  # type: ignore[call-overload]
-    return results[0] if single else results  # type: ignore[return-value]
+                advance(len(chunk))
+    output = results[0] if single else results
+    return (output, report) if return_report else output  # type: ignore[return-value]

@@ -383,3 +383,21 @@ def test_paths_and_bytes_sources(tmp_path, tiny_generator) -> None:
     photo(12, 8).save(buf, "PNG")
     outs = translate(tiny_generator, [path, str(path), buf.getvalue()])
     assert [o.size for o in outs] == [(12, 8)] * 3
+
+
+# ---------------------------------------------------------------------------- report and progress
+def test_report_and_progress_count_tiles_and_batches(tiny_generator) -> None:
+    calls: list[tuple[int, int]] = []
+    images = [photo(40, 32), photo(40, 32), photo(12, 8)]
+    out, report = translate(tiny_generator, images, tile=16, batch_size=2,
+                            progress=lambda d, t: calls.append((d, t)), return_report=True)
+    assert len(out) == 3 and isinstance(report, P.TranslationReport)
+    # 40 x 32 with 16 px tiles, overlap 8 (half the tile at most): 4 x 3 tiles each; 12 x 8 runs whole.
+    assert report.tiled and report.tiles == 2 * 12 and report.sizes == [(40, 32), (40, 32), (12, 8)]
+    assert report.precision == "fp32" and report.device == "cpu"
+    assert calls[-1] == (25, 25) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) == 24 + 1  # one call per tile, one per batch of whole images
+    assert P.will_tile(40, 32, tile=16) and not P.will_tile(12, 8, tile=16)
+    assert not P.will_tile(40, 32) and P.will_tile(2048, 1024) and not P.will_tile(2048, 1024, size=256)
+    single, report = translate(tiny_generator, photo(12, 8), return_report=True)
+    assert single.size == (12, 8) and not report.tiled and report.tiles == 0 and report.sizes == [(12, 8)]
