@@ -1,31 +1,26 @@
 """Run a generator on CPU tensors: whole, or tiled with whole-image instance-norm statistics.
 
 :func:`cut_hf.pipeline.translate` turns images into tensors and back; this module runs them. The
-generator accepts (B, C, H, W) in [-1, 1] with H and W multiples of 4, so inputs are reflect-padded
-to a multiple of 4 and cropped back. The tiled mode's working memory does not grow with the image
-(only its 8-bit input and a float32 output buffer do).
+generator takes (B, C, H, W) in [-1, 1] with H and W multiples of 4: inputs are reflect-padded and
+cropped back. The tiled mode's working memory does not grow with the image (only its 8-bit input
+and a float32 output buffer do).
 
-Tiling and instance norm
-------------------------
-CUT's generator normalises every feature map with instance norm, i.e. with the mean and variance of
-the *whole* map. Run tile by tile, each tile would be normalised with its own statistics and the
-tiles would come out with different colours and brightness (visible seams). So the tiled mode works
-in two passes:
+Tiling and instance norm: CUT's generator normalises every feature map with the mean and variance
+of the *whole* map, so tiles run on their own would each get their own statistics (seams, colour
+shifts). The tiled mode works in two passes:
 
 1. *Statistics*: the generator runs once on the whole image and every ``InstanceNorm2d`` records
-   the per-channel mean and variance of its input. When the image exceeds the statistics budget
-   (``Tiling.stats_pixels``) the statistics are estimated within it instead: by default from
-   full-resolution crops spread over the image and run as one batch whose norms pool over all crops
-   (``stats_sample="crops"``), or from a downscaled copy (``"downscale"``; less faithful, see
-   :func:`norm_stats`).
-2. *Tiles*: overlapping tiles (each read with ``margin`` pixels of context on every side, which are
-   computed and thrown away) run through a copy of the generator whose instance norms use the
-   frozen statistics of pass 1. With fixed statistics the network is a purely local operator, so a
-   tile's centre equals the whole-image result up to the far tail of the receptive field; overlaps
-   between neighbouring tiles are cross-faded with a raised-cosine window to hide what is left.
+   the per-channel mean and variance of its input. Over the budget (``Tiling.stats_pixels``) they
+   are estimated within it: from full-resolution crops spread over the image, run as one batch
+   whose norms pool over all crops (``"crops"``), or from a downscaled copy (``"downscale"``).
+2. *Tiles*: overlapping tiles, each read with ``margin`` pixels of context that are computed and
+   thrown away, run through a copy of the generator whose norms use the frozen statistics. With
+   fixed statistics the network is a local operator, so a tile's centre equals the whole-image
+   result up to the far tail of the receptive field; overlaps are cross-faded with raised-cosine
+   windows to hide what is left.
 
-The copy shares all parameters with the user's generator (no weights are duplicated) and swaps only
-its norm modules, so the user's model is never modified, even while the call runs.
+The copy shares all parameters with the user's generator and swaps only its norm modules, so the
+user's model is never modified, even while the call runs.
 """
 
 from __future__ import annotations
@@ -33,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,46 +64,6 @@ STATS_SAMPLES = ("crops", "downscale")
 
 
 # ----------------------------------------------------------------------------------------- setup
-def resolve_device(device: str | torch.device | None = None, generator: nn.Module | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; ``None`` picks the generator's device when it is not the CPU,
-    else CUDA when available, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if generator is not None:
-        param = next(iter(generator.parameters()), None)
-        if param is not None and param.device.type != "cpu":
-            return param.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def io_channels(generator: nn.Module) -> tuple[int, int]:
-    """(input, output) channel counts: the ``input_nc``/``output_nc`` attributes of a CUTGenerator,
-    else the first and last convolution."""
-    convs = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    c_in = getattr(generator, "input_nc", None) or (convs[0].in_channels if convs else None)
-    c_out = getattr(generator, "output_nc", None) or (convs[-1].out_channels if convs else None)
-    if c_in is None or c_out is None:
-        raise TypeError(f"cannot tell the channel counts of {type(generator).__name__}: give it input_nc/output_nc")
-    return int(c_in), int(c_out)
-
-
-@contextlib.contextmanager
-def prepared(generator: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """The generator in eval mode on ``device`` for the duration; its mode and device are restored."""
-    was_training = generator.training
-    param = next(iter(generator.parameters()), None)
-    home = param.device if param is not None else device
-    generator.eval()
-    if home != device:
-        generator.to(device)
-    try:
-        yield generator
-    finally:
-        if home != device:
-            generator.to(home)
-        generator.train(was_training)
-
-
 def as_float(x: torch.Tensor) -> torch.Tensor:
     """Inputs stay 8-bit (a quarter of the memory) until they run: uint8 -> float in [-1, 1]."""
     return uint8_to_unit(x) if x.dtype == torch.uint8 else x
@@ -179,12 +134,6 @@ def needs_tiling(height: int, width: int, tile: int | None, max_whole_pixels: in
 
 
 # ------------------------------------------------------------------------------------- whole path
-def pad_amounts(n: int) -> tuple[int, int]:
-    """(before, after) padding that brings a side of ``n`` to a multiple of 4, at least 8."""
-    pad = padded_side(n) - n
-    return pad // 2, pad - pad // 2
-
-
 def padded_side(n: int) -> int:
     """A side of ``n`` pixels padded to what the generator takes: a multiple of 4, at least 8."""
     return max(MIN_SIDE, -(-n // MULTIPLE) * MULTIPLE)
@@ -192,8 +141,7 @@ def padded_side(n: int) -> int:
 
 def pad(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
     """Reflect-pad (B, C, H, W) to multiples of 4; replicate where the image is too small to reflect."""
-    top, bottom = pad_amounts(x.shape[-2])
-    left, right = pad_amounts(x.shape[-1])
+    (top, bottom), (left, right) = ((p // 2, p - p // 2) for p in (padded_side(n) - n for n in x.shape[-2:]))
     pads = (left, right, top, bottom)
     if not any(pads):
         return x, pads
@@ -357,16 +305,11 @@ def norm_stats(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Pass 1: instance-norm statistics (mean, var), each (1, C, 1, 1), of the padded image (1, C, H, W).
 
-    Exact when H * W fits ``max_pixels``: the whole image runs once. Otherwise they are estimated
-    from at most ``max_pixels`` pixels, by ``sample``:
-
-    - ``"crops"``: full-resolution crops spread evenly over the image run as one batch whose
-      norms pool their statistics over all crops (as if they were one image).
-    - ``"downscale"``: the whole image, downscaled so that its area fits.
-
-    Crops keep the scale the generator sees in the tiles; downscaling changes the frequency
-    content and with it the statistics of texture-sensitive layers, so it is the less faithful
-    estimate (tests/test_pipeline.py compares the two).
+    Exact when H * W fits ``max_pixels`` (the whole image runs once); otherwise estimated from at
+    most ``max_pixels`` pixels by ``sample``: ``"crops"`` (full-resolution crops spread over the
+    image, run as one batch whose norms pool over all crops) or ``"downscale"`` (the whole image,
+    downscaled). Crops keep the scale the tiles see; downscaling changes the frequency content and
+    with it the statistics of texture-sensitive layers (tests/test_pipeline.py compares the two).
     """
     x, pool = _stats_input(xp, max_pixels, sample)
     recorders: dict[str, StatsInstanceNorm] = {}

@@ -8,9 +8,10 @@ mode with whole-image instance-norm statistics, is :mod:`cut_hf.inference`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -29,12 +30,9 @@ from .inference import (
     Runner,
     Tiling,
     as_float,
-    io_channels,
     layout_keeping,
     needs_tiling,
-    prepared,
     resize,
-    resolve_device,
     run_tiled,
     run_whole,
 )
@@ -66,6 +64,48 @@ class TranslationReport:
     precision: str
     device: str
     sizes: list[tuple[int, int]]
+
+
+# ----------------------------------------------------------------------------------------- setup
+def resolve_device(device: str | torch.device | None = None, generator: nn.Module | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` picks the generator's device when it is not the CPU,
+    else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if generator is not None:
+        param = next(iter(generator.parameters()), None)
+        if param is not None and param.device.type != "cpu":
+            return param.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def io_channels(generator: nn.Module) -> tuple[int, int]:
+    """(input, output) channel counts: the ``input_nc``/``output_nc`` attributes of a CUTGenerator,
+    else the first and last convolution."""
+    convs = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    c_in = getattr(generator, "input_nc", None) or (convs[0].in_channels if convs else None)
+    c_out = getattr(generator, "output_nc", None) or (convs[-1].out_channels if convs else None)
+    if c_in is None or c_out is None:
+        raise TypeError(f"cannot tell the channel counts of {type(generator).__name__}: give it input_nc/output_nc")
+    return int(c_in), int(c_out)
+
+
+@contextlib.contextmanager
+def prepared(generator: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The generator in eval mode on ``device`` for the duration; its mode and device are restored."""
+    was_training = generator.training
+    param = next(iter(generator.parameters()), None)
+    home = param.device if param is not None else device
+    generator.eval()
+    if home != device:
+        generator.to(device)
+    try:
+        yield generator
+    finally:
+        if home != device:
+            generator.to(home)
+        generator.train(was_training)
+
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -218,26 +258,24 @@ def translate(
     """Translate one image or many with a CUT generator.
 
     Args:
-        generator: a :class:`~cut_hf.CUTGenerator` (or any generator with ``input_nc``/``output_nc``
-            and the same (B, C, H, W) in [-1, 1] contract). It is left as it was found: its
-            train/eval mode and device are restored and its modules are never swapped.
+        generator: a :class:`~cut_hf.CUTGenerator` (or any (B, C, H, W) [-1, 1] generator with
+            ``input_nc``/``output_nc``), left as found: mode and device restored, modules unswapped.
         image_or_images: one image or a list of them: PIL images (any mode), paths, numpy arrays
             (uint8/uint16, or float in [0, 1]) or tensors (C, H, W) **in [-1, 1]** (uint8 tensors
             are [0, 255]); a (B, C, H, W) tensor is B images. Files get their EXIF orientation;
             every image becomes the generator's ``input_nc`` channels in [-1, 1]. All inputs are
             loaded up front; for a large folder use :mod:`cut_hf.batch_translate` or the CLI.
-        size: if set, the shorter side is resized to ``size`` (snapped to a multiple of 4) first.
-        keep_size: with ``size``, resize the result back to the input's size (default) or not.
+        size: resize the shorter side to ``size`` (snapped to a multiple of 4) first; ``keep_size``:
+            resize the result back to the input's size (default) or not.
         batch_size: images of equal size run together in batches of this many (order is kept).
-        device: ``"cpu"``, ``"cuda"``, ...; ``None``: the generator's device if it is not the CPU,
-            else CUDA when available, else the CPU.
+        device: ``"cpu"``, ``"cuda"``, ...; ``None``: :func:`resolve_device`.
         precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU) or ``"fp16"`` (CUDA only).
         tile: translate images larger than ``tile`` x ``tile`` in overlapping tiles with
             whole-image norm statistics (:mod:`cut_hf.inference`), bounding memory. ``None``: tile
             (with :data:`DEFAULT_TILE`) only images over ``max_whole_pixels``; ``0``: never.
             :func:`will_tile` tells in advance.
-        tile_margin: context pixels read around each tile and discarded.
-        tile_overlap: width of the cross-faded band between neighbouring tiles.
+        tile_margin, tile_overlap: context pixels read around each tile and discarded; width of
+            the cross-faded band between neighbouring tiles.
         max_whole_pixels: the auto-tiling threshold and the area of the statistics pass.
         max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
         channels_last: run in the channels-last memory format; ``None``:
@@ -253,9 +291,8 @@ def translate(
         them for a list or batch input (odd sizes are padded and cropped back); at the working size
         with ``size`` and ``keep_size=False``. With ``return_report=True``: ``(output, report)``.
 
-    Raises:
-        ImageLoadError: an input cannot be read (the message names it).
-        ValueError: bad arguments, e.g. ``precision="fp16"`` on the CPU or a tensor outside [-1, 1].
+    Raises ImageLoadError when an input cannot be read (the message names it) and ValueError for bad
+    arguments, e.g. ``precision="fp16"`` on the CPU or a tensor outside [-1, 1].
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -267,16 +304,14 @@ def translate(
     items, single = _as_list(image_or_images)
     inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) uint8 or [-1, 1], CPU
     original = [tuple(x.shape[-2:]) for x in inputs]
-    if size is not None:
-        inputs = [resize(x, resized_shape(*x.shape[-2:], size)) for x in inputs]
+    inputs = [resize(x, resized_shape(*x.shape[-2:], size)) for x in inputs] if size is not None else inputs
     restore = size is not None and keep_size
     job = _Job(Runner(dev, precision, cl), tiling, out_nc, batch_size, progress=progress,
                finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))
     groups = _groups(inputs, tile, max_whole_pixels)
     tiles = sum(tiling.count(*hw) * len(ix) for hw, (ix, tiled) in groups.items() if tiled)
     job.total = tiles + sum(len(ix) for ix, tiled in groups.values() if not tiled)
-    report = TranslationReport(tiled=tiles > 0, tiles=tiles, precision=precision, device=str(dev),
-                               sizes=[(int(x.shape[-1]), int(x.shape[-2])) for x in inputs])
+    report = TranslationReport(tiles > 0, tiles, precision, str(dev), [(x.shape[-1], x.shape[-2]) for x in inputs])
     with prepared(generator, dev) as model, torch.inference_mode():
         results = _run_groups(model, inputs, groups, job)
     output = results[0] if single else results
