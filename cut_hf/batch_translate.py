@@ -259,7 +259,7 @@ def translate_shard(
             results = translate(
                 generator, [item.image for item in batch], size=options.size, keep_size=options.keep_size,
                 batch_size=options.batch_size, device=device, precision=options.precision, tile=options.tile,
-                max_pixels=None, progress=progress.tiles if len(batch) == 1 else None,
+                max_pixels=None, progress=progress.tiles if alone(*batch[0].image.shape[-2:]) else None,
             )
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -274,11 +274,27 @@ def translate_shard(
     return summary
 
 
-def job_state() -> object:
-    """Accelerate's ``PartialState`` of this launch (one process when not launched)."""
+def job_state(cpu: bool | None = None) -> object:
+    """Accelerate's ``PartialState`` of this launch (one process when not launched).
+
+    ``cpu``: run every process on the CPU (gloo); ``None``: when there is no accelerator. Without it
+    Accelerate would not join ``torchrun``'s CPU processes into one job, and each would do it all.
+    Raises RuntimeError when the launch's process count and Accelerate's disagree.
+    """
     from accelerate import PartialState  # imported here: a plain translate() call never needs it
 
-    return PartialState()
+    state = PartialState(cpu=not torch.accelerator.is_available() if cpu is None else cpu)
+    launched = int(os.environ.get("WORLD_SIZE", state.num_processes))
+    if launched != state.num_processes:
+        raise RuntimeError(f"the launcher started {launched} processes but Accelerate joined {state.num_processes}: "
+                           "each would translate every input")
+    return state
+
+
+def job_device(state: object) -> torch.device:
+    """This process's device in the launch: ``cuda:<local rank>`` and the like, or the CPU."""
+    device = torch.device(state.device)
+    return torch.device("cpu") if device.type == "cpu" else device  # Accelerate may say cpu:0
 
 
 def gather_summary(summary: Summary, state: object) -> Summary:
@@ -308,7 +324,7 @@ def translate_files(
             def deliver(key: int, image: Image.Image) -> None:
                 writes[key] = pool.submit(write_atomic, image, targets[key], options.ext)
 
-            summary = translate_shard(generator, reader, options, device or state.device, deliver, progress)
+            summary = translate_shard(generator, reader, options, device or job_device(state), deliver, progress)
     for key, future in writes.items():  # the pool has finished: every write is done or failed
         if future.exception() is not None:
             progress.write(f"skipped {files[key]}: cannot write {targets[key]}: {future.exception()}")

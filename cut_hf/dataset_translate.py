@@ -17,7 +17,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from .batch_translate import BatchOptions, Progress, Reader, Summary, gather_summary, job_state, translate_shard
+from .batch_translate import (
+    BatchOptions, Progress, Reader, Summary, gather_summary, job_device, job_state, translate_shard,
+)
 from .images import ImageLoadError
 from .pipeline import io_channels
 
@@ -65,7 +67,7 @@ def translate_dataset(
         reader = Reader(mine, ColumnSource(dataset, column), io_channels(generator)[0], options.max_pixels)
         with ThreadPoolExecutor(max_workers=max(1, options.num_workers)) as pool:
             encoded: dict[int, Future] = {}
-            summary = translate_shard(generator, reader, options, device or state.device,
+            summary = translate_shard(generator, reader, options, device or job_device(state),
                                       lambda key, image: encoded.__setitem__(key, pool.submit(_png, image)), progress)
         values = [encoded[k].result() if k in encoded else None for k in mine]
         shard = dataset.select(mine).add_column(output_column, values, feature=datasets.Image())

@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..batch_translate import BatchOptions, Summary, default_num_workers, job_state, translate_files
+from ..batch_translate import (
+    BatchOptions, Summary, default_num_workers, job_device, job_state, translate_files,
+)
 from ..hub import ModelLoadError, load_generator
 from ..images import DEFAULT_MAX_PIXELS, find_images
 from ..perf import EMULATED_BF16_NOTE, emulated_bf16
@@ -158,7 +160,7 @@ def _options(args: argparse.Namespace, state: object) -> BatchOptions:
 
 def _device_for(args: argparse.Namespace, state: object) -> torch.device:
     """``--device``, else the launch's device for this process (cuda:<local rank>, or the CPU)."""
-    return _device(args.device or str(state.device), args.precision)
+    return _device(args.device or str(job_device(state)), args.precision)
 
 
 def _run_folder(args: argparse.Namespace, generator: torch.nn.Module, options: BatchOptions,
@@ -205,8 +207,8 @@ def _report(summary: Summary, total: int, where: str, state: object) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 nothing translated, 2 bad command line)."""
     args = build_parser().parse_args(argv)
-    state = job_state()
     try:
+        state = job_state(cpu=str(args.device).startswith("cpu") or None)
         options = _options(args, state)
         if args.input:
             _input_files(args.input)  # a missing input fails before the model loads
@@ -217,5 +219,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(str(err)) from None
         run = _run_dataset if args.dataset else _run_folder
         return run(args, generator, options, device, state)
-    except UsageError as err:
-        return _fail(str(err), err.code)
+    except (UsageError, RuntimeError) as err:
+        return _fail(str(err), getattr(err, "code", 2))
