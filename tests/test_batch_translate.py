@@ -196,3 +196,20 @@ def test_dataset_command_line_errors(model_dir, tmp_path, capsys) -> None:
     assert "either --input" in capsys.readouterr().err
     assert main(["--model", str(model_dir), "--dataset", str(tmp_path / "nowhere"), "--output-dataset", "x"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_push_to_hub_only_stages_and_cleans_up(model_dir, tmp_path, monkeypatch, capsys) -> None:
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"image": [_rgb(8, 8), _rgb(12, 8)], "id": [7, 8]},
+                               features=datasets.Features({"image": datasets.Image(), "id": datasets.Value("int64")})
+                               ).save_to_disk(str(tmp_path / "ds"))
+    pushed = []
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub",
+                        lambda self, repo_id, **kw: pushed.append((repo_id, self.column_names, len(self))))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    argv = ["--model", str(model_dir), "--dataset", str(tmp_path / "ds"), "--push-to-hub", "me/zebras"]
+    assert main([*argv, "--num-workers", "0"]) == 0
+    assert pushed == [("me/zebras", ["image", "id", "image_translated"], 2)]
+    assert "translated 2 of 2 image(s) into me/zebras" in capsys.readouterr().out
+    assert list((tmp_path / "tmp").iterdir()) == []  # the staging folder is gone

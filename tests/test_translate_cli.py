@@ -72,6 +72,15 @@ def test_options_size_format_and_train_output_folder(model_dir, inputs, tmp_path
     assert Image.open(out / "a.jpg").size == (12, 8)
 
 
+def test_big_images_show_a_tile_bar(model_dir, tmp_path, capsys) -> None:
+    """A tiled image moves a bar of tiles (a big image must not sit at 0/1 for minutes)."""
+    _rgb(40, 32).save(tmp_path / "big.png")
+    code = main(["--model", str(model_dir), "--input", str(tmp_path / "big.png"), "--output", str(tmp_path / "o"),
+                 "--tile", "16"])
+    err = capsys.readouterr().err
+    assert code == 0 and "tiles" in err and "/12 " in err  # 40 x 32 in 16 px tiles (8 px overlap): 4 x 3
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_on_a_cpu_without_native_bf16_gets_a_note(native, model_dir, inputs, tmp_path, capsys,
                                                         monkeypatch) -> None:

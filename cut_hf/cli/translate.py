@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -152,7 +153,8 @@ def _options(args: argparse.Namespace, state: object) -> BatchOptions:
         raise UsageError("--input needs --output")
     if args.dataset and not (args.output_dataset or args.push_to_hub):
         raise UsageError("--dataset needs --output-dataset and/or --push-to-hub")
-    workers = default_num_workers(state.num_processes) if args.num_workers is None else args.num_workers
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))  # set by torchrun
+    workers = default_num_workers(per_machine) if args.num_workers is None else args.num_workers
     return BatchOptions(size=args.size, keep_size=not args.no_keep_size, batch_size=args.batch_size,
                         precision=args.precision, tile=args.tile, max_pixels=args.max_pixels,
                         num_workers=workers, overwrite=args.overwrite, ext=ext)
@@ -194,6 +196,8 @@ def _run_dataset(args: argparse.Namespace, generator: torch.nn.Module, options: 
                                         device=device, state=state)
     if result is not None and args.push_to_hub:
         result.push_to_hub(args.push_to_hub)
+        if not args.output_dataset:
+            shutil.rmtree(out_dir, ignore_errors=True)  # only a staging folder for the upload
     return _report(summary, len(dataset), args.push_to_hub or str(out_dir), state)
 
 
