@@ -17,6 +17,7 @@ The engine behind ``python -m cut_hf.translate``; :func:`cut_hf.pipeline.transla
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import sys
@@ -239,39 +240,69 @@ def _job_store() -> object | None:
 
 
 # -------------------------------------------------------------------------------------- the job
-def translate_shard(
-    generator: nn.Module, reader: Reader, options: BatchOptions, device: torch.device,
-    deliver: Callable[[int, Image.Image], None], progress: Progress,
-) -> Summary:
-    """Translate one process's inputs; ``deliver(key, image)`` receives each result."""
-    summary = Summary()
+def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions, device: torch.device,
+               progress: Progress, tiled: bool) -> list[Image.Image | None]:
+    """Translate one batch of equal-size inputs; None for each that failed (reported)."""
+    if batch[0].image is None:
+        progress.write(f"skipped {batch[0].error}")
+        return [None]
+    try:
+        return translate(
+            generator, [item.image for item in batch], size=options.size, keep_size=options.keep_size,
+            batch_size=options.batch_size, device=device, precision=options.precision, tile=options.tile,
+            max_pixels=None, progress=progress.tiles if tiled else None,
+        )
+    except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        progress.write(f"skipped {len(batch)} input(s) ({[i.key for i in batch]}): translation failed: {reason}")
+        return [None] * len(batch)
+
+
+def translated(
+    generator: nn.Module, reader: Reader, options: BatchOptions, device: torch.device, progress: Progress,
+    summary: Summary,
+) -> Iterator[tuple[int, Image.Image | None]]:
+    """Translate one process's inputs: ``(key, image)`` per input, ``(key, None)`` for one that
+    failed (skipped ones yield nothing); ``summary`` counts as it goes."""
     loader = DataLoader(reader, batch_size=None, num_workers=options.num_workers, collate_fn=_keep)
     alone = lambda h, w: will_tile(w, h, options.tile, options.size)  # noqa: E731
     for batch in size_batches(iter(loader), options.batch_size, alone, buffered=8 * options.batch_size):
-        if batch[0].skip or batch[0].image is None:
-            summary.skipped += batch[0].skip
-            summary.failed += not batch[0].skip
-            if batch[0].error:
-                progress.write(f"skipped {batch[0].error}")
-            progress.images(1)
-            continue
-        try:
-            results = translate(
-                generator, [item.image for item in batch], size=options.size, keep_size=options.keep_size,
-                batch_size=options.batch_size, device=device, precision=options.precision, tile=options.tile,
-                max_pixels=None, progress=progress.tiles if alone(*batch[0].image.shape[-2:]) else None,
-            )
-        except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            progress.write(f"skipped {len(batch)} input(s) ({[i.key for i in batch]}): translation failed: {reason}")
-            summary.failed += len(batch)
-            progress.images(len(batch))
-            continue
-        for item, result in zip(batch, results):
-            deliver(item.key, result)
-        summary.translated += len(batch)
+        if batch[0].skip:
+            summary.skipped += 1
+        else:
+            tiled = batch[0].image is not None and alone(*batch[0].image.shape[-2:])
+            results = _run_batch(generator, batch, options, device, progress, tiled)
+            summary.translated += sum(r is not None for r in results)
+            summary.failed += sum(r is None for r in results)
+            yield from ((item.key, result) for item, result in zip(batch, results))
         progress.images(len(batch))
-    return summary
+
+
+class Writer:
+    """Runs ``fn(*args)`` per result in a thread pool (PIL encodes outside the GIL), with at most
+    ``4 * threads`` results waiting, so memory stays bounded when writing is the slow part."""
+
+    def __init__(self, threads: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads))
+        self.pending: collections.deque[tuple[int, Future]] = collections.deque()
+        self.limit = 4 * max(1, threads)
+
+    def submit(self, key: int, fn: Callable, *args: object) -> Iterator[tuple[int, object, BaseException | None]]:
+        """Queue one; yields ``(key, result, error)`` of the oldest ones while too many wait."""
+        self.pending.append((key, self.pool.submit(fn, *args)))
+        while len(self.pending) > self.limit:
+            yield self._finish()
+
+    def drain(self) -> Iterator[tuple[int, object, BaseException | None]]:
+        """``(key, result, error)`` of everything still queued, in order; then the pool stops."""
+        while self.pending:
+            yield self._finish()
+        self.pool.shutdown()
+
+    def _finish(self) -> tuple[int, object, BaseException | None]:
+        key, future = self.pending.popleft()
+        error = future.exception()
+        return key, (None if error else future.result()), error
 
 
 def job_state(cpu: bool | None = None) -> object:
@@ -314,21 +345,21 @@ def translate_files(
     (Accelerate's ``PartialState``; default: the current launch). Returns the whole job's summary
     on every process; failures are counted and reported, not raised."""
     state, start = state or job_state(), time.perf_counter()
-    progress = Progress(len(files), state.is_main_process)
+    progress, summary, writer = Progress(len(files), state.is_main_process), Summary(), Writer(options.num_workers)
+
+    def count(done: Iterator[tuple[int, object, BaseException | None]]) -> None:
+        for key, _, error in done:
+            if error is not None:
+                progress.write(f"skipped {files[key]}: cannot write {targets[key]}: {error}")
+                summary.translated, summary.failed = summary.translated - 1, summary.failed + 1
+
     with state.split_between_processes(list(range(len(files)))) as mine:
         reader = Reader(mine, FileSource(files), io_channels(generator)[0], options.max_pixels, targets,
                         options.overwrite)
-        with ThreadPoolExecutor(max_workers=max(1, options.num_workers)) as pool:
-            writes: dict[int, Future] = {}
-
-            def deliver(key: int, image: Image.Image) -> None:
-                writes[key] = pool.submit(write_atomic, image, targets[key], options.ext)
-
-            summary = translate_shard(generator, reader, options, device or job_device(state), deliver, progress)
-    for key, future in writes.items():  # the pool has finished: every write is done or failed
-        if future.exception() is not None:
-            progress.write(f"skipped {files[key]}: cannot write {targets[key]}: {future.exception()}")
-            summary.translated, summary.failed = summary.translated - 1, summary.failed + 1
+        for key, image in translated(generator, reader, options, device or job_device(state), progress, summary):
+            if image is not None:
+                count(writer.submit(key, write_atomic, image, targets[key], options.ext))
+        count(writer.drain())
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
     progress.close(total.translated + total.skipped + total.failed)

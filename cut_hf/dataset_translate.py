@@ -10,7 +10,8 @@ import io
 import os
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch.nn as nn
 from PIL import Image
 
 from .batch_translate import (
-    BatchOptions, Progress, Reader, Summary, gather_summary, job_device, job_state, translate_shard,
+    BatchOptions, Progress, Reader, Summary, Writer, gather_summary, job_device, job_state, translated,
 )
 from .images import ImageLoadError
 from .pipeline import io_channels
@@ -39,11 +40,40 @@ class ColumnSource:
         return value
 
 
-def _png(image: Image.Image) -> dict:
-    """An image as the 🤗 datasets ``Image`` feature stores it: PNG bytes."""
+def _png(image: Image.Image | None) -> dict | None:
+    """An image as the 🤗 datasets ``Image`` feature stores it (PNG bytes); None stays None."""
+    if image is None:
+        return None
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return {"bytes": buffer.getvalue(), "path": None}
+
+
+def _translated_column(generator: nn.Module, dataset: object, column: str, keys: list[int], out_column: str,
+                       options: BatchOptions, device: torch.device, progress: Progress, summary: Summary,
+                       cache_dir: Path) -> object:
+    """The translated images of rows ``keys`` as a one-column dataset in row order, written to
+    ``cache_dir`` as they come (Arrow on disk: a process's results need not fit in memory)."""
+    import datasets
+
+    features = datasets.Features({"key": datasets.Value("int64"), out_column: datasets.Image()})
+    if not keys:
+        return datasets.Dataset.from_dict({out_column: []}, features=datasets.Features({out_column: datasets.Image()}))
+    reader = Reader(keys, ColumnSource(dataset, column), io_channels(generator)[0], options.max_pixels)
+
+    def rows() -> Iterator[dict]:
+        writer = Writer(options.num_workers)  # PNG encoding in threads, in arrival order
+        for key, image in translated(generator, reader, options, device, progress, summary):
+            yield from ({"key": k, out_column: png} for k, png, _ in writer.submit(key, _png, image))
+        yield from ({"key": k, out_column: png} for k, png, _ in writer.drain())
+
+    # A fresh fingerprint: never reuse a cached result, and never hash the model to make one.
+    done = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(cache_dir),
+                                           fingerprint=uuid.uuid4().hex)
+    got = done["key"][:]  # arrival order: equal sizes were batched together
+    if sorted(got) != keys:
+        raise RuntimeError(f"rows {sorted(set(keys) - set(got))[:10]} were not translated")
+    return done.select(sorted(range(len(got)), key=got.__getitem__)).remove_columns("key")  # row order
 
 
 def translate_dataset(
@@ -54,37 +84,31 @@ def translate_dataset(
     (default ``<column>_translated``; rows whose image cannot be read get None), keep every other
     column, and ``save_to_disk`` the result to ``output_dir``.
 
-    Sharded like :func:`translate_files`: each process saves its rows next to ``output_dir`` (the
-    folder must be shared by the processes), the main process joins them in order. Returns the
-    saved dataset (main process; None on the others) and the whole job's summary.
+    Sharded like :func:`~cut_hf.batch_translate.translate_files`: each process saves its rows in a
+    hidden folder beside ``output_dir`` (shared by the processes), the main process joins them in
+    order. Returns the saved dataset (main process; None on the others) and the job's summary.
     """
     import datasets
 
     state, start = state or job_state(), time.perf_counter()
     output_dir, output_column = Path(output_dir), output_column or f"{column}_translated"
-    progress = Progress(len(dataset), state.is_main_process)
+    work = output_dir.parent / f".{output_dir.name}.shards"
+    progress, summary = Progress(len(dataset), state.is_main_process), Summary()
     with state.split_between_processes(list(range(len(dataset)))) as mine:
-        reader = Reader(mine, ColumnSource(dataset, column), io_channels(generator)[0], options.max_pixels)
-        with ThreadPoolExecutor(max_workers=max(1, options.num_workers)) as pool:
-            encoded: dict[int, Future] = {}
-            summary = translate_shard(generator, reader, options, device or job_device(state),
-                                      lambda key, image: encoded.__setitem__(key, pool.submit(_png, image)), progress)
-        values = [encoded[k].result() if k in encoded else None for k in mine]
-        shard = dataset.select(mine).add_column(output_column, values, feature=datasets.Image())
+        new = _translated_column(generator, dataset, column, list(mine), output_column, options,
+                                 device or job_device(state), progress, summary, work / f"cache-{state.process_index}")
+        shard = datasets.concatenate_datasets([dataset.select(mine), new], axis=1)
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
     progress.close(total.translated + total.skipped + total.failed)
-    if state.num_processes == 1:
-        shard.save_to_disk(str(output_dir))
-        return datasets.load_from_disk(str(output_dir)), total
-    shards = output_dir.parent / f".{output_dir.name}.shards"
-    shard.save_to_disk(str(shards / f"{state.process_index:05d}"))
-    state.wait_for_everyone()
-    joined = None
+    if state.num_processes > 1:
+        shard.save_to_disk(str(work / f"{state.process_index:05d}"))
+        state.wait_for_everyone()
     if state.is_main_process:
-        parts = [datasets.load_from_disk(str(shards / f"{i:05d}")) for i in range(state.num_processes)]
-        datasets.concatenate_datasets(parts).save_to_disk(str(output_dir))
-        shutil.rmtree(shards, ignore_errors=True)
-        joined = datasets.load_from_disk(str(output_dir))
+        if state.num_processes > 1:
+            shard = datasets.concatenate_datasets(
+                [datasets.load_from_disk(str(work / f"{i:05d}")) for i in range(state.num_processes)])
+        shard.save_to_disk(str(output_dir))
+        shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
-    return joined, total
+    return (datasets.load_from_disk(str(output_dir)) if state.is_main_process else None), total
