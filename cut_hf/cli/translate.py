@@ -23,7 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -160,22 +160,24 @@ def _options(args: argparse.Namespace, state: object) -> BatchOptions:
                         num_workers=workers, overwrite=args.overwrite, ext=ext)
 
 
-def _device_for(args: argparse.Namespace, state: object) -> torch.device:
-    """``--device``, else the launch's device for this process (cuda:<local rank>, or the CPU)."""
-    return _device(args.device or str(job_device(state)), args.precision)
+Job = Callable[[torch.nn.Module, BatchOptions, torch.device, object], int]
 
 
-def _run_folder(args: argparse.Namespace, generator: torch.nn.Module, options: BatchOptions,
-                device: torch.device, state: object) -> int:
+def _folder_job(args: argparse.Namespace, ext: str) -> Job:
+    """The folder (or file) job of ``--input``/``--output``; inputs are checked now, before the model loads."""
     root, files = _input_files(args.input)
     out_dir = Path(args.output).expanduser()
-    summary = translate_files(generator, files, output_paths(files, root, out_dir, options.ext), options,
-                              device=device, state=state)
-    return _report(summary, len(files), str(out_dir), state)
+    targets = output_paths(files, root, out_dir, ext)
+
+    def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: object) -> int:
+        summary = translate_files(generator, files, targets, options, device=device, state=state)
+        return _report(summary, len(files), str(out_dir), state)
+
+    return run
 
 
-def _run_dataset(args: argparse.Namespace, generator: torch.nn.Module, options: BatchOptions,
-                 device: torch.device, state: object) -> int:
+def _dataset_job(args: argparse.Namespace) -> Job:
+    """The dataset job of ``--dataset``; the dataset and its columns are checked now."""
     from ..data import DataError, open_hf_dataset
     from ..dataset_translate import translate_dataset
 
@@ -192,13 +194,17 @@ def _run_dataset(args: argparse.Namespace, generator: torch.nn.Module, options: 
     # Push-only jobs keep the result in a folder every process of this machine can reach.
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", args.push_to_hub or "")
     out_dir = Path(args.output_dataset or Path(tempfile.gettempdir()) / f"cut-hf-translate-{safe}").expanduser()
-    result, summary = translate_dataset(generator, dataset, args.column, out_dir, options, column,
-                                        device=device, state=state)
-    if result is not None and args.push_to_hub:
-        result.push_to_hub(args.push_to_hub)
-        if not args.output_dataset:
-            shutil.rmtree(out_dir, ignore_errors=True)  # only a staging folder for the upload
-    return _report(summary, len(dataset), args.push_to_hub or str(out_dir), state)
+
+    def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: object) -> int:
+        result, summary = translate_dataset(generator, dataset, args.column, out_dir, options, column,
+                                            device=device, state=state)
+        if result is not None and args.push_to_hub:
+            result.push_to_hub(args.push_to_hub)
+            if not args.output_dataset:
+                shutil.rmtree(out_dir, ignore_errors=True)  # only a staging folder for the upload
+        return _report(summary, len(dataset), args.push_to_hub or str(out_dir), state)
+
+    return run
 
 
 def _report(summary: Summary, total: int, where: str, state: object) -> int:
@@ -212,16 +218,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 nothing translated, 2 bad command line)."""
     args = build_parser().parse_args(argv)
     try:
-        state = job_state(cpu=str(args.device).startswith("cpu") or None)
+        try:
+            state = job_state(cpu=str(args.device).startswith("cpu") or None)
+        except RuntimeError as err:  # the launch and Accelerate disagree on the process count
+            raise UsageError(str(err)) from None
         options = _options(args, state)
-        if args.input:
-            _input_files(args.input)  # a missing input fails before the model loads
-        device = _device_for(args, state)
+        job = _dataset_job(args) if args.dataset else _folder_job(args, options.ext)
+        device = _device(args.device or str(job_device(state)), args.precision)
         try:
             generator = load_generator(args.model, map_location=str(device))
         except ModelLoadError as err:
             raise UsageError(str(err)) from None
-        run = _run_dataset if args.dataset else _run_folder
-        return run(args, generator, options, device, state)
-    except (UsageError, RuntimeError) as err:
-        return _fail(str(err), getattr(err, "code", 2))
+        return job(generator, options, device, state)
+    except UsageError as err:
+        return _fail(str(err), err.code)
