@@ -126,6 +126,7 @@ class Decoded(NamedTuple):
     image: torch.Tensor | None = None
     error: str | None = None
     skip: bool = False  # its output is already there
+    row: dict | None = None  # a streamed dataset row: the columns that go out with the result
 
 
 class FileSource:
@@ -195,7 +196,7 @@ class Progress:
     """The main process's bar: images of the whole job (other processes report through the
     process group's key-value store when there is one), and a tile bar for tiled images."""
 
-    def __init__(self, total: int, show: bool) -> None:
+    def __init__(self, total: int | None, show: bool) -> None:
         self.bar = tqdm(total=total, unit="img", desc="translate", file=sys.stderr, disable=not show)
         self.tile_bar: tqdm | None = None
         self.show = show
@@ -259,11 +260,12 @@ def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions
 
 
 def translated(
-    generator: nn.Module, reader: Reader, options: BatchOptions, device: torch.device, progress: Progress,
+    generator: nn.Module, reader: Dataset, options: BatchOptions, device: torch.device, progress: Progress,
     summary: Summary,
-) -> Iterator[tuple[int, Image.Image | None]]:
-    """Translate one process's inputs: ``(key, image)`` per input, ``(key, None)`` for one that
-    failed (skipped ones yield nothing); ``summary`` counts as it goes."""
+) -> Iterator[tuple[Decoded, Image.Image | None]]:
+    """Translate one process's inputs (``reader``: map-style or iterable, giving :class:`Decoded`):
+    ``(input, image)`` each, ``(input, None)`` for one that failed (skipped ones yield nothing);
+    ``summary`` counts as it goes."""
     loader = DataLoader(reader, batch_size=None, num_workers=options.num_workers, collate_fn=_keep)
     alone = lambda h, w: will_tile(w, h, options.tile, options.size)  # noqa: E731
     for batch in size_batches(iter(loader), options.batch_size, alone, buffered=8 * options.batch_size):
@@ -274,7 +276,7 @@ def translated(
             results = _run_batch(generator, batch, options, device, progress, tiled)
             summary.translated += sum(r is not None for r in results)
             summary.failed += sum(r is None for r in results)
-            yield from ((item.key, result) for item, result in zip(batch, results))
+            yield from zip(batch, results)
         progress.images(len(batch))
 
 
@@ -284,22 +286,22 @@ class Writer:
 
     def __init__(self, threads: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads))
-        self.pending: collections.deque[tuple[int, Future]] = collections.deque()
+        self.pending: collections.deque[tuple[object, Future]] = collections.deque()
         self.limit = 4 * max(1, threads)
 
-    def submit(self, key: int, fn: Callable, *args: object) -> Iterator[tuple[int, object, BaseException | None]]:
+    def submit(self, key: object, fn: Callable, *args: object) -> Iterator[tuple[object, object, BaseException | None]]:
         """Queue one; yields ``(key, result, error)`` of the oldest ones while too many wait."""
         self.pending.append((key, self.pool.submit(fn, *args)))
         while len(self.pending) > self.limit:
             yield self._finish()
 
-    def drain(self) -> Iterator[tuple[int, object, BaseException | None]]:
+    def drain(self) -> Iterator[tuple[object, object, BaseException | None]]:
         """``(key, result, error)`` of everything still queued, in order; then the pool stops."""
         while self.pending:
             yield self._finish()
         self.pool.shutdown()
 
-    def _finish(self) -> tuple[int, object, BaseException | None]:
+    def _finish(self) -> tuple[object, object, BaseException | None]:
         key, future = self.pending.popleft()
         error = future.exception()
         return key, (None if error else future.result()), error
@@ -356,9 +358,9 @@ def translate_files(
     with state.split_between_processes(list(range(len(files)))) as mine:
         reader = Reader(mine, FileSource(files), io_channels(generator)[0], options.max_pixels, targets,
                         options.overwrite)
-        for key, image in translated(generator, reader, options, device or job_device(state), progress, summary):
+        for item, image in translated(generator, reader, options, device or job_device(state), progress, summary):
             if image is not None:
-                count(writer.submit(key, write_atomic, image, targets[key], options.ext))
+                count(writer.submit(item.key, write_atomic, image, targets[item.key], options.ext))
         count(writer.drain())
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)

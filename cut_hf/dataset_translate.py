@@ -1,7 +1,8 @@
 """Translate a column of a 🤗 dataset: the same rows out, with a translated image column added.
 
 The engine is :mod:`cut_hf.batch_translate` (sharding, DataLoader workers, progress, summary); this
-module reads images from a dataset column and writes the result with ``save_to_disk``.
+module reads images from a dataset column (a ``datasets.Dataset``, or a streamed
+``IterableDataset``) and writes the result with ``save_to_disk``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import torch.nn as nn
 from PIL import Image
 
 from .batch_translate import (
-    BatchOptions, Progress, Reader, Summary, Writer, gather_summary, job_device, job_state, translated,
+    BatchOptions, Decoded, Progress, Reader, Summary, Writer, gather_summary, job_device, job_state, translated,
 )
-from .images import ImageLoadError
+from .images import ImageLoadError, load_image, pil_to_uint8
 from .pipeline import io_channels
 
 
@@ -63,8 +64,8 @@ def _translated_column(generator: nn.Module, dataset: object, column: str, keys:
 
     def rows() -> Iterator[dict]:
         writer = Writer(options.num_workers)  # PNG encoding in threads, in arrival order
-        for key, image in translated(generator, reader, options, device, progress, summary):
-            yield from ({"key": k, out_column: png} for k, png, _ in writer.submit(key, _png, image))
+        for item, image in translated(generator, reader, options, device, progress, summary):
+            yield from ({"key": k, out_column: png} for k, png, _ in writer.submit(item.key, _png, image))
         yield from ({"key": k, out_column: png} for k, png, _ in writer.drain())
 
     # A fresh fingerprint: never reuse a cached result, and never hash the model to make one.
@@ -98,6 +99,15 @@ def translate_dataset(
         new = _translated_column(generator, dataset, column, list(mine), output_column, options,
                                  device or job_device(state), progress, summary, work / f"cache-{state.process_index}")
         shard = datasets.concatenate_datasets([dataset.select(mine), new], axis=1)
+    return _finish(shard, summary, start, progress, output_dir, work, state)
+
+
+def _finish(shard: object, summary: Summary, start: float, progress: Progress, output_dir: Path, work: Path,
+            state: object) -> tuple[object | None, Summary]:
+    """Join the processes' shards in process order into ``output_dir`` (main process), clean up, and
+    return (the saved dataset on the main process, else None; the whole job's summary)."""
+    import datasets
+
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
     progress.close(total.translated + total.skipped + total.failed)
@@ -112,3 +122,72 @@ def translate_dataset(
         shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     return (datasets.load_from_disk(str(output_dir)) if state.is_main_process else None), total
+
+
+def open_stream(name: str, split: str = "train") -> object:
+    """A split of a 🤗 dataset (Hub id or local folder) as a stream: rows are read as they are
+    needed, nothing is downloaded first. Raises ValueError (one line) when it cannot be opened or
+    does not declare its features (the output needs them)."""
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(name, split=split, streaming=True)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the CLI prints one line
+        raise ValueError(f"cannot stream dataset {name!r} (split {split!r}): {str(err).splitlines()[0]}") from None
+    if stream.features is None:
+        raise ValueError(f"the stream of {name!r} does not declare its features; run without --streaming")
+    return stream
+
+
+class StreamReader(torch.utils.data.IterableDataset):
+    """Rows of a streamed (iterable) dataset as :class:`Decoded` inputs that carry their row; in
+    DataLoader workers the stream's shards are spread over the workers by 🤗 datasets itself."""
+
+    def __init__(self, stream: object, column: str, channels: int, max_pixels: int | None) -> None:
+        import datasets
+
+        self.stream = stream.cast_column(column, datasets.Image(decode=False))  # bytes pass through as they are
+        self.column, self.channels, self.max_pixels = column, channels, max_pixels
+
+    def __iter__(self) -> Iterator[Decoded]:
+        for i, row in enumerate(self.stream):
+            value = row[self.column] or {}
+            try:
+                source = value.get("bytes") or value.get("path")
+                if source is None:
+                    raise ImageLoadError(f"row {i}: no image in column {self.column!r}")
+                image = pil_to_uint8(load_image(source, self.channels, max_pixels=self.max_pixels))
+                yield Decoded(i, image, row=row)
+            except ImageLoadError as err:
+                yield Decoded(i, error=str(err), row=row)
+
+
+def translate_stream(
+    generator: nn.Module, stream: object, column: str, output_dir: str | os.PathLike, options: BatchOptions,
+    output_column: str | None = None, device: torch.device | None = None, state: object | None = None,
+) -> tuple[object | None, Summary]:
+    """:func:`translate_dataset` for a streamed ``datasets.IterableDataset`` (a Hub id read without
+    downloading it first). Each process reads its part (``split_dataset_by_node``); rows come out in
+    the order they were translated (equal sizes batched together), not in the stream's order."""
+    import datasets
+    from datasets.distributed import split_dataset_by_node
+
+    state, start = state or job_state(), time.perf_counter()
+    output_dir, output_column = Path(output_dir), output_column or f"{column}_translated"
+    work = output_dir.parent / f".{output_dir.name}.shards"
+    if stream.features is None:
+        raise ValueError("the streamed dataset does not declare its features; load it without streaming")
+    features = datasets.Features({**stream.features, output_column: datasets.Image()})
+    mine = split_dataset_by_node(stream, state.process_index, state.num_processes)
+    reader = StreamReader(mine, column, io_channels(generator)[0], options.max_pixels)
+    progress, summary = Progress(None, state.is_main_process), Summary()
+
+    def rows() -> Iterator[dict]:
+        writer = Writer(options.num_workers)
+        for item, image in translated(generator, reader, options, device or job_device(state), progress, summary):
+            yield from ({**it.row, output_column: png} for it, png, _ in writer.submit(item, _png, image))
+        yield from ({**it.row, output_column: png} for it, png, _ in writer.drain())
+
+    shard = datasets.Dataset.from_generator(rows, features=features, fingerprint=uuid.uuid4().hex,
+                                            cache_dir=str(work / f"cache-{state.process_index}"))
+    return _finish(shard, summary, start, progress, output_dir, work, state)

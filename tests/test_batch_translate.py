@@ -213,3 +213,24 @@ def test_push_to_hub_only_stages_and_cleans_up(model_dir, tmp_path, monkeypatch,
     assert pushed == [("me/zebras", ["image", "id", "image_translated"], 2)]
     assert "translated 2 of 2 image(s) into me/zebras" in capsys.readouterr().out
     assert list((tmp_path / "tmp").iterdir()) == []  # the staging folder is gone
+
+
+def test_streamed_dataset_in_dataset_folder_out(model_dir, tmp_path) -> None:
+    """--streaming reads rows as they come (no download first); one or two processes, every row once."""
+    datasets = pytest.importorskip("datasets")
+    images = [_rgb(21, 14), _rgb(13, 9), _rgb(21, 14), _rgb(8, 12), _rgb(13, 9)]
+    ds = datasets.Dataset.from_dict({"image": images, "id": list(range(5))},
+                                    features=datasets.Features({"image": datasets.Image(), "id": datasets.Value("int64")}))
+    (tmp_path / "data").mkdir()
+    ds.to_parquet(str(tmp_path / "data" / "train-00000.parquet"))
+    argv = ["--model", str(model_dir), "--dataset", str(tmp_path / "data"), "--streaming", "--num-workers", "0"]
+    assert main([*argv, "--output-dataset", str(tmp_path / "one")]) == 0
+    _two_processes([*argv, "--output-dataset", str(tmp_path / "two")])
+    generator = CUTGenerator.from_pretrained(model_dir)
+    for name in ("one", "two"):
+        out = datasets.load_from_disk(str(tmp_path / name))
+        assert out.column_names == ["image", "id", "image_translated"] and sorted(out["id"]) == list(range(5))
+        for row in out:
+            expected = np.asarray(translate(generator, images[row["id"]]))
+            np.testing.assert_array_equal(np.asarray(row["image_translated"]), expected)
+            np.testing.assert_array_equal(np.asarray(row["image"]), np.asarray(images[row["id"]]))

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dataset", help="Hub id, save_to_disk folder or local dataset folder")
     d.add_argument("--column", default="image", help="the image column (default image)")
     d.add_argument("--split", default="train", help="the split (default train)")
+    d.add_argument("--streaming", action="store_true",
+                   help="read the dataset as a stream (Hub ids: no full download first; rows come out in the "
+                        "order they were translated)")
     d.add_argument("--output-dataset", help="save_to_disk folder for the result (all rows and columns)")
     d.add_argument("--push-to-hub", metavar="USER/NAME", help="push the result to this Hub dataset repository")
     d.add_argument("--output-column", help="name of the translated column (default <column>_translated)")
@@ -178,12 +181,12 @@ def _folder_job(args: argparse.Namespace, ext: str) -> Job:
 
 def _dataset_job(args: argparse.Namespace) -> Job:
     """The dataset job of ``--dataset``; the dataset and its columns are checked now."""
-    from ..data import DataError, open_hf_dataset
-    from ..dataset_translate import translate_dataset
+    from ..data import open_hf_dataset
+    from ..dataset_translate import open_stream, translate_dataset, translate_stream
 
-    try:
-        dataset = open_hf_dataset(args.dataset, args.split)
-    except DataError as err:
+    try:  # DataError is a ValueError
+        dataset = (open_stream if args.streaming else open_hf_dataset)(args.dataset, args.split)
+    except ValueError as err:
         raise UsageError(str(err)) from None
     if args.column not in dataset.column_names:
         raise UsageError(f"dataset {args.dataset!r} has no column {args.column!r} (it has "
@@ -196,13 +199,14 @@ def _dataset_job(args: argparse.Namespace) -> Job:
     out_dir = Path(args.output_dataset or Path(tempfile.gettempdir()) / f"cut-hf-translate-{safe}").expanduser()
 
     def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: object) -> int:
-        result, summary = translate_dataset(generator, dataset, args.column, out_dir, options, column,
-                                            device=device, state=state)
+        work = translate_stream if args.streaming else translate_dataset
+        result, summary = work(generator, dataset, args.column, out_dir, options, column, device=device, state=state)
         if result is not None and args.push_to_hub:
             result.push_to_hub(args.push_to_hub)
             if not args.output_dataset:
                 shutil.rmtree(out_dir, ignore_errors=True)  # only a staging folder for the upload
-        return _report(summary, len(dataset), args.push_to_hub or str(out_dir), state)
+        total = summary.translated + summary.skipped + summary.failed  # a stream's length is known at its end
+        return _report(summary, total, args.push_to_hub or str(out_dir), state)
 
     return run
 
