@@ -278,10 +278,8 @@ def translate(
             the cross-faded band between neighbouring tiles.
         max_whole_pixels: the auto-tiling threshold and the area of the statistics pass.
         max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
-        channels_last: run in the channels-last memory format; ``None``:
-            :func:`cut_hf.perf.channels_last_default` for the device and precision.
-        tile_stats: how the statistics of an image over ``max_whole_pixels`` are estimated:
-            ``"crops"`` (full-resolution crops, pooled) or ``"downscale"`` (a downscaled copy).
+        channels_last: channels-last memory format; ``None``: :func:`cut_hf.perf.channels_last_default`.
+        tile_stats: statistics over ``max_whole_pixels`` from ``"crops"`` or a ``"downscale"``d copy.
         progress: called as ``progress(done, total)`` after every tile of a tiled image and after
             every batch of whole images; the units are tiles plus whole images.
         return_report: also return a :class:`TranslationReport` of what was done.
