@@ -49,16 +49,19 @@ def test_two_processes_share_weights_and_split_the_data(tmp_path: Path):
     assert ranks[0]["B"] != ranks[1]["B"]  # B drawn independently per item
     # Gradients were averaged: both replicas hold the same weights, which moved from their start.
     assert ranks[0]["generator_sha256"] == ranks[1]["generator_sha256"]
-    sys.path.insert(0, str(ROOT))
-    import train
+    from conftest import load_root_script
+
+    train = load_root_script("train")
 
     args = train.parse_args(["--data-dir", str(data), "--ngf", "8", "--n-blocks", "2", "--netf-nc", "16"])
     torch.manual_seed(0)
     initial, _, _ = train.build_models(args)
-    assert train.weights_digest(initial) != ranks[0]["generator_sha256"]
-    assert train.weights_digest(train.CUTGenerator.from_pretrained(out / "generator")) == ranks[0]["generator_sha256"]
+    from cut_hf.training import weights_digest
+
+    assert weights_digest(initial) != ranks[0]["generator_sha256"]
+    assert weights_digest(train.CUTGenerator.from_pretrained(out / "generator")) == ranks[0]["generator_sha256"]
     # Checkpoints hold both processes' RNG states; outputs were written once.
-    ckpt = out / "checkpoints" / "checkpoint_1"
+    ckpt = out / "checkpoints" / "checkpoint-4"
     assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
     assert json.loads((ckpt / "trainer_state.json").read_text())["num_processes"] == 2
     assert proc.stdout.count("saved checkpoint") == 2
