@@ -37,7 +37,7 @@ from cut_hf.data import (
 from cut_hf.evaluate import EvaluationError
 from cut_hf.losses import GAN_MODES
 from cut_hf.metrics import MetricsUnavailable
-from cut_hf.objectives.cut import CUTObjective
+from cut_hf.objectives.cut import CUTObjective, build_optimizers
 from cut_hf.optim import linear_decay
 from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, Trainer, setup_accelerator
 from cut_hf.training.cut_task import CUTTask, CUTTrainConfig, Evaluator
@@ -224,11 +224,11 @@ def setup_training(c: CUTTrainConfig, accelerator: Any) -> tuple[CUTObjective, t
     generator, discriminator, sampler = build_models(c)
     perf.training_fast_paths_(generator, discriminator, accelerator.device, c.channels_last, c.compile,
                               c.mixed_precision)
-    objective = OBJECTIVES[c.mode](generator, discriminator, sampler, c.objective())
-    opt_g, opt_d = objective.build_optimizers(c.lr, (c.beta1, c.beta2))
+    opt_g, opt_d = build_optimizers(generator, discriminator, sampler, c.lr, (c.beta1, c.beta2))
     rule = linear_decay(c.n_epochs, c.n_epochs_decay)
     sched_g, sched_d = (torch.optim.lr_scheduler.LambdaLR(opt, rule) for opt in (opt_g, opt_d))
-    opt_g, opt_d, sched_g, sched_d = objective.prepare(accelerator, opt_g, opt_d, sched_g, sched_d)
+    objective, (opt_g, opt_d, sched_g, sched_d) = OBJECTIVES[c.mode].prepared(
+        accelerator, generator, discriminator, sampler, c.objective(), opt_g, opt_d, sched_g, sched_d)
     return objective, (opt_g, opt_d), (sched_g, sched_d)
 
 
@@ -237,7 +237,7 @@ def setup_training(c: CUTTrainConfig, accelerator: Any) -> tuple[CUTObjective, t
 
 def run(c: CUTTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
-    accelerator = setup_accelerator(c.run())
+    accelerator = setup_accelerator(c)
 
     # -- data: every process sees different items of the same epoch
     images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split)
@@ -261,7 +261,7 @@ def run(c: CUTTrainConfig) -> dict[str, Any]:
     # -- models, objective, optimisers, schedulers; then the loop
     objective, optimizers, schedulers = setup_training(c, accelerator)
     task = CUTTask(c, objective, optimizers, schedulers, accelerator, evaluator)
-    trainer = Trainer(accelerator, c.run(), task, loader, sampler, max_steps, total_epochs, planned)
+    trainer = Trainer(accelerator, c, task, loader, sampler, max_steps, total_epochs, planned)
     return trainer.run()
 
 

@@ -308,7 +308,7 @@ def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, si
     from accelerate.utils import set_seed
 
     from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
-    from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig
+    from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, build_optimizers
 
     args = train_settings(case, cfg, size)
     if not cfg.isolate if reset_state is None else reset_state:
@@ -324,11 +324,10 @@ def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, si
     perf.training_fast_paths_(generator, discriminator, accelerator.device, case["channels_last"], case["compile"],
                               args.mixed_precision)
     fastcut = case["mode"] == "fastcut"
-    objective = CUTObjective(generator, discriminator, sampler, CUTObjectiveConfig(
-        lambda_nce=10.0 if fastcut else 1.0, nce_idt=not fastcut, flip_equivariance=fastcut,
-        num_patches=args.num_patches, reuse_features=case["reuse"]))
-    optimizers = objective.build_optimizers(2e-4, (0.5, 0.999))
-    optimizers = tuple(objective.prepare(accelerator, *optimizers))
+    config = CUTObjectiveConfig(lambda_nce=10.0 if fastcut else 1.0, nce_idt=not fastcut, flip_equivariance=fastcut,
+                                num_patches=args.num_patches, reuse_features=case["reuse"])
+    optimizers = build_optimizers(generator, discriminator, sampler, 2e-4, (0.5, 0.999))  # train.py's defaults
+    objective, optimizers = CUTObjective.prepared(accelerator, generator, discriminator, sampler, config, *optimizers)
     gen = torch.Generator().manual_seed(1)
     batch = {k: (torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1) for k in ("A", "B")}
 

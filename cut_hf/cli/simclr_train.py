@@ -29,17 +29,8 @@ from ..models.simclr import BACKBONES, SimCLR
 from ..objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
 from ..optim import LARS, param_groups, warmup_cosine
 from ..sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
-from ..training import (
-    CheckpointError,
-    ConfigError,
-    NonFiniteLossError,
-    RunConfig,
-    Trainer,
-    TrainingTask,
-    image_grid,
-    save_image,
-    setup_accelerator,
-)
+from ..training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
+from ..training import image_grid, save_image, setup_accelerator
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
 OPTIMIZER_DEFAULTS = {
@@ -113,9 +104,9 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 
-@dataclass(frozen=True)
-class SimCLRTrainConfig:
-    """Every flag (same names), with the optimiser's and the backbone's defaults filled in.
+@dataclass(frozen=True, kw_only=True)
+class SimCLRTrainConfig(RunConfig):
+    """Every flag (same names; the runtime's in :class:`RunConfig`), the optimiser's defaults filled in.
     ``lr`` stays None for LARS's scaling rule (0.3 x global batch / 256, known once launched)."""
 
     data: str | None
@@ -139,30 +130,10 @@ class SimCLRTrainConfig:
     warmup_steps: int | None
     batch_size: int
     epochs: int
-    max_steps: int | None
-    seed: int
-    mixed_precision: str
     sync_bn: bool
-    cpu: bool
-    output_dir: str
-    checkpoint_every: int
-    keep_checkpoints: int
-    resume: str | None
-    log_every: int
-    sample_every: int
-    report_to: str
     eval_data: str | None
-    push_to_hub: bool
-    hub_model_id: str | None
-    private: bool
-    hub_endpoint: str | None
     command: str
     task: str = "simclr"
-
-    def run(self) -> RunConfig:
-        """The runtime's part of the configuration."""
-        names = set(RunConfig.__dataclass_fields__)
-        return RunConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
 
 def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
@@ -170,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     values = vars(parser.parse_args(argv))
-    c = argparse.Namespace(**values)
+    c = argparse.Namespace(**values)  # read-only view for the checks below
     if bool(c.data) == bool(c.dataset):
         parser.error("give the training images in exactly one way: --data FOLDER or --dataset ID --column COL")
     if c.push_to_hub and not c.hub_model_id:
@@ -356,7 +327,7 @@ def save_outputs(args: SimCLRTrainConfig, model: SimCLR, summary: dict[str, Any]
 
 def run(c: SimCLRTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
-    accelerator = setup_accelerator(c.run())
+    accelerator = setup_accelerator(c)
 
     # -- data: every process takes different images of the same epoch, in whole batches
     images = load_images(c)
@@ -389,7 +360,7 @@ def run(c: SimCLRTrainConfig) -> dict[str, Any]:
     # -- the loop
     extra = {"num_images": len(images), "warmup_steps": warmup, "lr": lr}
     task = SimCLRTask(c, SimCLRObjective(model, c.temperature), optimizer, scheduler, accelerator, extra)
-    summary = Trainer(accelerator, c.run(), task, loader, sampler, max_steps, None, planned).run()
+    summary = Trainer(accelerator, c, task, loader, sampler, max_steps, None, planned).run()
     return {**summary, **extra}
 
 

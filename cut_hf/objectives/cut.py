@@ -76,37 +76,41 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def build_optimizers(generator: nn.Module, discriminator: nn.Module, sampler: nn.Module, lr: float,
+                     betas: tuple[float, float]) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Adam for G and F together (two parameter groups: one fp16 GradScaler step), Adam for D."""
+    opt_g = torch.optim.Adam([{"params": list(generator.parameters()), "name": "G"},
+                              {"params": list(sampler.parameters()), "name": "F"}], lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+    return opt_g, opt_d
+
+
 class CUTObjective:
     """G, D and F with the CUT losses and the paper's order of a training step.
 
-    ``G``, ``D`` and ``F`` are what the step calls: the plain modules until :meth:`prepare`, then
-    Accelerate's (possibly DDP-wrapped) ones. ``generator``, ``discriminator`` and ``sampler`` stay the
-    plain modules (what is saved, evaluated and frozen).
+    ``net_g``, ``net_d`` and ``net_f`` are what the step calls: Accelerate's prepared (possibly
+    DDP-wrapped) G, D and F when built by :meth:`prepared`, else the plain ones. ``generator``,
+    ``discriminator`` and ``sampler`` are always the plain modules (saved, evaluated and frozen).
+
+    A subclass (SinCUT) overrides :meth:`discriminator_loss` / :meth:`generator_loss`, calls
+    ``super()`` and adds its terms to the loss and to the returned dict (logged by name).
     """
 
     def __init__(self, generator: CUTGenerator, discriminator: PatchDiscriminator, sampler: PatchSampler,
-                 config: CUTObjectiveConfig) -> None:
+                 config: CUTObjectiveConfig, wrapped: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> None:
         self.generator, self.discriminator, self.sampler = generator, discriminator, sampler
         self.config = config
-        self.G: nn.Module = GeneratorWithFeatures(generator)
-        self.D: nn.Module = discriminator
-        self.F: nn.Module = sampler
+        self.net_g, self.net_d, self.net_f = wrapped or (GeneratorWithFeatures(generator), discriminator, sampler)
         self.last: dict[str, Any] | None = None  # the latest forward pass's images (sample grids)
 
-    def build_optimizers(self, lr: float, betas: tuple[float, float]) -> tuple[torch.optim.Optimizer, ...]:
-        """Adam for G and F together (two parameter groups: one fp16 GradScaler step), Adam for D."""
-        opt_g = torch.optim.Adam([{"params": list(self.generator.parameters()), "name": "G"},
-                                  {"params": list(self.sampler.parameters()), "name": "F"}], lr=lr, betas=betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        return opt_g, opt_d
-
-    def prepare(self, accelerator: Any, *others: Any) -> list[Any]:
-        """``accelerator.prepare`` G, D, F and ``others`` (optimisers, schedulers) in one call, in the
-        order every checkpoint was written with (``model``, ``model_1``, ``model_2``, ...); returns
-        the prepared ``others``."""
-        g, d, f, *rest = accelerator.prepare(self.G, self.D, self.F, *others)
-        self.G, self.D, self.F = g, d, f
-        return rest
+    @classmethod
+    def prepared(cls, accelerator: Any, generator: CUTGenerator, discriminator: PatchDiscriminator,
+                 sampler: PatchSampler, config: CUTObjectiveConfig, *others: Any) -> tuple[CUTObjective, list[Any]]:
+        """``accelerator.prepare`` G (as :class:`GeneratorWithFeatures`), D, F and ``others`` (optimisers,
+        schedulers) in one call, in the order every checkpoint was written with (``model``,
+        ``model_1``, ``model_2``, ``optimizer``, ...). Returns the objective and the prepared ``others``."""
+        g, d, f, *rest = accelerator.prepare(GeneratorWithFeatures(generator), discriminator, sampler, *others)
+        return cls(generator, discriminator, sampler, config, wrapped=(g, d, f)), rest
 
     # -- the losses
     def forward(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, Any]:
@@ -117,14 +121,14 @@ class CUTObjective:
         flipped = bool(cfg.flip_equivariance) and bool(torch.rand(()) < 0.5)
         if flipped:
             real = torch.flip(real, [3])
-        fake, feats = self.G(real)
+        fake, feats = self.net_g(real)
         n = real_a.shape[0]
         return {"fake_B": fake[:n], "idt_B": fake[n:] if cfg.nce_idt else None, "feats": feats, "flipped": flipped}
 
     def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(D_fake + D_real) / 2, with the fake detached so that no gradient reaches G."""
-        loss_fake = gan_loss(self.D(fake_b.detach()), False, self.config.gan_mode)
-        loss_real = gan_loss(self.D(real_b), True, self.config.gan_mode)
+        loss_fake = gan_loss(self.net_d(fake_b.detach()), False, self.config.gan_mode)
+        loss_real = gan_loss(self.net_d(real_b), True, self.config.gan_mode)
         return (loss_fake + loss_real) * 0.5, {"D_fake": loss_fake, "D_real": loss_real}
 
     def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor, flipped: bool = False,
@@ -144,7 +148,7 @@ class CUTObjective:
             if feat_k is None:
                 feat_k = self.generator.encode(src)
             k_pool, patch_ids = self.sampler([f.detach() for f in feat_k], cfg.num_patches)  # (B*S, nc) each
-        q_pool, _ = self.F(feat_q, cfg.num_patches, patch_ids)  # same locations, through DDP for F's grads
+        q_pool, _ = self.net_f(feat_q, cfg.num_patches, patch_ids)  # same locations, through DDP for F's grads
         total = 0.0
         for f_q, f_k in zip(q_pool, k_pool):
             total = total + patch_nce_loss(f_q, f_k, cfg.nce_t, batch_size=src.shape[0],

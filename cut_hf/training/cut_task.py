@@ -25,9 +25,9 @@ ARCH_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "n_blocks", "n_layers_d", "n
              "no_antialias_up", "dropout", "nce_layers", "netf_nc")
 
 
-@dataclass(frozen=True)
-class CUTTrainConfig:
-    """Every flag of ``train.py`` (same names), with the ``--mode`` defaults filled in.
+@dataclass(frozen=True, kw_only=True)
+class CUTTrainConfig(RunConfig):
+    """Every flag of ``train.py`` (same names; the runtime's in :class:`RunConfig`), ``--mode`` defaults filled in.
 
     ``command`` is the command line (for the model card); ``eval_dirs`` the (input, reference)
     folders of ``--eval-every``, or None.
@@ -77,7 +77,6 @@ class CUTTrainConfig:
     channels_last: bool | None
     compile: bool
     fast_ops: bool
-    threads: int | None
     # optimisation
     batch_size: int
     lr: float
@@ -85,18 +84,7 @@ class CUTTrainConfig:
     beta2: float
     n_epochs: int
     n_epochs_decay: int
-    max_steps: int | None
-    seed: int
-    mixed_precision: str
-    cpu: bool
-    # checkpoints, logging, outputs, evaluation, Hub
-    output_dir: str
-    checkpoint_every: int
-    keep_checkpoints: int
-    resume: str | None
-    log_every: int
-    sample_every: int
-    report_to: str
+    # logging and evaluation (checkpoints, outputs and the Hub: RunConfig)
     log_seen_files: bool
     eval_every: int
     eval_dir: str | None
@@ -104,10 +92,6 @@ class CUTTrainConfig:
     eval_size: int
     eval_feature_extractor: str
     eval_paired: bool
-    push_to_hub: bool
-    hub_model_id: str | None
-    private: bool
-    hub_endpoint: str | None
     command: str
     task: str = "cut"
 
@@ -115,11 +99,6 @@ class CUTTrainConfig:
         """The objective's part of the configuration."""
         names = {f.name for f in fields(CUTObjectiveConfig)}
         return CUTObjectiveConfig(**{k: v for k, v in asdict(self).items() if k in names})
-
-    def run(self) -> RunConfig:
-        """The runtime's part of the configuration."""
-        names = {f.name for f in fields(RunConfig)}
-        return RunConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
 
 class CUTTask(TrainingTask):
