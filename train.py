@@ -39,7 +39,14 @@ from cut_hf.losses import GAN_MODES
 from cut_hf.metrics import MetricsUnavailable
 from cut_hf.objectives.cut import CUTObjective, build_optimizers
 from cut_hf.optim import linear_decay
-from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, Trainer, setup_accelerator
+from cut_hf.training import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteLossError,
+    Trainer,
+    add_runtime_flags,
+    setup_accelerator,
+)
 from cut_hf.training.cut_task import CUTTask, CUTTrainConfig, Evaluator
 
 # ----------------------------------------------------------------------------- configuration
@@ -130,15 +137,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     t("--seed", type=int, default=0)
     t("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")
     t("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    # outputs
-    r = p.add_argument_group("checkpoints, logging and outputs").add_argument
-    r("--output-dir", default="outputs/cut")
-    r("--checkpoint-every", type=int, default=5000, help="steps between checkpoints (0: never)")
-    r("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints")
-    r("--resume", default=None, help="'latest' (newest in OUTPUT/checkpoints) or a checkpoint folder")
-    r("--log-every", type=int, default=10, help="steps between tracker logs")
-    r("--sample-every", type=int, default=500, help="steps between sample image grids")
-    r("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    # checkpoints, logging, outputs, Hub: the runtime's flags, and one of CUT's own
+    group = add_runtime_flags(p, "outputs/cut", 5000, "sample image grids",
+                              "OUTPUT/generator (and sampler/, discriminator/)")
+    r = group.add_argument
     r("--log-seen-files", action="store_true",
       help="each process writes the files it trained on and a hash of its weights to OUTPUT/seen_files/")
     e = p.add_argument_group("evaluation during training (main process; cut_hf.evaluate)").add_argument
@@ -150,11 +152,6 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
       help="FID Inception-v3, or cut_hf.metrics.TinyFeatureExtractor (tests / offline smoke runs, not comparable)")
     e("--eval-paired", action="store_true",
       help="REFERENCE holds ground truth under the input names: best model by PSNR (higher is better)")
-    h = p.add_argument_group("Hub").add_argument
-    h("--push-to-hub", action="store_true", help="upload OUTPUT/generator (and sampler/, discriminator/)")
-    h("--hub-model-id", help="user/name on the Hub")
-    h("--private", action="store_true", help="create the Hub repository private")
-    h("--hub-endpoint", default=None, help="Hub URL (default: huggingface.co or HF_ENDPOINT)")
 
 
 def parse_args(argv: list[str] | None = None) -> CUTTrainConfig:

@@ -30,7 +30,7 @@ from ..objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_
 from ..optim import LARS, param_groups, warmup_cosine
 from ..sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
 from ..training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
-from ..training import image_grid, save_image, setup_accelerator
+from ..training import add_runtime_flags, image_grid, save_image, setup_accelerator
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
 OPTIMIZER_DEFAULTS = {
@@ -84,22 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
-    """Checkpoint, logging, output and Hub flags."""
-    r = p.add_argument_group("checkpoints, logging and outputs").add_argument
-    r("--output-dir", default="outputs/simclr")
-    r("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (0: never)")
-    r("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints")
-    r("--resume", default=None, help="'latest' (newest in OUTPUT/checkpoints) or a checkpoint folder")
-    r("--log-every", type=int, default=10, help="steps between tracker logs")
-    r("--sample-every", type=int, default=500, help="steps between view grids in the tracker (0: never)")
-    r("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    """Checkpoint, logging, output and Hub flags, and the evaluation after training."""
+    r = add_runtime_flags(p, "outputs/simclr", 1000, "view grids in the tracker", "OUTPUT/model").add_argument
     r("--eval-data", default=None,
       help="labelled folder: after training, kNN and linear-probe accuracy (cut_hf.evaluate_simclr) go in the card")
-    h = p.add_argument_group("Hub").add_argument
-    h("--push-to-hub", action="store_true", help="upload OUTPUT/model")
-    h("--hub-model-id", help="user/name on the Hub")
-    h("--private", action="store_true", help="create the Hub repository private")
-    h("--hub-endpoint", default=None, help="Hub URL (default: huggingface.co or HF_ENDPOINT)")
 
 
 

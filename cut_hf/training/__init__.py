@@ -11,8 +11,9 @@ from .logs import (
     tracker_config,
     weights_digest,
 )
-from .runtime import ConfigError, RunConfig, Trainer, TrainingTask, setup_accelerator
+from .runtime import ConfigError, RunConfig, Trainer, TrainingTask, add_runtime_flags, setup_accelerator
 
 __all__ = ["COMPLETE_MARKER", "TRAINER_STATE", "CheckpointError", "CheckpointManager", "NonFiniteLossError",
            "check_finite", "image_grid", "log_images", "push_folders_to_hub", "save_image", "tracker_config",
-           "weights_digest", "ConfigError", "RunConfig", "Trainer", "TrainingTask", "setup_accelerator"]
+           "weights_digest", "ConfigError", "RunConfig", "Trainer", "TrainingTask", "add_runtime_flags",
+           "setup_accelerator"]

@@ -55,6 +55,31 @@ class RunConfig:
     hub_endpoint: str | None = None
 
 
+def add_runtime_flags(parser: Any, output_dir: str, checkpoint_every: int, samples: str, upload: str) -> Any:
+    """Add the flags of :class:`RunConfig` about checkpoints, logs, outputs and the Hub to ``parser``
+    (the seed, precision and device flags sit with each script's optimisation flags).
+
+    ``output_dir`` and ``checkpoint_every`` are the script's defaults, ``samples`` and ``upload``
+    say in words what ``--sample-every`` logs and ``--push-to-hub`` uploads. Returns the
+    "checkpoints, logging and outputs" group, for the script's own flags of that kind.
+    """
+    group = parser.add_argument_group("checkpoints, logging and outputs")
+    r = group.add_argument
+    r("--output-dir", default=output_dir)
+    r("--checkpoint-every", type=int, default=checkpoint_every, help="steps between checkpoints (0: never)")
+    r("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints")
+    r("--resume", default=None, help="'latest' (newest in OUTPUT/checkpoints) or a checkpoint folder")
+    r("--log-every", type=int, default=10, help="steps between tracker logs")
+    r("--sample-every", type=int, default=500, help=f"steps between {samples} (0: never)")
+    r("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    h = parser.add_argument_group("Hub").add_argument
+    h("--push-to-hub", action="store_true", help=f"upload {upload}")
+    h("--hub-model-id", help="user/name on the Hub")
+    h("--private", action="store_true", help="create the Hub repository private")
+    h("--hub-endpoint", default=None, help="Hub URL (default: huggingface.co or HF_ENDPOINT)")
+    return group
+
+
 def setup_accelerator(config: RunConfig) -> Any:
     """An ``Accelerator`` for ``config``, checked against the launcher and the device, seeded.
 
