@@ -38,7 +38,7 @@ each switch is measured on its own against the *plain* path (fp32, NCHW, eager, 
 a second encoder pass, official ops, as the paper's code), then the *defaults* that ``train.py``
 resolves on this machine, and compile on top of those; ``--variants grid`` runs all 32
 combinations. A case whose predicted time exceeds ``--budget`` seconds (bf16 on a CPU without
-native bf16 runs 7-400x slower than fp32, by layout) is measured at a smaller image size and
+native bf16 runs far slower than fp32; RESULTS.md has the figures) is measured at a smaller image size and
 marked so, or skipped with its predicted time.
 
 Timings on a shared machine are noisy: the load average is recorded before and after each case,

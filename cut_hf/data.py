@@ -1,6 +1,6 @@
 """Unpaired image data for CUT training: image folders or 🤗 datasets, preprocessed like the paper's code.
 
-Three ways to name the two domains (see :func:`load_domains`):
+Three ways to name the two domains (see :func:`load_domains`; the image lists are in :mod:`cut_hf.sources`):
 
 * ``--data-dir D`` with the official layout ``D/trainA``, ``D/trainB`` (and ``testA``/``testB``);
 * ``--domain-a DIR --domain-b DIR``;

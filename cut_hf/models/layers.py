@@ -50,9 +50,9 @@ class Upsample(nn.Module):
     official ``Upsample`` does. For the default (and official) 4-tap filter with stride 2 that
     whole operation *is* bilinear x2 interpolation (``align_corners=False``): output 2i takes
     3/4 of input i and 1/4 of input i-1, output 2i+1 3/4 of i and 1/4 of i+1, and replication
-    padding is the clamp at the edges. ``forward`` then calls ``F.interpolate``, one fused pass
-    that is 1.2x faster forward and backward than the depthwise transposed convolution on CPU
-    (256 channels at 64 px; bench/RESULTS.md); outputs equal the convolution's up to float rounding (~1 ulp). ``filt``
+    padding is the clamp at the edges. ``forward`` then calls ``F.interpolate``, one fused pass,
+    faster forward and backward than the depthwise transposed convolution on CPU
+    (bench/RESULTS.md); outputs equal the convolution's up to float rounding (~1 ulp). ``filt``
     stays a buffer for the official state dict; like the original, it is a constant, not trained.
     ``fast=False`` (``train.py --no-fast-ops``) always runs the official transposed convolution.
     """
@@ -88,7 +88,7 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     ``F.instance_norm`` runs batch norm on a (1, B*C, H, W) view of the input and returns a *view*
     of the result. The official layout follows every norm with an in-place ReLU, and an in-place
     op on a view makes autograd rebuild the whole map in backward (CopySlices / AsStridedBackward:
-    a zero-fill and two full copies per norm, ~3% of a CUT training step on CPU). Here the very
+    a zero-fill and two full copies per norm; bench/RESULTS.md has the cost). Here the very
     same batch-norm call is made and its result is reshaped with ``_unsafe_view``, which autograd
     does not track as a view (PyTorch's own ``matmul`` returns its results that way).
     Outputs and gradients are bit-identical to ``nn.InstanceNorm2d``; the state dict is the same
