@@ -163,6 +163,39 @@ def test_training_step_updates_d_first_and_g_with_frozen_d():
     assert len(opt_d.param_groups) == 1
 
 
+def test_a_subclass_adds_terms_through_the_two_loss_hooks(monkeypatch, data_dir: Path, tmp_path: Path):
+    """How SinCUT plugs in: override discriminator_loss / generator_loss, call super(), add terms;
+    train.py picks the class by --mode from OBJECTIVES, and the new terms are logged by name."""
+    from accelerate import Accelerator
+
+    from cut_hf.objectives.cut import CUTObjective
+
+    class WithExtras(CUTObjective):
+        def discriminator_loss(self, fake_b, real_b):
+            loss, terms = super().discriminator_loss(fake_b, real_b)
+            real = real_b.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.net_d(real).sum(), real, create_graph=True)
+            terms["D_R1"] = grad.pow(2).flatten(1).sum(1).mean() * 0.5  # an R1 penalty on real B
+            return loss + terms["D_R1"], terms
+
+        def generator_loss(self, real_a, real_b, out):
+            loss, terms = super().generator_loss(real_a, real_b, out)
+            terms["idt"] = torch.nn.functional.l1_loss(out["idt_B"], real_b)  # an identity L1 term
+            return loss + terms["idt"], terms
+
+    args, objective, optimizers, real_a, real_b = _tiny_setup()
+    extra = WithExtras(objective.generator, objective.discriminator, objective.sampler, objective.config)
+    losses = extra.training_step({"A": real_a, "B": real_b}, optimizers, Accelerator(cpu=True))
+    assert {"D_R1", "idt", "NCE", "G_GAN"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    reset_accelerate()
+    monkeypatch.setitem(train.OBJECTIVES, "cut", WithExtras)
+    out = tmp_path / "o"
+    assert run_main(["--data-dir", str(data_dir), "--output-dir", str(out), *TINY, "--max-steps", "1",
+                     "--report-to", "none", "--checkpoint-every", "0"]) == 0
+    card = (out / "generator" / "README.md").read_text()
+    assert "D_R1 (mean of last 1 steps)" in card and "idt (mean of last 1 steps)" in card
+
+
 def test_linear_decay_is_the_papers():
     from cut_hf.optim import linear_decay
 
