@@ -21,7 +21,6 @@ place) and reported in the batch under ``"skipped"`` so that the training loop c
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +32,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
-from .images import to_channels as images_to_channels
 from .images import IMAGE_EXTENSIONS
+from .images import to_channels as images_to_channels
 from .perf import usable_cores
 from .sources import (  # noqa: F401 - the public names of cut_hf.data, defined where images are found
     DataError,
@@ -47,7 +46,6 @@ from .sources import (  # noqa: F401 - the public names of cut_hf.data, defined 
     open_hf_dataset,
 )
 
-logger = logging.getLogger(__name__)
 
 # Not a list of its own: the one set in cut_hf.images, under the name evaluate_simclr.py still imports
 # (delete once it calls cut_hf.images.find_images).

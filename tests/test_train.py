@@ -432,7 +432,7 @@ def test_skipped_fp16_steps_are_counted_not_fatal(data_dir: Path, tmp_path: Path
     assert summary["step"] == 3 and summary["skipped_steps_D"] == 3 and summary["skipped_steps_G"] == 0
 
 
-def test_fp16_on_cpu_and_missing_simclr_are_clear_errors(tmp_path: Path, monkeypatch, capsys):
+def test_fp16_on_cpu_is_a_clear_error_and_simclr_gets_the_command_line(tmp_path: Path, monkeypatch, capsys):
     assert run_main(["--data-dir", str(tmp_path), "--mixed-precision", "fp16", *TINY]) == 1
     assert "fp16 needs a GPU" in capsys.readouterr().err
     # --task simclr: SimCLR's own parser gets the whole command line (SimCLR flags included).

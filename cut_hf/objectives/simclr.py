@@ -7,7 +7,6 @@ the model is built, so ``--resume`` continues bit-exactly (fp32, same processes)
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -20,8 +19,6 @@ from ..distributed import gather_with_grad, rank, world_size
 from ..losses import nt_xent_loss_for_anchors
 from ..models.simclr import SimCLR
 from ..sources import ImageList
-
-logger = logging.getLogger(__name__)
 
 
 class SimCLRViewDataset(Dataset):

@@ -7,7 +7,6 @@ folders, which are still found, ordered by the step in their ``trainer_state.jso
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -15,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
