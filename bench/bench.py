@@ -11,9 +11,9 @@ What it measures, in one run, on the current device:
 (a) **roofline**: GFLOP/s of one plain 3x3 convolution, 256 -> 256 channels at 64x64, batch 1, in
     fp32 and bf16, in the contiguous (NCHW) and channels-last layouts; the best layout of each
     precision is the roofline. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``.
-(b) **training step**: ``train.training_step`` exactly as ``train.py`` runs it (generator forward,
-    D step, G+F step with their optimisers), models built by ``train.setup_training`` from
-    ``train.parse_args`` flags, for CUT and FastCUT at 256x256, batch 1, default model. Seconds per
+(b) **training step**: ``CUTObjective.training_step`` exactly as ``train.py`` runs it (generator forward,
+    D step, G+F step with their optimisers), models and objective built as ``train.py`` builds them from
+    its defaults, for CUT and FastCUT at 256x256, batch 1, default model. Seconds per
     step (median of several, warm-up excluded), FLOPs per step (counted by ``FlopCounterMode``),
     achieved GFLOP/s and its fraction of the roofline of the same precision.
 (b') **paired**: the plain path and the fp32 defaults (CUT, FastCUT) step by step in turn in one
@@ -33,12 +33,12 @@ ops run decomposed and allocate more): on one more step, or on a replay of the t
 same RNG state where FastCUT's random flips change the work (a flipped step recomputes the PatchNCE keys).
 
 Variants: precision fp32 | bf16 (autocast), channels-last on | off, ``torch.compile`` on | off,
-PatchNCE key-feature reuse on | off, fast ops (``cut_hf.perf.set_fast_ops``) on | off. By default
+PatchNCE key-feature reuse on | off, fast ops (``CUTGenerator(fast_ops=...)``) on | off. By default
 each switch is measured on its own against the *plain* path (fp32, NCHW, eager, keys recomputed by
 a second encoder pass, official ops, as the paper's code), then the *defaults* that ``train.py``
 resolves on this machine, and compile on top of those; ``--variants grid`` runs all 32
 combinations. A case whose predicted time exceeds ``--budget`` seconds (bf16 on a CPU without
-native bf16 runs 7-400x slower than fp32, by layout) is measured at a smaller image size and
+native bf16 runs far slower than fp32; RESULTS.md has the figures) is measured at a smaller image size and
 marked so, or skipped with its predicted time.
 
 Timings on a shared machine are noisy: the load average is recorded before and after each case,
@@ -52,6 +52,7 @@ import dataclasses
 import json
 import os
 import resource
+import inspect
 import statistics
 import subprocess
 import sys
@@ -61,8 +62,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # train.py lives at the repository root
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -246,8 +245,18 @@ def train_argv(case: dict[str, Any], cfg: Config, size: int) -> list[str]:
     return argv
 
 
+def train_settings(case: dict[str, Any], cfg: Config, size: int) -> argparse.Namespace:
+    """The model sizes and precision of one case: train.py's defaults, shrunk by ``cfg.model_flags``."""
+    flags = dict(zip(cfg.model_flags[::2], cfg.model_flags[1::2]))
+    sizes = {k: int(flags.get(f"--{k.replace('_', '-')}", d))
+             for k, d in (("ngf", 64), ("ndf", 64), ("n_blocks", 9), ("num_patches", 256), ("netf_nc", 256))}
+    return argparse.Namespace(**sizes, batch_size=1, crop_size=size, flip_equivariance=case["mode"] == "fastcut",
+                              reuse_features=case["reuse"],
+                              mixed_precision="no" if case["precision"] == "fp32" else case["precision"])
+
+
 def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
-    """Time ``train.training_step`` for one variant; FLOPs by replaying the timed steps."""
+    """Time ``CUTObjective.training_step`` for one variant; FLOPs by replaying the timed steps."""
     args, step = build_train_case(case, cfg, device, size)
 
     # FLOPs are counted after the timed steps and outside the memory window: under FlopCounterMode
@@ -290,28 +299,40 @@ def run_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size
 
 def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int,
                      reset_state: bool | None = None) -> tuple[argparse.Namespace, Callable[[], None]]:
-    """``train.setup_training`` for one case and a fixed random batch: (train.py's args, one step).
+    """The objective of one case (as train.py builds it) and a fixed random batch: (settings, one step).
 
     ``reset_state`` (default: for in-process runs) drops Accelerate's process-wide state first, so
     that a case brings its own mixed precision; a paired run builds its second side without it.
     """
-    import train
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    args = train.parse_args(train_argv(case, cfg, size))
+    from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
+    from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, build_optimizers
+
+    args = train_settings(case, cfg, size)
     if not cfg.isolate if reset_state is None else reset_state:
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
     set_seed(0)
-    models, optimizers, _ = train.setup_training(args, accelerator)
+    # What train.py builds for these settings (its build_models and setup_training).
+    generator = CUTGenerator(ngf=args.ngf, n_blocks=args.n_blocks, fast_ops=case["fast_ops"])
+    discriminator = PatchDiscriminator(ndf=args.ndf)
+    sampler = PatchSampler(generator.feature_channels(), num_patches=args.num_patches, nc=args.netf_nc)
+    perf.training_fast_paths_(generator, discriminator, accelerator.device, case["channels_last"], case["compile"],
+                              args.mixed_precision)
+    fastcut = case["mode"] == "fastcut"
+    config = CUTObjectiveConfig(lambda_nce=10.0 if fastcut else 1.0, nce_idt=not fastcut, flip_equivariance=fastcut,
+                                num_patches=args.num_patches, reuse_features=case["reuse"])
+    optimizers = build_optimizers(generator, discriminator, sampler, 2e-4, (0.5, 0.999))  # train.py's defaults
+    objective, optimizers = CUTObjective.prepared(accelerator, generator, discriminator, sampler, config, *optimizers)
     gen = torch.Generator().manual_seed(1)
     batch = {k: (torch.rand(args.batch_size, 3, size, size, generator=gen) * 2 - 1) for k in ("A", "B")}
 
     def step() -> None:
-        losses, _ = train.training_step(batch, models, optimizers, accelerator, args)
+        losses = objective.training_step(batch, optimizers, accelerator)
         float(losses["NCE"])  # wait for the device and keep the work from being optimised away
 
     return args, step
@@ -332,8 +353,7 @@ def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size:
              (b, build_train_case(b, cfg, device, size, reset_state=False)[1])]  # B shares A's Accelerator state
 
     def step(side: tuple[dict[str, Any], Callable[[], None]]) -> float:
-        variant, run_step = side
-        perf.set_fast_ops(variant["fast_ops"])
+        variant, run_step = side  # each side built its generator with its own fast_ops
         t0 = time.perf_counter()
         run_step()
         sync(device)
@@ -359,9 +379,8 @@ def run_translate_case(case: dict[str, Any], cfg: Config, device: torch.device, 
 
     from cut_hf import CUTGenerator, translate
 
-    perf.set_fast_ops(case["fast_ops"])
     torch.manual_seed(0)
-    generator = CUTGenerator(**cfg.generator_kwargs()).eval()
+    generator = CUTGenerator(**cfg.generator_kwargs(), fast_ops=case["fast_ops"]).eval()
     if case["compile"]:
         perf.compile_generator(generator)
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -409,21 +428,19 @@ def op_cases(quick: bool) -> list[tuple[str, str, Callable[[], Callable[[], Any]
     gen = torch.Generator().manual_seed(0)
 
     def upsample(fast: bool) -> Callable[[], Any]:
-        up = Upsample(ch)
+        up = Upsample(ch, fast=fast)
         x = torch.randn(1, ch, side, side, generator=gen, requires_grad=True)
 
         def call() -> None:
-            with perf.fast_ops(fast):
-                up(x).sum().backward()
+            up(x).sum().backward()
         return call
 
     def norm_relu(fast: bool) -> Callable[[], Any]:
-        norm = InstanceNorm2d(ch)
+        norm = InstanceNorm2d(ch, fast=fast)
         x = torch.randn(1, ch, 2 * side, 2 * side, generator=gen, requires_grad=True)
 
         def call() -> None:
-            with perf.fast_ops(fast):
-                torch.relu_(norm(x * 1.0)).sum().backward()
+            torch.relu_(norm(x * 1.0)).sum().backward()
         return call
 
     def conv_pass(layout: str, which: str) -> Callable[[], Any]:
@@ -467,13 +484,13 @@ def run_ops(device: torch.device, cfg: Config, quick: bool) -> list[dict[str, An
 # ---------------------------------------------------------------------------------- variants
 def resolved_defaults(device: torch.device, precision: str | None = None) -> dict[str, Any]:
     """What ``train.py`` does when given no performance flags (but ``--mixed-precision``), on this device."""
-    import train
+    from cut_hf import CUTGenerator
+    from cut_hf.objectives.cut import CUTObjectiveConfig
 
-    args = train.parse_args(["--data-dir", "unused"] + (["--mixed-precision", precision] if precision else []))
-    precision = "fp32" if args.mixed_precision == "no" else args.mixed_precision
-    cl = args.channels_last if args.channels_last is not None else perf.channels_last_default(device, precision)
-    return {"precision": precision, "channels_last": bool(cl), "compile": bool(args.compile),
-            "reuse": bool(args.reuse_features), "fast_ops": bool(args.fast_ops)}
+    precision = precision or "fp32"
+    fast_ops = inspect.signature(CUTGenerator).parameters["fast_ops"].default
+    return {"precision": precision, "channels_last": perf.channels_last_default(device, precision), "compile": False,
+            "reuse": CUTObjectiveConfig().reuse_features, "fast_ops": bool(fast_ops)}
 
 
 #: The paper code's path: fp32, NCHW, eager, PatchNCE keys from a second encoder pass, official ops.
@@ -642,7 +659,7 @@ def print_report(report: dict[str, Any]) -> None:
                   f"{fmt(c['load_before'], '.1f'):>5s}")
     print(f"  roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s")
     if report.get("train"):
-        print(f"\n(b) training step (train.training_step, batch 1; median of {report['config']['steps']} steps)")
+        print(f"\n(b) training step (CUTObjective.training_step, batch 1; median of {report['config']['steps']} steps)")
         print(f"  {'case':32s} {'size':>4s} {'s/step':>8s} {'min':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'roof%':>6s} "
               f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["train"]:

@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import math
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402  (bench/ is a folder of scripts, not a package)
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
-from cut_hf import perf  # noqa: E402
+from cut_hf import perf
+
+# bench/ is a folder of scripts, not a package: its bench.py is loaded from its path.
+_spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parent / "bench.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench"] = bench
+_spec.loader.exec_module(bench)
 
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",

@@ -1,6 +1,6 @@
 """Unpaired image data for CUT training: image folders or 🤗 datasets, preprocessed like the paper's code.
 
-Three ways to name the two domains (see :func:`load_domains`):
+Three ways to name the two domains (see :func:`load_domains`; the image lists are in :mod:`cut_hf.sources`):
 
 * ``--data-dir D`` with the official layout ``D/trainA``, ``D/trainB`` (and ``testA``/``testB``);
 * ``--domain-a DIR --domain-b DIR``;
@@ -21,31 +21,36 @@ place) and reported in the batch under ``"skipped"`` so that the training loop c
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
-from .images import ImageLoadError, open_image
+from .images import IMAGE_EXTENSIONS
 from .images import to_channels as images_to_channels
+from .perf import usable_cores
+from .sources import (  # noqa: F401 - the public names of cut_hf.data, defined where images are found
+    DataError,
+    DatasetColumnImages,
+    FolderImages,
+    ImageList,
+    check_enough_images,
+    load_domains,
+    load_readable,
+    open_hf_dataset,
+)
 
-logger = logging.getLogger(__name__)
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+# Not a list of its own: the one set in cut_hf.images, under the name evaluate_simclr.py still imports
+# (delete once it calls cut_hf.images.find_images).
+IMG_EXTENSIONS = tuple(sorted(IMAGE_EXTENSIONS))
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-
-
-class DataError(ValueError):
-    """The training data cannot be used; the message says why and what to do."""
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -133,160 +138,6 @@ def _snap_to_multiple(img: Image.Image, base: int) -> Image.Image:
     return TF.resize(img, [nh, nw], interpolation=InterpolationMode.BICUBIC)
 
 
-# ----------------------------------------------------------------------------- image lists
-
-
-class ImageList:
-    """An ordered collection of images of one domain; ``load(i)`` may raise on a bad file."""
-
-    description: str = ""
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def load(self, i: int) -> Image.Image:
-        raise NotImplementedError
-
-    def name(self, i: int) -> str:
-        raise NotImplementedError
-
-
-class FolderImages(ImageList):
-    """Image files found (recursively, sorted) under a folder, as the official ``make_dataset``."""
-
-    def __init__(self, folder: str | os.PathLike, role: str = "") -> None:
-        self.folder = Path(folder).expanduser()
-        what = f"{role} folder" if role else "folder"
-        if not self.folder.exists():
-            raise DataError(f"{what} {str(self.folder)!r} does not exist")
-        if not self.folder.is_dir():
-            raise DataError(f"{what} {str(self.folder)!r} is not a directory")
-        self.paths = sorted(
-            p for p in self.folder.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file()
-        )
-        self.description = str(self.folder)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, i: int) -> Image.Image:
-        return open_image(self.paths[i])  # decoded now: a truncated file fails here, inside the caller's try
-
-    def name(self, i: int) -> str:
-        return str(self.paths[i].relative_to(self.folder))
-
-
-class DatasetColumnImages(ImageList):
-    """The non-empty entries of one column of a 🤗 ``datasets.Dataset`` (Image feature or file paths).
-
-    The column is read undecoded (bytes and paths), so a corrupt image is met by :meth:`load`,
-    where it can be skipped, instead of crashing inside ``datasets``.
-    """
-
-    def __init__(self, dataset: Any, column: str, label: str) -> None:
-        import datasets  # a training dependency only
-
-        if column not in dataset.column_names:
-            raise DataError(f"{label} has no column {column!r}; its columns are {dataset.column_names}")
-        feature = dataset.features[column]
-        if isinstance(feature, datasets.Image):
-            dataset = dataset.cast_column(column, datasets.Image(decode=False))
-        self.dataset = dataset.select_columns([column])
-        self.column = column
-        valid = self.dataset.with_format("arrow")[column].is_valid()  # rows with an image (A and B may differ in length)
-        self.rows = np.flatnonzero(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool))
-        self.description = f"{label} column {column!r}"
-        self._label = label
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def load(self, i: int) -> Image.Image:
-        value = self.dataset[int(self.rows[i])][self.column]
-        if isinstance(value, dict):  # the undecoded Image feature: {"bytes": ..., "path": ...}
-            value = value.get("bytes") or value.get("path")
-        if not isinstance(value, (bytes, str, os.PathLike, Image.Image)):
-            raise ImageLoadError(f"{self.name(i)}: a {type(value).__name__}, not an image")
-        return open_image(value)
-
-    def name(self, i: int) -> str:
-        return f"{self._label}/{self.column}/{int(self.rows[i])}"
-
-
-def load_domains(
-    data_dir: str | None = None,
-    domain_a: str | None = None,
-    domain_b: str | None = None,
-    dataset: str | None = None,
-    column_a: str = "imageA",
-    column_b: str = "imageB",
-    split: str = "train",
-    phase: str = "train",
-) -> tuple[ImageList, ImageList]:
-    """The two domains' images from exactly one of the three sources; raises :class:`DataError`.
-
-    ``phase`` picks ``trainA``/``trainB`` or ``testA``/``testB`` under ``data_dir``.
-    """
-    given = [name for name, v in (("--data-dir", data_dir), ("--domain-a/--domain-b", domain_a or domain_b),
-                                  ("--dataset", dataset)) if v]
-    if len(given) != 1:
-        raise DataError("give the training data in exactly one way: --data-dir D (with trainA/ and trainB/), "
-                        f"--domain-a DIR --domain-b DIR, or --dataset ID --column-a A --column-b B (got {given or 'none'})")
-    if data_dir:
-        root = Path(data_dir).expanduser()
-        if not root.is_dir():
-            raise DataError(f"--data-dir {str(root)!r} does not exist or is not a directory")
-        for sub in (f"{phase}A", f"{phase}B"):
-            if not (root / sub).is_dir():
-                raise DataError(f"{str(root / sub)!r} not found: --data-dir expects the official layout "
-                                f"{phase}A/ and {phase}B/ (found: {sorted(p.name for p in root.iterdir())})")
-        images_a, images_b = FolderImages(root / f"{phase}A", "domain A"), FolderImages(root / f"{phase}B", "domain B")
-    elif domain_a or domain_b:
-        if not (domain_a and domain_b):
-            raise DataError("--domain-a and --domain-b must be given together")
-        images_a, images_b = FolderImages(domain_a, "domain A"), FolderImages(domain_b, "domain B")
-    else:
-        ds = open_hf_dataset(dataset, split)
-        images_a = DatasetColumnImages(ds, column_a, f"{dataset}[{split}]")
-        images_b = DatasetColumnImages(ds, column_b, f"{dataset}[{split}]")
-    for role, images in (("A", images_a), ("B", images_b)):
-        if len(images) == 0:
-            raise DataError(f"domain {role} ({images.description}) holds no images "
-                            f"(looked for files ending in {', '.join(IMG_EXTENSIONS)})")
-    return images_a, images_b
-
-
-def open_hf_dataset(name_or_path: str, split: str) -> Any:
-    """A split of a 🤗 dataset: a ``save_to_disk`` folder, a local folder or a Hub id."""
-    import datasets
-
-    path = Path(name_or_path).expanduser()
-    try:
-        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-            ds = datasets.load_from_disk(str(path))
-        else:
-            ds = datasets.load_dataset(str(path) if path.exists() else name_or_path, split=split)
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
-        raise DataError(f"could not open dataset {name_or_path!r} (split {split!r}): {e}") from e
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise DataError(f"dataset {name_or_path!r} has no split {split!r}; it has {list(ds)}")
-        ds = ds[split]
-    return ds
-
-
-def check_enough_images(images_a: ImageList, images_b: ImageList, batch_size: int, num_processes: int = 1) -> None:
-    """Stop before training when a domain cannot fill one batch, or the epoch one batch per process."""
-    for role, images in (("A", images_a), ("B", images_b)):
-        if len(images) < batch_size:
-            raise DataError(f"domain {role} ({images.description}) has {len(images)} image(s), "
-                            f"fewer than one batch of {batch_size}")
-    epoch = max(len(images_a), len(images_b))
-    if epoch < batch_size * num_processes:
-        raise DataError(f"an epoch has {epoch} items, fewer than one batch of {batch_size} for each of "
-                        f"{num_processes} processes; lower --batch-size or use fewer processes")
-
-
 # ----------------------------------------------------------------------------- dataset and sampler
 
 
@@ -346,20 +197,8 @@ class UnpairedImageDataset(Dataset):
         }
 
     def _load(self, images: ImageList, i: int, skipped: list[str], next_index) -> tuple[Image.Image, str]:
-        """Load image i, or the next readable one (``next_index``), noting the files that failed."""
-        for _ in range(max(4 * len(images), 16)):
-            i = i % len(images)
-            try:
-                return images.load(i), images.name(i)
-            except (ImageLoadError, OSError, UnidentifiedImageError, ValueError, SyntaxError,
-                    Image.DecompressionBombError) as e:
-                name = images.name(i)
-                skipped.append(name)
-                if name not in self._warned:
-                    self._warned.add(name)
-                    logger.warning("skipping unreadable image %s: %s", name, e)
-                i = next_index(i)
-        raise DataError(f"no readable image found in {images.description} after many tries; are all files corrupt?")
+        img, i = load_readable(images, i, next_index, skipped, self._warned)
+        return img, images.name(i)
 
 
 class UnpairedSampler(Sampler):
@@ -412,19 +251,26 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
                         "none use --batch-size 1, or crop to a fixed size") from e
 
 
-def make_dataloader(dataset: UnpairedImageDataset, sampler: UnpairedSampler, num_workers: int = 0,
-                    pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``sampler`` that never touches the global RNG.
+def default_num_workers(wanted: int = 4) -> int:
+    """DataLoader workers per process: ``wanted``, but never more than the cores this process may
+    use (more workers than cores make PyTorch warn that the loader might freeze, and buy nothing)."""
+    return max(0, min(wanted, usable_cores()))
+
+
+def make_dataloader(dataset: Dataset, sampler: UnpairedSampler, num_workers: int = 0, pin_memory: bool = False,
+                    collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
+    """A DataLoader of whole batches over ``sampler`` that never touches the global RNG.
 
     The loader gets its own ``torch.Generator``: otherwise each new iterator draws its worker base
     seed from the global RNG, which would shift every later random draw after a resume.
+    ``collate_fn`` defaults to :func:`collate` (CUT's items); SimCLR's pass ``default_collate``.
     """
     return DataLoader(
         dataset,
         batch_size=sampler.batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn or collate,
         drop_last=True,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(sampler.seed),

@@ -1,35 +1,32 @@
-"""Fast-path switches for training and inference, and what the machine offers.
+"""Facts about the machine, and helpers that build fast modules for training and inference.
 
-Each helper is one decision that ``train.py``, ``bench/bench.py`` and users share:
+Each helper is one decision that ``train.py``, ``bench/bench.py`` and users share; the measurements
+behind them are in ``bench/RESULTS.md``:
 
 - :func:`channels_last_default`: whether the channels-last memory format pays off. On CUDA it
   does (tensor-core kernels are NHWC). On a CPU it depends on the ISA: oneDNN runs NHWC forward
   and data-gradient convolutions with fast brgemm kernels on AVX2, but its NHWC weight-gradient
-  kernel is the old JIT one, 3.9x slower than the blocked-NCHW kernel on AVX2 (measured on
-  this project's AMD EPYC: a channels-last CUT step took 28.2 s against 16.9 s, ``bench/RESULTS.md``); only AVX-512 CPUs have brgemm weight
-  gradients. So fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last.
+  kernel there is an older, much slower one; only AVX-512 CPUs have brgemm weight gradients. So
+  fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last.
 - :func:`native_bf16`: whether bf16 is computed natively. Without AVX512-BF16 / AMX (CPUs) oneDNN
-  has no bf16 convolution at all and PyTorch falls back to reference loops, 12x (channels-last) to
-  470x (NCHW) slower than fp32 on the roofline conv; ``train.py``, the translate CLI and the app
-  warn then (:func:`emulated_bf16`).
-- :func:`autocast`, :func:`channels_last_`, :func:`compile_generator`, :func:`set_threads`,
-  :func:`set_fast_ops`: the switches themselves. ``torch.compile`` stays off by default: on the
-  AVX2 CPU it made the default CUT step 1.61x slower (21.8 vs 13.5 s) after 234 s of compilation.
+  has no bf16 convolution at all and PyTorch falls back to slow reference loops; ``train.py``, the
+  translate CLI and the app warn then (:func:`emulated_bf16`).
+- :func:`channels_last_`, :func:`compile_generator`, :func:`set_threads`: the helpers themselves.
+  ``torch.compile`` stays off by default (slower on the CPUs measured, after a long compilation).
+  The exact fast operations are chosen when a generator is built (``CUTGenerator(fast_ops=...)``).
+Precision names and autocast live in :mod:`cut_hf.precision`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"fp32": None, "no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from .precision import autocast_dtype
 
 
 # ------------------------------------------------------------------------------ the machine
@@ -84,9 +81,8 @@ def emulated_bf16(precision: str, device: str | torch.device = "cpu") -> bool:
     return device.type == "cpu" and autocast_dtype(precision) == torch.bfloat16 and not native_bf16(device)
 
 
-#: What the translate CLI and the app tell a user of emulated bf16. Measured on an AVX2 CPU at
-#: 256 px: 0.088 images/s in bf16 against 0.68-0.77 in fp32 (bench/RESULTS.md).
-EMULATED_BF16_NOTE = "this CPU has no native bf16; PyTorch emulates bf16 convolutions, about 8x slower than fp32"
+#: What the translate CLI, the app and training tell a user of emulated bf16 (figures: bench/RESULTS.md).
+EMULATED_BF16_NOTE = "this CPU has no native bf16; PyTorch emulates bf16 convolutions, many times slower than fp32"
 
 
 def machine_description() -> dict[str, Any]:
@@ -132,8 +128,8 @@ def channels_last_default(device: str | torch.device, precision: str = "fp32") -
     """The measured default for the channels-last format on ``device`` (see the module docstring).
 
     CUDA: yes. CPU: yes with AVX-512 (brgemm NHWC kernels for every pass); on AVX2 no for fp32
-    (the NHWC weight-gradient kernel is 3.9x slower), but yes for emulated bf16, whose NCHW
-    convolution is ~37x slower than its NHWC one (0.26 vs 9.7 GFLOP/s measured).
+    (the NHWC weight-gradient kernel is the slow one), but yes for emulated bf16, whose NCHW
+    convolution is far slower than its NHWC one (bench/RESULTS.md).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -155,25 +151,6 @@ def channels_last_(*modules: nn.Module) -> None:
         module.to(memory_format=torch.channels_last)
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of a precision name (``fp32``/``no`` -> None, ``bf16``, ``fp16``)."""
-    if precision not in _AUTOCAST_DTYPES:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return _AUTOCAST_DTYPES[precision]
-
-
-@contextlib.contextmanager
-def autocast(device: str | torch.device, precision: str) -> Iterator[None]:
-    """``torch.autocast`` for ``precision`` on ``device``; nothing for fp32."""
-    dtype = autocast_dtype(precision)
-    device = torch.device(device)
-    if dtype is None:
-        yield
-        return
-    with torch.autocast(device.type, dtype=dtype):
-        yield
-
-
 def compile_generator(generator: nn.Module, **compile_kwargs: Any) -> nn.Module:
     """Compile what training and inference call on a :class:`~cut_hf.CUTGenerator`, in place.
 
@@ -190,52 +167,24 @@ def compile_generator(generator: nn.Module, **compile_kwargs: Any) -> nn.Module:
     return generator
 
 
-def set_fast_ops(enabled: bool) -> bool:
-    """Switch the exact fast equivalents in ``cut_hf.models.layers`` on or off (for every model in
-    this process); returns the previous setting. Read at each forward, so it also applies to
-    models already built."""
-    from .models import layers
-
-    previous, layers.FAST_OPS = layers.FAST_OPS, bool(enabled)
-    return previous
-
-
-@contextlib.contextmanager
-def fast_ops(enabled: bool) -> Iterator[None]:
-    """``set_fast_ops(enabled)`` for the duration of a ``with`` block."""
-    previous = set_fast_ops(enabled)
-    try:
-        yield
-    finally:
-        set_fast_ops(previous)
-
-
-def compile_modules(modules: Iterable[nn.Module], **compile_kwargs: Any) -> None:
-    """``module.compile()`` each of ``modules`` in place (keys and identity unchanged)."""
-    for module in modules:
-        module.compile(**compile_kwargs)
-
-
 def training_fast_paths_(
     generator: nn.Module,
     discriminator: nn.Module,
     device: str | torch.device,
     channels_last: bool | None = None,
     compile: bool = False,
-    fast: bool = True,
     precision: str = "fp32",
 ) -> dict[str, bool]:
     """Apply ``train.py``'s ``--channels-last`` (``None``: :func:`channels_last_default` for
-    ``device`` and ``precision``, the ``--mixed-precision`` value), ``--compile`` and ``--fast-ops``
-    to G and D before they are prepared; returns what was applied.
+    ``device`` and ``precision``, the ``--mixed-precision`` value) and ``--compile`` to G and D
+    before they are prepared; returns what was applied (``--fast-ops`` is a generator argument).
 
     The PatchSampler stays as it is: its inputs are (patches, channels) matrices, not images.
     """
-    set_fast_ops(fast)
     cl = channels_last_default(device, precision) if channels_last is None else bool(channels_last)
     if cl:
         channels_last_(generator, discriminator)
     if compile:
         compile_generator(generator)
         discriminator.compile()
-    return {"channels_last": cl, "compile": bool(compile), "fast_ops": bool(fast)}
+    return {"channels_last": cl, "compile": bool(compile)}

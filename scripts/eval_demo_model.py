@@ -251,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data = Path(args.data)
     if not (data / "testA").is_dir():
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from build_demo_dataset import build
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("build_demo_dataset", Path(__file__).resolve().parent /
+                                                      "build_demo_dataset.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # a sibling script, loaded from its path
+        build = module.build
 
         print(f"building the dataset in {data} ...")
         build(data)

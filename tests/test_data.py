@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_images
 from PIL import Image
 
 from cut_hf.data import (
@@ -22,18 +23,6 @@ from cut_hf.data import (
     load_domains,
     make_dataloader,
 )
-
-
-def make_images(folder: Path, n: int, size=(40, 44), seed: int = 0, prefix: str = "img", ext: str = "png"):
-    """n random RGB images of size (H, W)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"{prefix}_{i}.{ext}"
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
 
 
 def gen(seed: int = 0) -> torch.Generator:

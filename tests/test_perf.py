@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn as nn
@@ -68,22 +66,19 @@ def test_instance_norm_variants_take_the_parent_path():
     assert layers.norm_layer("instance", 3).state_dict() == {}
 
 
-def test_fast_ops_switch_changes_the_path_not_the_result():
+def test_fast_ops_are_chosen_at_construction_and_change_the_path_not_the_result():
     torch.manual_seed(3)
     g = CUTGenerator(ngf=4, n_blocks=2)
+    official = CUTGenerator(ngf=4, n_blocks=2, fast_ops=False)
+    official.load_state_dict(g.state_dict())
+    assert g.fast_ops and not official.fast_ops
+    assert all(m.fast for m in g.modules() if isinstance(m, (layers.Upsample, InstanceNorm2d)))
+    assert not any(m.fast for m in official.modules() if isinstance(m, (layers.Upsample, InstanceNorm2d)))
     x = torch.rand(2, 3, 20, 28) * 2 - 1
-    assert layers.FAST_OPS
-    with perf.fast_ops(False):
-        assert not layers.FAST_OPS
-        ref = g(x)
-        assert type(g.model[2](g.model[1](g.model[0](x))).grad_fn).__name__ != "ReluBackward0"
-    assert layers.FAST_OPS
+    ref = official(x)
+    assert type(official.model[2](official.model[1](official.model[0](x))).grad_fn).__name__ != "ReluBackward0"
     torch.testing.assert_close(g(x), ref, rtol=0, atol=1e-6)
-    previous = perf.set_fast_ops(False)
-    try:
-        assert previous is True and not layers.FAST_OPS
-    finally:
-        perf.set_fast_ops(True)
+    assert not hasattr(layers, "FAST_OPS") and not hasattr(perf, "set_fast_ops")  # no process-wide switch
 
 
 def test_emulated_bf16_means_bf16_on_a_cpu_without_native_bf16(monkeypatch):
@@ -112,27 +107,25 @@ def test_training_fast_paths_convert_and_report():
     from cut_hf import PatchDiscriminator
 
     g, d = CUTGenerator(ngf=4, n_blocks=1), PatchDiscriminator(ndf=4, n_layers=1)
-    applied = perf.training_fast_paths_(g, d, "cpu", channels_last=True, compile=False, fast=True)
-    assert applied == {"channels_last": True, "compile": False, "fast_ops": True}
+    applied = perf.training_fast_paths_(g, d, "cpu", channels_last=True, compile=False)
+    assert applied == {"channels_last": True, "compile": False}
     assert g.model[1].weight.is_contiguous(memory_format=torch.channels_last)
     assert d.model[0].weight.is_contiguous(memory_format=torch.channels_last)
     # a channels-last weight makes the output channels-last without converting the input
     assert g(torch.rand(1, 3, 16, 16)).is_contiguous(memory_format=torch.channels_last)
-    try:
-        assert perf.training_fast_paths_(g, d, "cpu", channels_last=False, fast=False)["fast_ops"] is False
-        assert not layers.FAST_OPS
-    finally:
-        perf.set_fast_ops(True)
+    assert perf.training_fast_paths_(g, d, "cpu", channels_last=False)["channels_last"] is False
 
 
 def test_autocast_threads_and_machine_description():
-    with perf.autocast("cpu", "fp32"):
+    from cut_hf import precision
+
+    with precision.autocast("cpu", "fp32"):
         assert not torch.is_autocast_enabled("cpu")
-    with perf.autocast("cpu", "bf16"):
+    with precision.autocast("cpu", "bf16"):
         assert torch.is_autocast_enabled("cpu")
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
-        perf.autocast_dtype("fp8")
+        precision.autocast_dtype("fp8")
     with pytest.raises(ValueError, match="threads"):
         perf.set_threads(0)
     before = torch.get_num_threads()
@@ -148,11 +141,22 @@ def test_autocast_threads_and_machine_description():
 
 
 def test_train_flags_for_the_fast_paths(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))  # train.py is at the root
-    import train
+    from conftest import load_root_script
+
+    train = load_root_script("train")
 
     args = train.parse_args(["--data-dir", "x"])
     assert args.channels_last is None and args.compile is False and args.fast_ops is True
     args = train.parse_args(["--data-dir", "x", "--channels-last", "--compile", "--no-fast-ops"])
     assert args.channels_last is True and args.compile is True and args.fast_ops is False
     assert train.parse_args(["--data-dir", "x", "--no-channels-last"]).channels_last is False
+    assert train.build_models(args)[0].fast_ops is False  # --no-fast-ops builds the official layers
+
+
+def test_default_workers_never_exceed_the_usable_cores(monkeypatch):
+    from cut_hf import data
+
+    monkeypatch.setattr(data, "usable_cores", lambda: 2)
+    assert data.default_num_workers() == 2 and data.default_num_workers(1) == 1
+    monkeypatch.setattr(data, "usable_cores", lambda: 16)
+    assert data.default_num_workers() == 4

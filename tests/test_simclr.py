@@ -137,7 +137,7 @@ def _model() -> torch.nn.Module:
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    from cut_hf.simclr_train import contrastive_loss
+    from cut_hf.objectives.simclr import contrastive_loss
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=180))  # a crashed peer fails the test, not hangs it

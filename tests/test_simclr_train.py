@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from cut_hf import SimCLR
 from cut_hf.evaluate_simclr import knn_predict, load_labelled
 from cut_hf.evaluate_simclr import main as evaluate_main
-from cut_hf.simclr_train import LARS, main, param_groups, warmup_cosine
+from cut_hf.optim import LARS, param_groups, warmup_cosine
+from cut_hf.simclr_train import main
 
 
 
@@ -190,8 +191,8 @@ def test_training_writes_model_card_checkpoints_and_logs(trained):
     assert "pipeline_tag: image-feature-extraction" in card
     assert "| steps | 4 |" in card and "adamw" in card and "kNN top-1" in card and "linear probe top-1" in card
     assert "unreadable files skipped | 1 |" in card  # the corrupt file was met and passed over
-    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]
-    assert json.loads((trained / "checkpoints" / "checkpoint_1" / "trainer_state.json").read_text())["step"] == 4
+    assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert json.loads((trained / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())["step"] == 4
     assert list((trained / "logs").rglob("events.out.tfevents*")), "no TensorBoard log"
     loaded = SimCLR.from_pretrained(model_dir, strict=True)
     assert (loaded.backbone, loaded.proj_dim, loaded.cifar_stem) == ("resnet18", 16, True)
@@ -210,22 +211,22 @@ def test_resume_continues_exactly(trained, image_folder, labelled_folder, tmp_pa
     """4 steps straight == 2 steps, checkpoint, resume, 2 more steps (bit-identical, mid-epoch resume)."""
     out = tmp_path / "resumed"
     (out / "checkpoints").mkdir(parents=True)
-    shutil.copytree(trained / "checkpoints" / "checkpoint_0", out / "checkpoints" / "checkpoint_0")  # step 2 of 3/epoch
+    shutil.copytree(trained / "checkpoints" / "checkpoint-2", out / "checkpoints" / "checkpoint-2")  # step 2 of 3/epoch
     assert run_main(_flags(image_folder, out, "--max-steps", "4", "--checkpoint-every", "2", "--resume", "latest",
                        "--report-to", "none")) == 0
     straight = load_file(trained / "model" / "model.safetensors")
     resumed = load_file(out / "model" / "model.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]  # counter goes on
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]  # named by step
 
 
 def test_resume_refuses_other_architectures_and_incomplete_checkpoints(trained, image_folder, tmp_path, capsys):
-    ckpt = trained / "checkpoints" / "checkpoint_0"
+    ckpt = trained / "checkpoints" / "checkpoint-2"
     flags = _flags(image_folder, tmp_path / "o", "--max-steps", "3", "--report-to", "none", "--resume", str(ckpt))
     flags[flags.index("--proj-dim") + 1] = "8"
     assert run_main(flags) == 1
-    assert "other settings" in capsys.readouterr().err
+    assert "other model settings" in capsys.readouterr().err
     broken = tmp_path / "broken_ckpt"
     shutil.copytree(ckpt, broken)
     (broken / "COMPLETE").unlink()
@@ -249,9 +250,9 @@ def test_dataset_column_source(tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_naming_step_and_term(image_folder, tmp_path, capsys, monkeypatch):
-    import cut_hf.simclr_train as simclr_train
+    import cut_hf.objectives.simclr as simclr_objective
 
-    monkeypatch.setattr(simclr_train, "nt_xent_loss_for_anchors", lambda *a, **k: a[0].sum() * float("nan"))
+    monkeypatch.setattr(simclr_objective, "nt_xent_loss_for_anchors", lambda *a, **k: a[0].sum() * float("nan"))
     assert run_main(_flags(image_folder, tmp_path / "o", "--max-steps", "2", "--report-to", "none",
                            "--checkpoint-every", "0")) == 1
     assert "step 1: loss nt_xent is nan" in capsys.readouterr().err

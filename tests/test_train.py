@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
+from cut_hf.training import COMPLETE_MARKER, CheckpointError, CheckpointManager
 
-import train  # noqa: E402
-from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler  # noqa: E402
-from cut_hf.training import COMPLETE_MARKER, CheckpointError, CheckpointManager  # noqa: E402
+from conftest import load_root_script, make_images
+
+train = load_root_script("train")
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
         "--num-patches", "16", "--netf-nc", "16", "--num-workers", "0", "--n-epochs", "1", "--n-epochs-decay", "1"]
@@ -36,17 +36,6 @@ def _one_thread_and_fresh_accelerate():
     torch.set_num_threads(threads)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
-
-
-def make_images(folder: Path, n: int, size=(40, 44), seed: int = 0, prefix: str = "img") -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"{prefix}_{i}.png"
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
 
 
 @pytest.fixture
@@ -79,15 +68,15 @@ def _tiny_setup(extra: list[str] = ()):
 
     args = train.parse_args(["--data-dir", "unused", "--batch-size", "2", *TINY, *extra])
     torch.manual_seed(0)
-    models, optimizers, _ = train.setup_training(args, Accelerator(cpu=True))
+    objective, optimizers, _ = train.setup_training(args, Accelerator(cpu=True))
     real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
-    return args, models, optimizers, real_a, real_b
+    return args, objective, optimizers, real_a, real_b
 
 
 def _g_loss_and_grads(args, models, real_a, real_b, seed: int):
     torch.manual_seed(seed)  # the same flip coin and patch locations for both variants
-    out = train.generator_forward(models, real_a, real_b, args)
-    loss, terms = train.compute_g_loss(models, real_a, real_b, out, args)
+    out = models.forward(real_a, real_b)
+    loss, terms = models.generator_loss(real_a, real_b, out)
     params = list(models.generator.parameters()) + list(models.sampler.parameters())
     for p in params:
         p.grad = None
@@ -104,7 +93,7 @@ def test_reused_keys_equal_recomputed_keys(monkeypatch):
     monkeypatch.setattr(models.generator, "encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
     results = {}
     for reuse in (True, False):
-        args.reuse_features = reuse
+        models.config = dataclasses.replace(models.config, reuse_features=reuse)
         calls.clear()
         results[reuse] = _g_loss_and_grads(args, models, real_a, real_b, seed=3)
         results[reuse] += (len(calls),)
@@ -147,12 +136,15 @@ def test_training_step_updates_d_first_and_g_with_frozen_d():
     args, models, optimizers, real_a, real_b = _tiny_setup()
     from accelerate.state import AcceleratorState
 
-    accelerator = train.Accelerator(cpu=True)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
     assert AcceleratorState().num_processes == 1
     d0 = {k: v.clone() for k, v in models.discriminator.state_dict().items()}
     g0 = {k: v.clone() for k, v in models.generator.state_dict().items()}
     f0 = {k: v.clone() for k, v in models.sampler.state_dict().items()}
-    losses, out = train.training_step({"A": real_a, "B": real_b}, models, optimizers, accelerator, args)
+    losses = models.training_step({"A": real_a, "B": real_b}, optimizers, accelerator)
+    out = models.last
     assert set(losses) == {"D_fake", "D_real", "G_GAN", "NCE", "NCE_Y", "skipped_D", "skipped_G"}
     changed = lambda m, ref: any(not torch.equal(v, ref[k]) for k, v in m.state_dict().items())  # noqa: E731
     assert changed(models.discriminator, d0) and changed(models.generator, g0) and changed(models.sampler, f0)
@@ -161,7 +153,7 @@ def test_training_step_updates_d_first_and_g_with_frozen_d():
     models.discriminator.load_state_dict(d0)
     for p in models.discriminator.parameters():
         p.grad = None
-    loss_d, _ = train.compute_d_loss(models.discriminator, out["fake_B"], real_b, "lsgan")
+    loss_d, _ = models.discriminator_loss(out["fake_B"], real_b)
     loss_d.backward()
     for g1, p in zip(d_grads, models.discriminator.parameters()):
         torch.testing.assert_close(g1, p.grad)
@@ -171,8 +163,43 @@ def test_training_step_updates_d_first_and_g_with_frozen_d():
     assert len(opt_d.param_groups) == 1
 
 
+def test_a_subclass_adds_terms_through_the_two_loss_hooks(monkeypatch, data_dir: Path, tmp_path: Path):
+    """How SinCUT plugs in: override discriminator_loss / generator_loss, call super(), add terms;
+    train.py picks the class by --mode from OBJECTIVES, and the new terms are logged by name."""
+    from accelerate import Accelerator
+
+    from cut_hf.objectives.cut import CUTObjective
+
+    class WithExtras(CUTObjective):
+        def discriminator_loss(self, fake_b, real_b):
+            loss, terms = super().discriminator_loss(fake_b, real_b)
+            real = real_b.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.net_d(real).sum(), real, create_graph=True)
+            terms["D_R1"] = grad.pow(2).flatten(1).sum(1).mean() * 0.5  # an R1 penalty on real B
+            return loss + terms["D_R1"], terms
+
+        def generator_loss(self, real_a, real_b, out):
+            loss, terms = super().generator_loss(real_a, real_b, out)
+            terms["idt"] = torch.nn.functional.l1_loss(out["idt_B"], real_b)  # an identity L1 term
+            return loss + terms["idt"], terms
+
+    args, objective, optimizers, real_a, real_b = _tiny_setup()
+    extra = WithExtras(objective.generator, objective.discriminator, objective.sampler, objective.config)
+    losses = extra.training_step({"A": real_a, "B": real_b}, optimizers, Accelerator(cpu=True))
+    assert {"D_R1", "idt", "NCE", "G_GAN"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
+    reset_accelerate()
+    monkeypatch.setitem(train.OBJECTIVES, "cut", WithExtras)
+    out = tmp_path / "o"
+    assert run_main(["--data-dir", str(data_dir), "--output-dir", str(out), *TINY, "--max-steps", "1",
+                     "--report-to", "none", "--checkpoint-every", "0"]) == 0
+    card = (out / "generator" / "README.md").read_text()
+    assert "D_R1 (mean of last 1 steps)" in card and "idt (mean of last 1 steps)" in card
+
+
 def test_linear_decay_is_the_papers():
-    rule = train.linear_decay(n_epochs=3, n_epochs_decay=2)
+    from cut_hf.optim import linear_decay
+
+    rule = linear_decay(n_epochs=3, n_epochs_decay=2)
     # epochs 1-3 at lr, then 2/3, 1/3 of it (the official 1 - max(0, e + 1 - n) / (decay + 1)).
     assert [rule(e) for e in range(5)] == pytest.approx([1, 1, 1, 2 / 3, 1 / 3])
 
@@ -182,7 +209,7 @@ def test_mode_presets_and_overrides():
     assert (cut.lambda_nce, cut.nce_idt, cut.flip_equivariance, cut.n_epochs, cut.n_epochs_decay) == (1.0, True, False, 200, 200)
     assert (cut.lr, cut.beta1, cut.beta2, cut.nce_t, cut.num_patches, cut.batch_size, cut.gan_mode) == (
         2e-4, 0.5, 0.999, 0.07, 256, 1, "lsgan")
-    assert cut.nce_layers == [0, 4, 8, 12, 16] and cut.reuse_features
+    assert cut.nce_layers == (0, 4, 8, 12, 16) and cut.reuse_features
     fast = train.parse_args(["--data-dir", "x", "--mode", "fastcut"])
     assert (fast.lambda_nce, fast.nce_idt, fast.flip_equivariance, fast.n_epochs, fast.n_epochs_decay) == (10.0, False, True, 150, 50)
     over = train.parse_args(["--data-dir", "x", "--mode", "fastcut", "--lambda-nce", "2", "--nce-idt", "--n-epochs", "7"])
@@ -221,7 +248,7 @@ def test_end_to_end_outputs_card_tensorboard_and_reload(data_dir: Path, tmp_path
     g = CUTGenerator.from_pretrained(gen, strict=True)
     assert g.ngf == 8 and g.n_blocks == 2
     ckpts = CheckpointManager(out / "checkpoints").complete()
-    assert [p.name for p in ckpts] == ["checkpoint_1"]  # keep-last-1 pruned checkpoint_0
+    assert [p.name for p in ckpts] == ["checkpoint-4"]  # keep-last-1 pruned checkpoint-2 (named by step)
     saved = load_file(ckpts[0] / "model.safetensors")  # the GeneratorWithFeatures wrapper
     for k, v in g.state_dict().items():
         assert torch.equal(v, saved[f"generator.{k}"]), k
@@ -254,11 +281,11 @@ def test_resume_is_bit_identical_and_counter_continues(data_dir: Path, tmp_path:
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_main([*common, "--output-dir", str(straight), "--max-steps", "6"]) == 0
     assert run_main([*common, "--output-dir", str(split), "--max-steps", "3"]) == 0
-    assert [p.name for p in CheckpointManager(split / "checkpoints").complete()] == ["checkpoint_0"]
+    assert [p.name for p in CheckpointManager(split / "checkpoints").complete()] == ["checkpoint-3"]
     assert run_main([*common, "--output-dir", str(split), "--max-steps", "6", "--resume", "latest"]) == 0
     names = [p.name for p in CheckpointManager(split / "checkpoints").complete()]
-    assert names == ["checkpoint_0", "checkpoint_1"]  # the counter continued
-    state = json.loads((split / "checkpoints" / "checkpoint_1" / "trainer_state.json").read_text())
+    assert names == ["checkpoint-3", "checkpoint-6"]  # named by step
+    state = json.loads((split / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 1)
     for sub in ("generator", "sampler", "discriminator"):
         a, b = load_file(straight / sub / "model.safetensors"), load_file(split / sub / "model.safetensors")
@@ -266,8 +293,8 @@ def test_resume_is_bit_identical_and_counter_continues(data_dir: Path, tmp_path:
         for k in a:
             assert torch.equal(a[k], b[k]), f"{sub}.{k}"
     # The optimiser and lr schedule match too (the lr dropped at the epoch boundary).
-    sa = torch.load(straight / "checkpoints" / "checkpoint_1" / "scheduler.bin", weights_only=False)
-    sb = torch.load(split / "checkpoints" / "checkpoint_1" / "scheduler.bin", weights_only=False)
+    sa = torch.load(straight / "checkpoints" / "checkpoint-6" / "scheduler.bin", weights_only=False)
+    sb = torch.load(split / "checkpoints" / "checkpoint-6" / "scheduler.bin", weights_only=False)
     assert sa["last_epoch"] == sb["last_epoch"] == 1 and sa["_last_lr"] == sb["_last_lr"] == [1e-4, 1e-4]
 
 
@@ -275,7 +302,7 @@ def test_resume_rejects_incomplete_and_foreign_checkpoints(data_dir: Path, tmp_p
     out = tmp_path / "out"
     common = ["--data-dir", str(data_dir), "--output-dir", str(out), *TINY, "--report-to", "none"]
     assert run_main([*common, "--max-steps", "1", "--checkpoint-every", "1"]) == 0
-    good = out / "checkpoints" / "checkpoint_0"
+    good = out / "checkpoints" / "checkpoint-1"
     broken = out / "checkpoints" / "checkpoint_7"
     shutil.copytree(good, broken)
     (broken / COMPLETE_MARKER).unlink()  # what a copy interrupted half-way looks like
@@ -308,16 +335,15 @@ class _FakeAccelerator:
 
 def test_checkpoint_killed_mid_save_never_looks_complete(tmp_path: Path):
     mgr = CheckpointManager(tmp_path / "ckpt", keep=2)
-    mgr.save(_FakeAccelerator(), {"step": 1}, 0)
+    mgr.save(_FakeAccelerator(), {"step": 1}, 1)
     with pytest.raises(KeyboardInterrupt):
-        mgr.save(_FakeAccelerator(fail=True), {"step": 2}, 1)
-    assert [p.name for p in mgr.complete()] == ["checkpoint_0"]
-    assert not (tmp_path / "ckpt" / "checkpoint_1").exists()
-    assert mgr.next_index() == 2  # the half-written number is not reused
-    assert [p.name for p in mgr.remove_stale()] == [".tmp-checkpoint_1"]
+        mgr.save(_FakeAccelerator(fail=True), {"step": 2}, 2)
+    assert [p.name for p in mgr.complete()] == ["checkpoint-1"]
+    assert not (tmp_path / "ckpt" / "checkpoint-2").exists()
+    assert [p.name for p in mgr.remove_stale()] == [".tmp-checkpoint-2"]
     for i in (2, 3, 4):
         mgr.save(_FakeAccelerator(), {"step": i}, i)
-    assert [p.name for p in mgr.complete()] == ["checkpoint_3", "checkpoint_4"]  # keep last 2
+    assert [p.name for p in mgr.complete()] == ["checkpoint-3", "checkpoint-4"]  # keep last 2
     assert mgr.read_state(mgr.latest())["step"] == 4
     assert (mgr.latest() / COMPLETE_MARKER).read_text() == "step 4\n"
     with pytest.raises(CheckpointError, match="no such checkpoint"):
@@ -375,14 +401,16 @@ def test_unreadable_files_are_skipped_and_counted(data_dir: Path, tmp_path: Path
 
 def test_nan_loss_stops_with_step_and_term(data_dir: Path, tmp_path: Path, monkeypatch, capsys):
     calls = {"n": 0}
-    real = train.gan_loss
+    import cut_hf.objectives.cut as cut_objective
+
+    real = cut_objective.gan_loss
 
     def poisoned(pred, target_is_real, mode="lsgan"):
         calls["n"] += 1  # 3 calls per step: D_fake, D_real, G_GAN
         loss = real(pred, target_is_real, mode)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(train, "gan_loss", poisoned)
+    monkeypatch.setattr(cut_objective, "gan_loss", poisoned)
     rc = run_main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o"), *TINY, "--max-steps", "4",
                    "--report-to", "none"])
     assert rc == 1
@@ -404,20 +432,14 @@ def test_skipped_fp16_steps_are_counted_not_fatal(data_dir: Path, tmp_path: Path
     assert summary["step"] == 3 and summary["skipped_steps_D"] == 3 and summary["skipped_steps_G"] == 0
 
 
-def test_fp16_on_cpu_and_missing_simclr_are_clear_errors(tmp_path: Path, monkeypatch, capsys):
+def test_fp16_on_cpu_is_a_clear_error_and_simclr_gets_the_command_line(tmp_path: Path, monkeypatch, capsys):
     assert run_main(["--data-dir", str(tmp_path), "--mixed-precision", "fp16", *TINY]) == 1
     assert "fp16 needs a GPU" in capsys.readouterr().err
-    import cut_hf
-
-    monkeypatch.setitem(sys.modules, "cut_hf.simclr_train", None)  # as if the module were absent
-    monkeypatch.delattr(cut_hf, "simclr_train", raising=False)
-    assert run_main(["--task", "simclr", "--data-dir", str(tmp_path)]) == 1
-    assert "--task simclr needs cut_hf/simclr_train.py" in capsys.readouterr().err
-    # With the module present, its own parser gets the whole command line (SimCLR flags included).
+    # --task simclr: SimCLR's own parser gets the whole command line (SimCLR flags included).
     seen = []
-    fake = type(sys)("cut_hf.simclr_train")
+    fake = type(sys)("cut_hf.cli.simclr_train")
     fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "cut_hf.simclr_train", fake)
+    monkeypatch.setitem(sys.modules, "cut_hf.cli.simclr_train", fake)
     assert train.main(["--task", "simclr", "--data", "imgs", "--backbone", "resnet18"]) == 0
     assert seen == [["--task", "simclr", "--data", "imgs", "--backbone", "resnet18"]]
 

@@ -9,26 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+from conftest import make_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_images(folder: Path, n: int, seed: int, prefix: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{prefix}_{i}.png")
-
-
 def test_two_processes_share_weights_and_split_the_data(tmp_path: Path):
     data, out = tmp_path / "data", tmp_path / "out"
-    make_images(data / "trainA", 8, seed=1, prefix="a")
-    make_images(data / "trainB", 6, seed=2, prefix="b")
-    make_images(data / "testA", 3, seed=3, prefix="ta")
-    make_images(data / "testB", 3, seed=4, prefix="tb")
+    make_images(data / "trainA", 8, size=(36, 36), seed=1, prefix="a")
+    make_images(data / "trainB", 6, size=(36, 36), seed=2, prefix="b")
+    make_images(data / "testA", 3, size=(36, 36), seed=3, prefix="ta")
+    make_images(data / "testB", 3, size=(36, 36), seed=4, prefix="tb")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("ACCELERATE_USE_CPU", None)  # train.py must join the processes by itself on a CPU machine
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -49,16 +41,19 @@ def test_two_processes_share_weights_and_split_the_data(tmp_path: Path):
     assert ranks[0]["B"] != ranks[1]["B"]  # B drawn independently per item
     # Gradients were averaged: both replicas hold the same weights, which moved from their start.
     assert ranks[0]["generator_sha256"] == ranks[1]["generator_sha256"]
-    sys.path.insert(0, str(ROOT))
-    import train
+    from conftest import load_root_script
+
+    train = load_root_script("train")
 
     args = train.parse_args(["--data-dir", str(data), "--ngf", "8", "--n-blocks", "2", "--netf-nc", "16"])
     torch.manual_seed(0)
     initial, _, _ = train.build_models(args)
-    assert train.weights_digest(initial) != ranks[0]["generator_sha256"]
-    assert train.weights_digest(train.CUTGenerator.from_pretrained(out / "generator")) == ranks[0]["generator_sha256"]
+    from cut_hf.training import weights_digest
+
+    assert weights_digest(initial) != ranks[0]["generator_sha256"]
+    assert weights_digest(train.CUTGenerator.from_pretrained(out / "generator")) == ranks[0]["generator_sha256"]
     # Checkpoints hold both processes' RNG states; outputs were written once.
-    ckpt = out / "checkpoints" / "checkpoint_1"
+    ckpt = out / "checkpoints" / "checkpoint-4"
     assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
     assert json.loads((ckpt / "trainer_state.json").read_text())["num_processes"] == 2
     assert proc.stdout.count("saved checkpoint") == 2

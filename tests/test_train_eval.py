@@ -6,21 +6,18 @@ Tiny configs (32 px, ngf 8, 2 blocks) and cut_hf.metrics.TinyFeatureExtractor: n
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import load_root_script, make_images
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cut_hf import CUTGenerator
+from cut_hf.training import CheckpointManager
 
-import train  # noqa: E402
-from cut_hf import CUTGenerator  # noqa: E402
-from cut_hf.training import CheckpointManager  # noqa: E402
+train = load_root_script("train")
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
         "--num-patches", "16", "--netf-nc", "16", "--num-workers", "0", "--n-epochs", "1", "--n-epochs-decay", "1",
@@ -40,18 +37,11 @@ def _one_thread_and_fresh_accelerate():
     GradientState._reset_state()
 
 
-def make_images(folder: Path, n: int, seed: int, prefix: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{prefix}_{i}.png")
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     for sub, n, seed in (("trainA", 4, 1), ("trainB", 4, 2), ("testA", 3, 3), ("testB", 3, 4)):
-        make_images(root / sub, n, seed, sub)
+        make_images(root / sub, n, size=(36, 36), seed=seed, prefix=sub)
     return root
 
 
@@ -104,8 +94,8 @@ def test_eval_every_logs_fid_keeps_best_and_survives_resume(data_dir: Path, tmp_
     assert best.ngf == 8 and best.n_blocks == 2
     if best_step == 6:
         reference = CUTGenerator.from_pretrained(out / "generator", strict=True).state_dict()
-    else:  # checkpoint_{k} holds step 2(k+1): the GeneratorWithFeatures wrapper's weights
-        saved = load_file(out / "checkpoints" / f"checkpoint_{best_step // 2 - 1}" / "model.safetensors")
+    else:  # checkpoint-<step>: the GeneratorWithFeatures wrapper's weights
+        saved = load_file(out / "checkpoints" / f"checkpoint-{best_step}" / "model.safetensors")
         reference = {k[len("generator."):]: v for k, v in saved.items()}
     for k, v in best.state_dict().items():
         assert torch.equal(v, reference[k]), k
@@ -136,4 +126,4 @@ def test_bad_eval_dir_fails_before_training(data_dir: Path, tmp_path: Path, caps
     with pytest.raises(SystemExit):
         train.parse_args(["--domain-a", "a", "--domain-b", "b", "--eval-every", "2"])
     args = train.parse_args(["--data-dir", str(data_dir), "--eval-every", "2", "--crop-size", "64"])
-    assert args.eval_dirs == [str(data_dir / "testA"), str(data_dir / "testB")] and args.eval_size == 64
+    assert args.eval_dirs == (str(data_dir / "testA"), str(data_dir / "testB")) and args.eval_size == 64

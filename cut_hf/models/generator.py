@@ -28,6 +28,9 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         antialias_up: fixed-filter ``Upsample`` + conv instead of transposed convs.
         dropout: dropout 0.5 inside residual blocks.
         nce_layers: Sequential indices whose *outputs* :meth:`encode` returns for PatchNCE.
+        fast_ops: the exact fast equivalents of the official ``Upsample`` (bilinear interpolation)
+            and instance norm (no view) in :mod:`cut_hf.models.layers`; False runs the official
+            operations step by step. Outputs agree to float rounding either way.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         antialias_up: bool = True,
         dropout: bool = False,
         nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
+        fast_ops: bool = True,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -49,31 +53,35 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             raise ValueError(f"need ngf >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
         self.input_nc, self.output_nc, self.ngf, self.n_blocks = input_nc, output_nc, ngf, n_blocks
         self.nce_layers = tuple(int(i) for i in nce_layers)
+        self.fast_ops = bool(fast_ops)
         bias = conv_bias(norm)
+
+        def norm_(channels: int) -> nn.Module:
+            return norm_layer(norm, channels, fast_ops)
 
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
-            norm_layer(norm, ngf),
+            norm_(ngf),
             nn.ReLU(True),
         ]
         for mult in (1, 2):  # two downsamplings: ngf -> 2 ngf -> 4 ngf
             cin, cout = ngf * mult, ngf * mult * 2
             if antialias:
-                layers += [nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias), norm_layer(norm, cout),
+                layers += [nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias), norm_(cout),
                            nn.ReLU(True), Downsample(cout)]
             else:
-                layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=bias), norm_layer(norm, cout),
+                layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=bias), norm_(cout),
                            nn.ReLU(True)]
-        layers += [ResnetBlock(ngf * 4, norm=norm, dropout=dropout) for _ in range(n_blocks)]
+        layers += [ResnetBlock(ngf * 4, norm=norm, dropout=dropout, fast=fast_ops) for _ in range(n_blocks)]
         for mult in (4, 2):  # two upsamplings: 4 ngf -> 2 ngf -> ngf
             cin, cout = ngf * mult, ngf * mult // 2
             if antialias_up:
-                layers += [Upsample(cin), nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias),
-                           norm_layer(norm, cout), nn.ReLU(True)]
+                layers += [Upsample(cin, fast=fast_ops), nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias),
+                           norm_(cout), nn.ReLU(True)]
             else:
                 layers += [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                           norm_layer(norm, cout), nn.ReLU(True)]
+                           norm_(cout), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 

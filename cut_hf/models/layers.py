@@ -13,11 +13,6 @@ import torch.nn.functional as F
 
 NORMS = ("instance", "batch", "none")
 
-#: Run the exact fast equivalents of two official operations (``Upsample`` as bilinear
-#: interpolation, ``InstanceNorm2d`` without a view). ``cut_hf.perf.set_fast_ops(False)`` (or
-#: ``train.py --no-fast-ops``) runs the official operations step by step instead.
-FAST_OPS = True
-
 
 def binomial_filter(size: int) -> torch.Tensor:
     """The normalised 2-D binomial blur kernel of side ``size`` (3 -> [1,2,1], 4 -> [1,3,3,1])."""
@@ -55,14 +50,16 @@ class Upsample(nn.Module):
     official ``Upsample`` does. For the default (and official) 4-tap filter with stride 2 that
     whole operation *is* bilinear x2 interpolation (``align_corners=False``): output 2i takes
     3/4 of input i and 1/4 of input i-1, output 2i+1 3/4 of i and 1/4 of i+1, and replication
-    padding is the clamp at the edges. ``forward`` then calls ``F.interpolate``, one fused pass
-    that is 1.2x faster forward and backward than the depthwise transposed convolution on CPU
-    (256 channels at 64 px; bench/RESULTS.md); outputs equal the convolution's up to float rounding (~1 ulp). ``filt``
+    padding is the clamp at the edges. ``forward`` then calls ``F.interpolate``, one fused pass,
+    faster forward and backward than the depthwise transposed convolution on CPU
+    (bench/RESULTS.md); outputs equal the convolution's up to float rounding (~1 ulp). ``filt``
     stays a buffer for the official state dict; like the original, it is a constant, not trained.
+    ``fast=False`` (``train.py --no-fast-ops``) always runs the official transposed convolution.
     """
 
-    def __init__(self, channels: int, filt_size: int = 4, stride: int = 2) -> None:
+    def __init__(self, channels: int, filt_size: int = 4, stride: int = 2, fast: bool = True) -> None:
         super().__init__()
+        self.fast = bool(fast)
         self.channels = channels
         self.stride = stride
         self.filt_odd = filt_size % 2 == 1
@@ -73,7 +70,7 @@ class Upsample(nn.Module):
         self.bilinear = filt_size == 4 and stride == 2  # the exact equivalence above
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bilinear and FAST_OPS:
+        if self.bilinear and self.fast:
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return self.transposed_blur(x)
 
@@ -91,16 +88,20 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     ``F.instance_norm`` runs batch norm on a (1, B*C, H, W) view of the input and returns a *view*
     of the result. The official layout follows every norm with an in-place ReLU, and an in-place
     op on a view makes autograd rebuild the whole map in backward (CopySlices / AsStridedBackward:
-    a zero-fill and two full copies per norm, ~3% of a CUT training step on CPU). Here the very
+    a zero-fill and two full copies per norm; bench/RESULTS.md has the cost). Here the very
     same batch-norm call is made and its result is reshaped with ``_unsafe_view``, which autograd
     does not track as a view (PyTorch's own ``matmul`` returns its results that way).
     Outputs and gradients are bit-identical to ``nn.InstanceNorm2d``; the state dict is the same
     (empty) and it is still an ``nn.InstanceNorm2d``. Affine, running-statistics and unbatched
-    cases take the parent's path.
+    cases take the parent's path, and so does every case with ``fast=False``.
     """
 
+    def __init__(self, num_features: int, *args: object, fast: bool = True, **kwargs: object) -> None:
+        super().__init__(num_features, *args, **kwargs)
+        self.fast = bool(fast)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not FAST_OPS or x.dim() != 4 or self.affine or self.track_running_stats:
+        if not self.fast or x.dim() != 4 or self.affine or self.track_running_stats:
             return super().forward(x)
         b, c, h, w = x.shape
         # exactly ATen's instance_norm: batch norm over (1, B*C, H, W) with the input's statistics
@@ -109,11 +110,11 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         return torch.ops.aten._unsafe_view(out, (b, c, h, w))
 
 
-def norm_layer(norm: str, channels: int) -> nn.Module:
+def norm_layer(norm: str, channels: int, fast: bool = True) -> nn.Module:
     """A normalisation layer by name: ``instance`` (no affine, no running stats, as in CUT),
-    ``batch`` or ``none``."""
+    ``batch`` or ``none``. ``fast``: the instance norm's exact fast path (:class:`InstanceNorm2d`)."""
     if norm == "instance":
-        return InstanceNorm2d(channels, affine=False, track_running_stats=False)
+        return InstanceNorm2d(channels, affine=False, track_running_stats=False, fast=fast)
     if norm == "batch":
         return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
     if norm == "none":
@@ -137,18 +138,19 @@ class ResnetBlock(nn.Module):
     convolution keys are therefore ``conv_block.1.*`` and ``conv_block.5.*`` (``.6.*`` with dropout).
     """
 
-    def __init__(self, dim: int, norm: str = "instance", dropout: bool = False) -> None:
+    def __init__(self, dim: int, norm: str = "instance", dropout: bool = False, fast: bool = True) -> None:
         super().__init__()
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
-            norm_layer(norm, dim),
+            norm_layer(norm, dim, fast),
             nn.ReLU(True),
         ]
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias), norm_layer(norm, dim)]
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
+                   norm_layer(norm, dim, fast)]
         self.conv_block = nn.Sequential(*layers)
         self.dim = dim
 

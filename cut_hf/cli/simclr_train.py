@@ -1,0 +1,367 @@
+"""``train_simclr.py`` (also ``train.py --task simclr`` and ``python -m cut_hf.simclr_train``): SimCLR with 🤗 Accelerate.
+
+    python train_simclr.py --data images/ --backbone resnet18 --cifar-stem --image-size 32
+    accelerate launch train_simclr.py --data images/ --batch-size 512 --optimizer lars
+
+Reads top to bottom like ``train.py``: the flags, the frozen configuration they make, then ``run``:
+data (an image folder or a 🤗 dataset column; labels are not needed), the model, the objective
+(:class:`cut_hf.objectives.simclr.SimCLRObjective`) and the loop, the runtime every objective
+shares (:class:`cut_hf.training.Trainer`). It lives in the package so that the ``python -m`` path
+works wherever cut-hf is installed; the root script only calls :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..augment import PRESETS, SimCLRAugment
+from ..data import UnpairedSampler, default_num_workers, make_dataloader
+from ..models.simclr import BACKBONES, SimCLR
+from ..objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
+from ..optim import LARS, param_groups, warmup_cosine
+from ..sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
+from ..training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
+from ..training import add_runtime_flags, image_grid, save_image, setup_accelerator
+
+# Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
+OPTIMIZER_DEFAULTS = {
+    "lars": dict(lr=None, weight_decay=1e-6),  # lr None: 0.3 x global batch / 256, the paper's scaling
+    "adamw": dict(lr=1e-3, weight_decay=1e-4),
+}
+# Settings a checkpoint must share with the run that resumes it (they fix tensor shapes or optimiser state).
+ARCH_KEYS = ("backbone", "proj_dim", "cifar_stem", "optimizer")
+MODEL_SUBFOLDER = "model"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python train_simclr.py", description="Train SimCLR with Accelerate.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--task", default="simclr", choices=["simclr"], help=argparse.SUPPRESS)  # passed through by train.py
+    d = p.add_argument_group("data (labels are not needed)").add_argument
+    d("--data", help="folder of images, searched recursively (class subfolders are ignored)")
+    d("--dataset", help="🤗 dataset instead: Hub id, save_to_disk folder or local dataset folder")
+    d("--column", default="image", help="--dataset column holding the images")
+    d("--split", default="train", help="--dataset split")
+    d("--image-size", type=int, default=224, help="side of the square training views")
+    d("--preset", default=None, choices=sorted(PRESETS),
+      help="augmentation recipe (default: cifar with --cifar-stem, else simclr)")
+    d("--jitter-strength", type=float, default=None, help="colour jitter strength s (default: the preset's)")
+    d("--min-crop-scale", type=float, default=0.08, help="smallest crop area, as a fraction of the image")
+    d("--num-workers", type=int, default=default_num_workers(),
+      help="DataLoader worker processes per training process (default: 4, at most the usable cores)")
+    m = p.add_argument_group("model").add_argument
+    m("--backbone", default="resnet50", choices=BACKBONES, help="encoder f (random initialisation)")
+    m("--cifar-stem", action="store_true", help="3x3 stride-1 first conv and no max-pool, for 32 px images")
+    m("--proj-dim", type=int, default=128, help="size of the projection z")
+    o = p.add_argument_group("objective and optimisation").add_argument
+    o("--temperature", type=float, default=0.5, help="NT-Xent tau (0.5 for small data, 0.1 for large batches)")
+    o("--optimizer", default="adamw", choices=sorted(OPTIMIZER_DEFAULTS), help="lars: the paper's, for large batches")
+    o("--lr", type=float, default=None, help="peak learning rate (default: lars 0.3 x global batch / 256, adamw 1e-3)")
+    o("--weight-decay", type=float, default=None, help="default: lars 1e-6, adamw 1e-4 (never on biases and norms)")
+    o("--momentum", type=float, default=0.9, help="LARS momentum")
+    o("--lars-eta", type=float, default=1e-3, help="LARS trust coefficient")
+    o("--warmup-steps", type=int, default=None, help="linear warmup steps (default: 10%% of all steps)")
+    o("--batch-size", type=int, default=256, help="images per process and step (2x views)")
+    o("--epochs", type=int, default=100, help="passes over the data")
+    o("--max-steps", type=int, default=None, help="stop after this many steps (the schedule spans them)")
+    o("--seed", type=int, default=0)
+    o("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")
+    o("--no-sync-bn", dest="sync_bn", action="store_false",
+      help="with several GPUs, keep per-process batch norm instead of the paper's global (synchronised) BN")
+    o("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    add_output_flags(p)
+    return p
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    """Checkpoint, logging, output and Hub flags, and the evaluation after training."""
+    r = add_runtime_flags(p, "outputs/simclr", 1000, "view grids in the tracker", "OUTPUT/model").add_argument
+    r("--eval-data", default=None,
+      help="labelled folder: after training, kNN and linear-probe accuracy (cut_hf.evaluate_simclr) go in the card")
+
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimCLRTrainConfig(RunConfig):
+    """Every flag (same names; the runtime's in :class:`RunConfig`), the optimiser's defaults filled in.
+    ``lr`` stays None for LARS's scaling rule (0.3 x global batch / 256, known once launched)."""
+
+    data: str | None
+    dataset: str | None
+    column: str
+    split: str
+    image_size: int
+    preset: str
+    jitter_strength: float | None
+    min_crop_scale: float
+    num_workers: int
+    backbone: str
+    cifar_stem: bool
+    proj_dim: int
+    temperature: float
+    optimizer: str
+    lr: float | None
+    weight_decay: float
+    momentum: float
+    lars_eta: float
+    warmup_steps: int | None
+    batch_size: int
+    epochs: int
+    sync_bn: bool
+    eval_data: str | None
+    command: str
+    task: str = "simclr"
+
+
+def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
+    """Parse flags, fill the optimiser-dependent defaults and check the combination."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    values = vars(parser.parse_args(argv))
+    c = argparse.Namespace(**values)  # read-only view for the checks below
+    if bool(c.data) == bool(c.dataset):
+        parser.error("give the training images in exactly one way: --data FOLDER or --dataset ID --column COL")
+    if c.push_to_hub and not c.hub_model_id:
+        parser.error("--push-to-hub needs --hub-model-id user/name")
+    if c.batch_size < 2:
+        parser.error("--batch-size must be >= 2: NT-Xent needs other images as negatives")
+    if c.image_size < 8 or c.epochs < 1 or (c.max_steps is not None and c.max_steps < 1):
+        parser.error("--image-size must be >= 8, --epochs and --max-steps >= 1")
+    if c.temperature <= 0:
+        parser.error("--temperature must be > 0")
+    if not 0 < c.min_crop_scale <= 1:
+        parser.error("--min-crop-scale must be in (0, 1]")
+    if values["weight_decay"] is None:
+        values["weight_decay"] = OPTIMIZER_DEFAULTS[c.optimizer]["weight_decay"]
+    if values["preset"] is None:
+        values["preset"] = "cifar" if c.cifar_stem else "simclr"
+    return SimCLRTrainConfig(**values, command="python -m cut_hf.simclr_train " + shlex.join(argv))
+
+
+# ----------------------------------------------------------------------------- data, model, optimiser
+
+
+def load_images(args: SimCLRTrainConfig) -> ImageList:
+    """The training images from ``--data`` (recursive) or ``--dataset``/``--column``; raises DataError."""
+    if args.data:
+        images: ImageList = FolderImages(args.data, "--data")
+    else:
+        images = DatasetColumnImages(open_hf_dataset(args.dataset, args.split), args.column,
+                                     f"{args.dataset}[{args.split}]")
+    if len(images) == 0:
+        raise DataError(f"{images.description} holds no images (looked for common image file types)")
+    return images
+
+
+def make_augment(args: SimCLRTrainConfig) -> SimCLRAugment:
+    """The preset, at ``--image-size``, with the strength and crop overrides."""
+    overrides: dict[str, Any] = {"size": args.image_size, "crop_scale": (args.min_crop_scale, 1.0), "seed": args.seed}
+    if args.jitter_strength is not None:
+        overrides["jitter_strength"] = args.jitter_strength
+    return SimCLRAugment.from_preset(args.preset, **overrides)
+
+
+def make_optimizer(c: SimCLRTrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """LARS or AdamW over :func:`~cut_hf.optim.param_groups`."""
+    groups = param_groups(model, c.weight_decay)
+    if c.optimizer == "lars":
+        return LARS(groups, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay, eta=c.lars_eta)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=c.weight_decay)
+
+
+def resolved_lr(c: SimCLRTrainConfig, global_batch: int) -> float:
+    """``--lr``, or the optimiser's default (LARS: 0.3 x global batch / 256)."""
+    if c.lr is not None:
+        return c.lr
+    return 0.3 * global_batch / 256 if c.optimizer == "lars" else OPTIMIZER_DEFAULTS["adamw"]["lr"]
+
+
+# ----------------------------------------------------------------------------- in the runtime
+
+
+class SimCLRTask(TrainingTask):
+    """A prepared :class:`SimCLRObjective` in the runtime: its step, view grids, evaluation and outputs."""
+
+    name = "simclr"
+    label = "simclr"
+    window = 50
+
+    def __init__(self, c: SimCLRTrainConfig, objective: SimCLRObjective, optimizer: Any, scheduler: Any,
+                 accelerator: Any, extra_summary: dict[str, Any]) -> None:
+        self.config, self.objective, self.accelerator = c, objective, accelerator
+        self.optimizer, self.scheduler, self.extra_summary = optimizer, scheduler, extra_summary
+
+    def initial_state(self) -> dict[str, Any]:
+        return {"skipped_steps": 0}
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def fixed_settings(self) -> tuple[str, ...]:
+        return ARCH_KEYS
+
+    def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.objective.training_step(batch, self.optimizer, self.scheduler, self.accelerator)
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def samples(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {"views": views_grid(batch)}
+
+    def write_outputs(self, summary: dict[str, Any], batch: Any) -> tuple[str, Path, dict[str, Path]]:
+        c, acc = self.config, self.accelerator
+        summary.update(self.extra_summary)
+        plain = revert_sync_batchnorm(acc.unwrap_model(self.objective.model))
+        metrics = None
+        if c.eval_data:
+            from ..evaluate_simclr import evaluate
+
+            result = evaluate(plain, c.eval_data, image_size=c.image_size, device=acc.device)
+            summary["eval"] = result
+            metrics = {f"kNN top-1 (k {result['k']}, T {result['knn_temperature']})": f"{result['knn_top1']:.4f}",
+                       "linear probe top-1": f"{result['linear_top1']:.4f}",
+                       "evaluation data": f"`{Path(c.eval_data).name}` ({result['num_train']} train / "
+                                          f"{result['num_test']} test images, {result['num_classes']} classes)"}
+            acc.print(f"kNN top-1 {result['knn_top1']:.4f}, linear probe top-1 {result['linear_top1']:.4f}")
+        grid = views_grid(batch) if batch is not None else None
+        folder = save_outputs(c, plain, summary, grid, metrics)
+        return str(folder), folder, {}
+
+
+def views_grid(batch: dict[str, Any]) -> torch.Tensor:
+    """view1 | view2 for up to 8 images, (3, H', W') in [0, 1]."""
+    return image_grid([batch["view1"] * 2 - 1, batch["view2"] * 2 - 1], max_rows=8)
+
+
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def data_name(args: SimCLRTrainConfig) -> str:
+    """A short name of the training data: the folder (with its parent when it is a split folder) or dataset id."""
+    if not args.data:
+        return str(args.dataset)
+    path = Path(args.data).expanduser().resolve()
+    return f"{path.parent.name}/{path.name}" if path.name.lower() in ("train", "training", "images") else path.name
+
+
+def describe_data(args: SimCLRTrainConfig) -> str:
+    """The training data, in words, for the model card."""
+    if args.data:
+        return f"folder `{data_name(args)}`"
+    return f"🤗 dataset `{args.dataset}` (split {args.split}, column {args.column})"
+
+
+def save_outputs(args: SimCLRTrainConfig, model: SimCLR, summary: dict[str, Any], grid: torch.Tensor | None,
+                 metrics: dict[str, Any] | None) -> Path:
+    """Write OUTPUT/model: ``save_pretrained`` weights and config, a model card and a grid of views."""
+    folder = Path(args.output_dir) / MODEL_SUBFOLDER
+    data = describe_data(args)
+    training = {
+        "data": f"{data}, {summary['num_images']} images",
+        "steps": summary["step"],
+        "epochs completed": summary["epoch"],
+        "image size": args.image_size,
+        "augmentation": f"preset {args.preset}" + (f", jitter strength {args.jitter_strength}"
+                                                   if args.jitter_strength is not None else "")
+                        + f", crop scale {args.min_crop_scale}-1",
+        "batch size": f"{args.batch_size} x {summary['num_processes']} process(es) "
+                      f"({2 * args.batch_size * summary['num_processes']} views)",
+        "optimizer": f"{args.optimizer}, lr {summary['lr']:g}, weight decay {args.weight_decay:g}, "
+                     f"{summary['warmup_steps']} warmup steps then cosine decay",
+        "temperature": args.temperature,
+        "precision": args.mixed_precision if args.mixed_precision != "no" else "fp32",
+        "seed": args.seed,
+        "command": f"`{args.command}`",
+    }
+    if summary.get("skipped_files"):
+        training["unreadable files skipped"] = summary["skipped_files"]
+    final = {f"{k} (mean of last {summary['loss_window']} steps)": f"{v:.4f}"
+             for k, v in summary["final_losses"].items()}
+    card = dict(
+        model_name=f"SimCLR {args.backbone} on {data_name(args)}",
+        description=(f"Trained from random initialisation with cut-hf's `cut_hf.simclr_train` for {summary['step']} "
+                     f"steps on {data}." + (" The run ended early (--max-steps): this is not a fully trained model."
+                                             if summary["stopped_early"] else "")),
+        training={**training, **final},
+        metrics=metrics or None,
+        repo_id=args.hub_model_id,
+    )
+    if folder.exists():
+        shutil.rmtree(folder)  # a fresh folder: save_pretrained never overwrites a README.md
+    model.save_pretrained(folder, model_card_kwargs=card)
+    if grid is not None:
+        save_image(grid, folder / "views.png")
+    return folder
+
+
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def run(c: SimCLRTrainConfig) -> dict[str, Any]:
+    """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
+    accelerator = setup_accelerator(c)
+
+    # -- data: every process takes different images of the same epoch, in whole batches
+    images = load_images(c)
+    if len(images) < c.batch_size * accelerator.num_processes:
+        raise DataError(f"{images.description} has {len(images)} image(s), fewer than one batch of "
+                        f"{c.batch_size} for each of {accelerator.num_processes} process(es); lower --batch-size")
+    dataset = SimCLRViewDataset(images, make_augment(c), seed=c.seed)
+    sampler = UnpairedSampler(len(dataset), c.batch_size, accelerator.num_processes, accelerator.process_index,
+                              seed=c.seed)
+    loader = make_dataloader(dataset, sampler, c.num_workers, pin_memory=accelerator.device.type == "cuda",
+                             collate_fn=torch.utils.data.default_collate)
+    planned = c.epochs * sampler.batches_per_epoch
+    max_steps = planned if c.max_steps is None else c.max_steps  # may exceed --epochs: then more epochs run
+    warmup = c.warmup_steps if c.warmup_steps is not None else max(1, round(0.1 * max_steps))
+    accelerator.print(f"data: {len(images)} images ({images.description}); {sampler.batches_per_epoch} steps per "
+                      f"epoch on each of {accelerator.num_processes} process(es); {max_steps} steps in all")
+
+    # -- model, objective and optimiser, prepared together
+    model = SimCLR(backbone=c.backbone, proj_dim=c.proj_dim, cifar_stem=c.cifar_stem)
+    if accelerator.num_processes > 1 and c.sync_bn and accelerator.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the paper's global BN: no leak through batch stats
+    if accelerator.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    lr = resolved_lr(c, c.batch_size * accelerator.num_processes)
+    optimizer = make_optimizer(c, model, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, max_steps))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+
+    # -- the loop
+    extra = {"num_images": len(images), "warmup_steps": warmup, "lr": lr}
+    task = SimCLRTask(c, SimCLRObjective(model, c.temperature), optimizer, scheduler, accelerator, extra)
+    summary = Trainer(accelerator, c, task, loader, sampler, max_steps, None, planned).run()
+    return {**summary, **extra}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (1 with a one-line message on known errors)."""
+    config = parse_args(argv)
+    try:
+        run(config)
+    except (DataError, CheckpointError, NonFiniteLossError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

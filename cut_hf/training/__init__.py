@@ -1,0 +1,19 @@
+"""The training runtime every objective shares (see :mod:`cut_hf.training.runtime`), its checkpoints and logs."""
+
+from .checkpoints import COMPLETE_MARKER, TRAINER_STATE, CheckpointError, CheckpointManager
+from .logs import (
+    NonFiniteLossError,
+    check_finite,
+    image_grid,
+    log_images,
+    push_folders_to_hub,
+    save_image,
+    tracker_config,
+    weights_digest,
+)
+from .runtime import ConfigError, RunConfig, Trainer, TrainingTask, add_runtime_flags, setup_accelerator
+
+__all__ = ["COMPLETE_MARKER", "TRAINER_STATE", "CheckpointError", "CheckpointManager", "NonFiniteLossError",
+           "check_finite", "image_grid", "log_images", "push_folders_to_hub", "save_image", "tracker_config",
+           "weights_digest", "ConfigError", "RunConfig", "Trainer", "TrainingTask", "add_runtime_flags",
+           "setup_accelerator"]

@@ -1,0 +1,339 @@
+"""The one training runtime of cut-hf: Accelerate setup, resume, the loop, checkpoints, logs and outputs.
+
+Every objective (CUT and FastCUT in ``train.py``, SimCLR in ``train_simclr.py``) runs in
+:class:`Trainer`. What differs between them lives in a :class:`TrainingTask`: one optimisation step,
+what happens at the end of an epoch, the sample images, the checkpointed settings and the saved
+outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
+process stops all of them together), the NaN guard, fp16 skipped-step counts, unreadable-file
+counts, tracker logs, checkpoints every N steps and at the end, ``--resume latest|PATH``, and the
+Hub upload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import perf
+from .checkpoints import CheckpointError, CheckpointManager
+from .logs import check_finite, log_images, push_folders_to_hub, save_image, tracker_config
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """Flags that cannot work together on this machine."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings every training entry point shares (flags of the same names)."""
+
+    output_dir: str
+    seed: int = 0
+    mixed_precision: str = "no"
+    cpu: bool = False
+    threads: int | None = None
+    report_to: str = "tensorboard"
+    max_steps: int | None = None
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 3
+    resume: str | None = None
+    log_every: int = 10
+    sample_every: int = 500
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    private: bool = False
+    hub_endpoint: str | None = None
+
+
+def add_runtime_flags(parser: Any, output_dir: str, checkpoint_every: int, samples: str, upload: str) -> Any:
+    """Add the flags of :class:`RunConfig` about checkpoints, logs, outputs and the Hub to ``parser``
+    (the seed, precision and device flags sit with each script's optimisation flags).
+
+    ``output_dir`` and ``checkpoint_every`` are the script's defaults, ``samples`` and ``upload``
+    say in words what ``--sample-every`` logs and ``--push-to-hub`` uploads. Returns the
+    "checkpoints, logging and outputs" group, for the script's own flags of that kind.
+    """
+    group = parser.add_argument_group("checkpoints, logging and outputs")
+    r = group.add_argument
+    r("--output-dir", default=output_dir)
+    r("--checkpoint-every", type=int, default=checkpoint_every, help="steps between checkpoints (0: never)")
+    r("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints")
+    r("--resume", default=None, help="'latest' (newest in OUTPUT/checkpoints) or a checkpoint folder")
+    r("--log-every", type=int, default=10, help="steps between tracker logs")
+    r("--sample-every", type=int, default=500, help=f"steps between {samples} (0: never)")
+    r("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    h = parser.add_argument_group("Hub").add_argument
+    h("--push-to-hub", action="store_true", help=f"upload {upload}")
+    h("--hub-model-id", help="user/name on the Hub")
+    h("--private", action="store_true", help="create the Hub repository private")
+    h("--hub-endpoint", default=None, help="Hub URL (default: huggingface.co or HF_ENDPOINT)")
+    return group
+
+
+def setup_accelerator(config: RunConfig) -> Any:
+    """An ``Accelerator`` for ``config``, checked against the launcher and the device, seeded.
+
+    Raises :class:`ConfigError` when the launcher started more processes than Accelerate joined
+    (each would train alone) and for fp16 on a CPU.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    accelerator = Accelerator(
+        # Without a GPU, Accelerate only joins torchrun's processes into one job when told cpu=True.
+        cpu=config.cpu or not torch.accelerator.is_available(),
+        mixed_precision=config.mixed_precision,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_dir=config.output_dir,
+        step_scheduler_with_optimizer=False,  # each task steps its schedule itself (per epoch or per step)
+    )
+    # torchrun / accelerate launch set WORLD_SIZE; a plain `python` run has nothing to compare.
+    launched = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))
+    if launched != accelerator.num_processes:
+        raise ConfigError(f"launched as {launched} processes but Accelerate joined {accelerator.num_processes}: "
+                          "each would train alone; check the launcher and its environment")
+    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on the CPU")
+    if perf.emulated_bf16(config.mixed_precision, accelerator.device):  # the translate CLI's and the app's test too
+        logger.warning("%s (figures in bench/RESULTS.md); use --mixed-precision no", perf.EMULATED_BF16_NOTE)
+    if accelerator.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    if config.threads:
+        perf.set_threads(config.threads)
+    set_seed(config.seed)  # the same on every process: identical initial weights and random draws
+    return accelerator
+
+
+class TrainingTask:
+    """What one objective adds to the runtime. Subclasses override what they need.
+
+    Attributes:
+        name: the kind of checkpoint (``"cut"``, ``"simclr"``); a run resumes only its own kind.
+        label: the progress bar's name.
+        window: the final losses are the mean of this many last steps.
+        sample_folder: OUTPUT subfolder where sample grids are saved too (None: tracker only).
+    """
+
+    name = "task"
+    label = "training"
+    window = 100
+    sample_folder: str | None = None
+
+    def initial_state(self) -> dict[str, Any]:
+        """State keys of this task (saved in every checkpoint), with their start values."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        """The flags, saved as ``args`` in every checkpoint and logged as tracker hparams."""
+        return {}
+
+    def fixed_settings(self) -> tuple[str, ...]:
+        """Names of :meth:`settings` a checkpoint must share with the run resuming it (shapes)."""
+        return ()
+
+    def step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One optimisation step; detached 0-d values to log. A key ``skipped`` or ``skipped_X``
+        is 1.0 when fp16's GradScaler skipped that step (counted as ``skipped_steps[_X]``)."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called when an epoch ran to its end (e.g. a per-epoch learning-rate schedule)."""
+
+    def lr(self) -> float:
+        raise NotImplementedError
+
+    def samples(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Named (3, H, W) grids in [0, 1] of the latest step, for the tracker."""
+        return {}
+
+    def after_step(self, state: dict[str, Any], batch: Any) -> None:
+        """Called on every process after each step's bookkeeping (evaluations, records)."""
+
+    def on_resume(self, saved: dict[str, Any], state: dict[str, Any]) -> None:
+        """Called after a checkpoint was loaded into ``state``."""
+
+    def after_training(self, summary: dict[str, Any]) -> None:
+        """Called on every process once the loop ended, before the outputs."""
+
+    def write_outputs(self, summary: dict[str, Any], batch: Any) -> tuple[str, Path, dict[str, Path]]:
+        """Save the trained models (main process); returns (what was saved, in words, the Hub root
+        folder, its Hub subfolders)."""
+        raise NotImplementedError
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing saved settings."""
+    return json.loads(json.dumps(value))
+
+
+class Trainer:
+    """Runs a :class:`TrainingTask` over a loader of epochs dealt out by an ``UnpairedSampler``.
+
+    Args:
+        accelerator: from :func:`setup_accelerator`; the task's models are prepared with it.
+        config: the shared settings.
+        task: the objective.
+        loader, sampler: the data; ``sampler.set_epoch(epoch, start_batch)`` positions each epoch.
+        max_steps: steps in all; ``epochs``: stop after this many epochs too (None: only steps).
+        planned_steps: the steps of the full schedule (a shorter run is reported as stopped early).
+    """
+
+    def __init__(self, accelerator: Any, config: RunConfig, task: TrainingTask, loader: Any, sampler: Any,
+                 max_steps: int, epochs: int | None, planned_steps: int) -> None:
+        self.accelerator, self.config, self.task = accelerator, config, task
+        self.loader, self.sampler = loader, sampler
+        self.max_steps, self.epochs, self.planned_steps = max_steps, epochs, planned_steps
+        self.out_dir = Path(config.output_dir)
+        self.ckpts = CheckpointManager(self.out_dir / "checkpoints", keep=config.keep_checkpoints)
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_files": 0,
+                                      **task.initial_state()}
+        self.window: deque[dict[str, float]] = deque(maxlen=task.window)
+        self.skipped_names: set[str] = set()
+        self.step_times: list[float] = []
+        self.last_saved = -1
+
+    # -- resume
+    def resume(self) -> Path | None:
+        """Load ``--resume`` (``latest``: the newest complete checkpoint, if any) into the prepared
+        models and the state; raises :class:`CheckpointError` for checkpoints this run cannot use."""
+        acc, resume = self.accelerator, self.config.resume
+        if acc.is_main_process:
+            for stale in self.ckpts.remove_stale():
+                logger.warning("removed %s, left by a run stopped while saving", stale)
+        acc.wait_for_everyone()
+        path = self.ckpts.resolve(resume) if resume else None
+        if resume == "latest" and path is None:
+            acc.print(f"--resume latest: no checkpoint in {self.ckpts.root} yet, starting from scratch")
+        if path is None:
+            return None
+        saved = CheckpointManager.read_state(path)
+        if saved.get("task", "cut") != self.task.name:  # checkpoints without "task" are CUT's
+            raise CheckpointError(f"{path} is not a {self.task.name} checkpoint (task {saved.get('task', 'cut')!r})")
+        now = _json(self.task.settings())
+        mismatch = {k: (saved["args"].get(k), now.get(k)) for k in self.task.fixed_settings()
+                    if saved["args"].get(k) != now.get(k)}
+        if mismatch:
+            raise CheckpointError(f"{path} was trained with other model settings (saved, now): {mismatch}")
+        try:
+            acc.load_state(str(path))  # weights, optimisers, schedulers, scaler, RNG
+        except (RuntimeError, OSError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{path} could not be loaded (truncated or foreign files?): {e}") from e
+        self.state.update({k: saved[k] for k in self.state if k in saved})
+        old_world, world = saved["batch_size"] * saved["num_processes"], self.sampler.batch_size * acc.num_processes
+        if old_world != world:  # another batch size x processes: the same position in the data
+            self.state["batch_in_epoch"] = self.state["batch_in_epoch"] * old_world // world
+            acc.print("resuming with another batch size x processes: the data order differs from the original run")
+        acc.print(f"resumed from {path} at step {self.state['step']}, epoch {self.state['epoch']}")
+        self.last_saved = self.state["step"]  # that checkpoint exists: never write the same step again
+        self.task.on_resume(saved, self.state)
+        return path
+
+    def save_checkpoint(self) -> None:
+        state = {**self.state, "task": self.task.name, "batch_size": self.sampler.batch_size,
+                 "num_processes": self.accelerator.num_processes, "args": _json(self.task.settings())}
+        path = self.ckpts.save(self.accelerator, state, self.state["step"])
+        self.last_saved = self.state["step"]
+        self.accelerator.print(f"\nsaved checkpoint {path} (step {self.state['step']})")
+
+    # -- the loop
+    def run(self) -> dict[str, Any]:
+        """Resume if asked, train, checkpoint and write the outputs; returns a summary."""
+        from tqdm.auto import tqdm
+
+        acc, cfg, state = self.accelerator, self.config, self.state
+        self.resume()
+        if acc.log_with:
+            acc.init_trackers("logs", config=tracker_config(self.task.settings()))
+        progress = tqdm(total=self.max_steps, initial=state["step"], disable=not acc.is_local_main_process,
+                        desc=f"{self.task.label} training", dynamic_ncols=True)
+        batch = None
+        while state["step"] < self.max_steps and (self.epochs is None or state["epoch"] < self.epochs):
+            self.sampler.set_epoch(state["epoch"], start_batch=state["batch_in_epoch"])
+            for batch in self.loader:
+                values = self.one_step(batch)
+                progress.update(1)
+                progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                self.after_step(batch, values)
+                if state["step"] >= self.max_steps:
+                    break
+            else:  # the epoch ran to its end
+                self.task.end_epoch()
+                state["epoch"], state["batch_in_epoch"] = state["epoch"] + 1, 0
+        progress.close()
+        if cfg.checkpoint_every and self.last_saved != state["step"] and state["step"] > 0:
+            self.save_checkpoint()
+        acc.wait_for_everyone()  # every process has finished its last step
+        return self.finish(batch)
+
+    def one_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """The task's step and its bookkeeping; returns the values averaged over processes."""
+        state = self.state
+        t0 = time.perf_counter()
+        losses = self.task.step(batch)
+        state["step"] += 1
+        state["batch_in_epoch"] += 1
+        # One small all-reduce per step: every process sees the same (mean) values, so a NaN
+        # anywhere stops all processes together instead of leaving the others waiting.
+        names = list(losses)
+        reduced = self.accelerator.reduce(torch.stack([losses[k] for k in names]), reduction="mean").tolist()
+        values = dict(zip(names, reduced))
+        self.step_times.append(time.perf_counter() - t0)
+        for name in [k for k in values if k == "skipped" or k.startswith("skipped_")]:
+            key = "skipped_steps" + name[len("skipped"):]  # fp16 overflow: counted, not fatal
+            state[key] += int(values.pop(name) > 0)
+        check_finite(values, state["step"])
+        self.window.append(values)
+        for names_of_item in batch["skipped"]:
+            self.skipped_names.update(n for n in names_of_item.split("\n") if n)
+        state["skipped_files"] = len(self.skipped_names)
+        return values
+
+    def after_step(self, batch: dict[str, Any], values: dict[str, float]) -> None:
+        """Tracker logs, sample grids, the task's own work and checkpoints, each on its schedule."""
+        acc, cfg, state, step = self.accelerator, self.config, self.state, self.state["step"]
+        if cfg.log_every and step % cfg.log_every == 0:
+            fp16 = sum(v for k, v in state.items() if k.startswith("skipped_steps"))
+            acc.log({**values, "lr": self.task.lr(), "epoch": state["epoch"], "skipped_files": state["skipped_files"],
+                     "skipped_steps_fp16": fp16}, step=step)
+        if cfg.sample_every and step % cfg.sample_every == 0 and acc.is_main_process:
+            grids = self.task.samples(batch)
+            log_images(acc, grids, step)
+            if self.task.sample_folder:
+                for grid in grids.values():
+                    save_image(grid, self.out_dir / self.task.sample_folder / f"step_{step:08d}.png")
+        self.task.after_step(state, batch)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def finish(self, batch: Any) -> dict[str, Any]:
+        """The summary; the task's outputs (main process) and the Hub upload."""
+        acc, cfg, state = self.accelerator, self.config, self.state
+        final = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[-1]} if self.window else {}
+        summary = {**state, "num_processes": acc.num_processes, "final_losses": final, "loss_window": len(self.window),
+                   "stopped_early": state["step"] < self.planned_steps, "max_steps": self.max_steps,
+                   "seconds_per_step": self.step_times, "output_dir": str(self.out_dir)}
+        self.task.after_training(summary)
+        if acc.is_main_process:
+            saved, root, subfolders = self.task.write_outputs(summary, batch)
+            fp16 = sum(v for k, v in state.items() if k.startswith("skipped_steps"))
+            acc.print(f"saved {saved}; skipped {state['skipped_files']} unreadable file(s), "
+                      f"{fp16} fp16 overflow step(s)")
+            if cfg.push_to_hub:
+                url = push_folders_to_hub(cfg.hub_model_id, root, subfolders, private=cfg.private,
+                                          endpoint=cfg.hub_endpoint)
+                acc.print(f"pushed to {url}")
+                summary["hub_url"] = url
+        acc.wait_for_everyone()
+        acc.end_training()
+        return summary
