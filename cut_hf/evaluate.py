@@ -354,7 +354,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_model(model: str, device: str | None) -> nn.Module:
     from .convert import ConversionError, load_official_generator
-    from .hub import ModelLoadError, load_generator
+    from .errors import ModelLoadError
+    from .loading import load_generator
 
     try:
         if Path(model).suffix in (".pth", ".pt") and Path(model).is_file():

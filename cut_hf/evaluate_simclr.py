@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
 from .data import IMG_EXTENSIONS, DataError, to_channels
-from .hub import ModelLoadError, load_pretrained
+from .errors import ModelLoadError
 from .images import ImageLoadError, open_image
 from .models.simclr import BACKBONES, SimCLR
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.model:
-            model = load_pretrained(SimCLR, args.model, subfolder="model")
+            model = SimCLR.from_pretrained(args.model)  # a trainer output folder: its model/
             config = dict(backbone=model.backbone, proj_dim=model.proj_dim, cifar_stem=model.cifar_stem)
         else:
             config = dict(backbone=args.backbone, cifar_stem=args.cifar_stem)

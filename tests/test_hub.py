@@ -12,7 +12,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from cut_hf import CUTGenerator, ModelLoadError, PatchDiscriminator, PatchSampler, load_generator
-from cut_hf.hub import CUT_TAGS, check_local_model_dir, load_pretrained
+from cut_hf.hub import CUT_TAGS, check_local_model_dir
+from cut_hf.loading import load_pretrained
 
 G_CFG = dict(ngf=4, n_blocks=2, antialias_up=False, nce_layers=[0, 4, 8])  # not the defaults
 D_CFG = dict(ndf=4, n_layers=2, input_nc=1, antialias=False)
@@ -231,8 +232,9 @@ def test_hub_errors_become_one_line_messages(monkeypatch, tmp_path, error, expec
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     cls = getattr(errors, error)
 
-    def fake_download(*args, **kwargs):  # what hf_hub_download raises for that failure
+    def fake_download(*args, **kwargs):  # what the Hub client raises for that failure
         raise hub_error(cls) if error != "LocalEntryNotFoundError" else cls("no connection")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_download)  # the first contact
     assert expected in one_line_error(load_generator, "someone/tiny-cut", cache_dir=tmp_path)
