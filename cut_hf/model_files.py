@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import LocalEntryNotFoundError
+
 from .errors import ModelLoadError, hub_load_error
 
 __all__ = ["HUB_TIMEOUT", "DOWNLOAD_KWARGS", "check_local_model_dir", "resolve_model_dir", "hub_error_message"]
@@ -89,12 +91,18 @@ def _hub_snapshot_dir(model_id: str, subfolder: str | None, download: dict[str, 
             config_file = _hub_file(model_id, "config.json", sub, download)
             _hub_file(model_id, "model.safetensors", sub, download)
             return Path(config_file).parent  # both files lie in the same snapshot folder
+        except _HubUnreachable as err:  # the subfolder would wait as long again
+            raise hub_load_error(hub_error_message(model_id, err), err) from None
         except EntryNotFoundError as err:  # not at the root (remote) or not cached there: try the subfolder
             first_error = first_error or err
         except (OSError, ValueError) as err:  # every other Hub error is one of these
             raise hub_load_error(hub_error_message(model_id, err), err) from None
     assert first_error is not None
     raise hub_load_error(hub_error_message(model_id, first_error), first_error) from None
+
+
+class _HubUnreachable(LocalEntryNotFoundError):
+    """The Hub did not answer in time and no cached copy exists (what ``hf_hub_download`` raises then)."""
 
 
 def _hub_file(repo_id: str, filename: str, subfolder: str | None, download: dict[str, Any]) -> str:
@@ -105,7 +113,6 @@ def _hub_file(repo_id: str, filename: str, subfolder: str | None, download: dict
     timeout and no retry, finds an unreachable Hub first; the cached copy (if any) is used then.
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     options = dict(download)
     timeout = float(options.pop("timeout", None) or HUB_TIMEOUT)
@@ -120,7 +127,7 @@ def _hub_file(repo_id: str, filename: str, subfolder: str | None, download: dict
             try:
                 return hf_hub_download(repo_id, filename, subfolder=subfolder, local_files_only=True, **cached)
             except LocalEntryNotFoundError:
-                raise LocalEntryNotFoundError(f"the Hub could not be reached within {timeout:g} s ({err})") from None
+                raise _HubUnreachable(f"the Hub could not be reached within {timeout:g} s ({err})") from None
     return hf_hub_download(repo_id, filename, subfolder=subfolder, etag_timeout=timeout, **options)
 
 

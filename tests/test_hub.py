@@ -238,3 +238,126 @@ def test_hub_errors_become_one_line_messages(monkeypatch, tmp_path, error, expec
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_download)  # the first contact
     assert expected in one_line_error(load_generator, "someone/tiny-cut", cache_dir=tmp_path)
+
+
+# --- every class, every failure: one line, and still the Hub's error type (issue 14) ----------
+def simclr_tiny():
+    from cut_hf import SimCLR
+
+    return SimCLR(backbone="resnet18", proj_dim=8, cifar_stem=True)
+
+
+ALL_CLASSES = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "SimCLR"]
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+def test_offline_uncached_id_is_one_line_for_every_class(hub_offline, tmp_path, name):
+    import cut_hf
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cls = getattr(cut_hf, name)
+    message = one_line_error(cls.from_pretrained, "someone/not-cached", cache_dir=tmp_path)
+    assert "HF_HUB_OFFLINE=1" in message
+    with pytest.raises(LocalEntryNotFoundError):  # code written against huggingface_hub still catches it
+        cls.from_pretrained("someone/not-cached", cache_dir=tmp_path)
+    assert "does not exist" in one_line_error(cls.from_pretrained, tmp_path / "nope")
+
+
+def test_simclr_loads_strictly(tmp_path):
+    from cut_hf import SimCLR
+
+    model = simclr_tiny()
+    model.save_pretrained(tmp_path / "m")
+    loaded = SimCLR.from_pretrained(tmp_path / "m")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x)[1], model.eval()(x)[1])
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"backbone": "resnet18", "proj_dim": 4, "cifar_stem": True}))
+    assert "of another shape" in one_line_error(SimCLR.from_pretrained, tmp_path / "m")
+
+
+def test_hub_flavoured_error_keeps_the_hub_attributes_and_pickles():
+    import pickle
+
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from cut_hf.errors import hub_load_error
+
+    cause = hub_error(RepositoryNotFoundError, "404 long\nmessage")
+    cause.repo_id = "someone/x"
+    err = hub_load_error("no Hub repository 'someone/x' exists", cause)
+    assert isinstance(err, ModelLoadError) and isinstance(err, RepositoryNotFoundError)
+    assert str(err) == "no Hub repository 'someone/x' exists" and err.repo_id == "someone/x"
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is ModelLoadError and str(again) == str(err)
+
+
+# --- a Hub that cannot be reached: bounded time, one line ---------------------------------------
+UNREACHABLE_SCRIPT = r"""
+import json, sys, time
+from cut_hf import CUTGenerator, ModelLoadError
+from huggingface_hub.errors import LocalEntryNotFoundError
+t0 = time.perf_counter()
+try:
+    CUTGenerator.from_pretrained("someone/cut-model", cache_dir=sys.argv[1])
+    result = {"error": None}
+except ModelLoadError as err:
+    result = {"error": str(err), "hub_type": isinstance(err, LocalEntryNotFoundError)}
+result["seconds"] = time.perf_counter() - t0
+if sys.argv[2:]:  # a cached copy is used when the Hub cannot be reached
+    result["cached_loads"] = CUTGenerator.from_pretrained(sys.argv[2], cache_dir=sys.argv[1]).ngf == 4
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("server", ["silent", "refusing"])
+def test_unreachable_hub_fails_fast_with_one_line(saved_generator, tmp_path, server):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held = []
+    if server == "silent":  # accepts every connection and never answers
+        listener.listen(32)
+        threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(32)], daemon=True).start()
+    else:
+        listener.close()  # nothing listens: connections are refused
+    cached = ["someone/tiny-cut"] if server == "refusing" else []  # (the silent one would wait out a time-out)
+    if cached:
+        fake_hub_cache(tmp_path / "cache", cached[0], saved_generator[1])
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", UNREACHABLE_SCRIPT, str(tmp_path / "cache"), *cached], env=env,
+                          capture_output=True, text=True, timeout=120)
+    wall = time.perf_counter() - t0
+    listener.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["error"] and "\n" not in result["error"] and "could not be reached" in result["error"]
+    assert result["hub_type"], "not an instance of LocalEntryNotFoundError"
+    assert result["seconds"] < 20, result
+    assert result.get("cached_loads", bool(not cached))
+    assert wall < 60
+
+
+# --- a train.py output folder given to from_pretrained (issue 14) ------------------------------
+def test_from_pretrained_reads_a_training_output_folder(saved_generator, tmp_path, images):
+    g, path = saved_generator
+    run = tmp_path / "run"
+    shutil.copytree(path, run / "generator")
+    s = PatchSampler(**S_CFG)
+    s.save_pretrained(run / "sampler")
+    with torch.no_grad():
+        assert torch.equal(CUTGenerator.from_pretrained(run)(images), g(images))
+    sampler = PatchSampler.from_pretrained(run)
+    assert all(torch.equal(a, b) for a, b in zip(sampler.state_dict().values(), s.state_dict().values(), strict=True))
+    # no discriminator/ there: the message names where the models are
+    message = one_line_error(PatchDiscriminator.from_pretrained, run)
+    assert "generator/" in message and "sampler/" in message and str(run / "generator") in message
