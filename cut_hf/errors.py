@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ModelLoadError", "hub_load_error", "mismatch_message"]
+__all__ = ["ModelLoadError", "hub_load_error", "mismatch_message", "one_line"]
 
 
 class ModelLoadError(RuntimeError):
@@ -83,3 +83,9 @@ def mismatch_message(model: Any, state: Mapping[str, Any], source: str) -> str:
     if resized:
         parts.append(f"{len(resized)} of another shape (e.g. {'; '.join(resized[:2])})")
     return f"{source}: {', '.join(parts)}" if parts else ""
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``text`` on one line (runs of whitespace and newlines become one space), cut at ``limit``."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -121,8 +121,8 @@ class CheckedHubMixin(PyTorchModelHubMixin):
                 taken from its subfolder for this class, e.g. ``generator/``) or a Hub id.
             strict: refuse weights with missing or unexpected tensors (the default).
             map_location: device the weights are loaded to.
-            subfolder: where the model lies inside a larger folder or Hub repository (default:
-                :attr:`output_subfolder`, tried when the root holds no model).
+            subfolder: where the model lies inside a larger folder or Hub repository. Without it
+                the root is tried, then :attr:`output_subfolder` (``generator``, ``sampler``, ...).
             **kwargs: ``revision``, ``cache_dir``, ``force_download``, ``token``,
                 ``local_files_only``, ``timeout`` (seconds per Hub request) for the download;
                 anything else overrides ``config.json`` values (e.g. ``nce_layers``).
@@ -132,7 +132,8 @@ class CheckedHubMixin(PyTorchModelHubMixin):
         unknown = sorted(set(kwargs) - params)
         if unknown:  # a caller's typo, not a broken model: a plain TypeError
             raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}")
-        folder = resolve_model_dir(pretrained_model_name_or_path, subfolder or cls.output_subfolder, **download)
+        folder = resolve_model_dir(pretrained_model_name_or_path, subfolder, fallback_subfolder=cls.output_subfolder,
+                                   **download)
         config = _read_config(folder)
         init_kwargs = {k: v for k, v in config.items() if k in params}  # extra keys ignored, as the stock mixin
         init_kwargs.update(kwargs)

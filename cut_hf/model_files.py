@@ -15,7 +15,7 @@ from typing import Any
 
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from .errors import ModelLoadError, hub_load_error
+from .errors import ModelLoadError, hub_load_error, one_line
 
 __all__ = ["HUB_TIMEOUT", "DOWNLOAD_KWARGS", "check_local_model_dir", "resolve_model_dir", "hub_error_message"]
 
@@ -56,28 +56,35 @@ def _hint(path: Path) -> str:
     return f"; it holds models in {', '.join(f'{m}/' for m in models)}: pass e.g. {str(path / models[0])!r}"
 
 
-def resolve_model_dir(model_id_or_dir: str | os.PathLike, subfolder: str | None = None, **download: Any) -> Path:
+def resolve_model_dir(model_id_or_dir: str | os.PathLike, subfolder: str | None = None, *,
+                      fallback_subfolder: str | None = None, **download: Any) -> Path:
     """A local folder holding ``config.json`` + ``model.safetensors``.
 
     Args:
-        model_id_or_dir: a ``save_pretrained`` folder, a folder that has ``subfolder`` (a
-            ``train.py`` output: ``run/generator``), or a Hub id (tried at the repository's root,
-            then in ``subfolder``).
-        subfolder: where the model lies inside a larger folder or repository.
+        model_id_or_dir: a ``save_pretrained`` folder, a folder with model subfolders (a
+            ``train.py`` output: ``run/generator``), or a Hub id.
+        subfolder: the model is there, inside the folder or Hub repository (and only there).
+        fallback_subfolder: without ``subfolder``, where to look when the root holds no model
+            (a model class's place in a training output folder).
         **download: ``revision``, ``cache_dir``, ``force_download``, ``token``,
             ``local_files_only`` and ``timeout`` (seconds per Hub request, :data:`HUB_TIMEOUT`).
     """
     path = Path(model_id_or_dir).expanduser()
-    if subfolder and path.is_dir() and not (path / "config.json").is_file() and (path / subfolder).is_dir():
-        path = path / subfolder  # a train.py output folder: OUTPUT/generator/ is the generator
+    if subfolder and path.is_dir():
+        path = path / subfolder
+    elif (not subfolder and fallback_subfolder and path.is_dir() and not (path / "config.json").is_file()
+          and (path / fallback_subfolder).is_dir()):
+        path = path / fallback_subfolder  # a train.py output folder: OUTPUT/generator/ is the generator
     local = check_local_model_dir(path)
     if local is not None:
         return local
-    return _hub_snapshot_dir(str(model_id_or_dir), subfolder, download)
+    places = (subfolder,) if subfolder else (None, fallback_subfolder) if fallback_subfolder else (None,)
+    return _hub_snapshot_dir(str(model_id_or_dir), places, download)
 
 
-def _hub_snapshot_dir(model_id: str, subfolder: str | None, download: dict[str, Any]) -> Path:
-    """The cache folder holding both files of ``model_id`` (at its root or in ``subfolder``)."""
+def _hub_snapshot_dir(model_id: str, places: tuple[str | None, ...], download: dict[str, Any]) -> Path:
+    """The cache folder holding both files of ``model_id`` in the first of ``places`` (subfolders;
+    ``None`` is the root) that has them."""
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -86,7 +93,7 @@ def _hub_snapshot_dir(model_id: str, subfolder: str | None, download: dict[str, 
     except HFValidationError as err:
         raise hub_load_error(hub_error_message(model_id, err), err) from None
     first_error: Exception | None = None
-    for sub in (None, subfolder) if subfolder else (None,):
+    for sub in places:
         try:
             config_file = _hub_file(model_id, "config.json", sub, download)
             _hub_file(model_id, "model.safetensors", sub, download)
@@ -174,4 +181,4 @@ def hub_error_message(model_id: str, err: Exception) -> str:
         return f"Hub repository {model_id!r} has no such revision"
     if isinstance(err, RemoteEntryNotFoundError):
         return f"Hub repository {model_id!r} holds no cut-hf model (config.json / model.safetensors missing)"
-    return f"could not download {model_id!r} from the Hugging Face Hub: {' '.join(str(err).split())[:200]}"
+    return f"could not download {model_id!r} from the Hugging Face Hub: {one_line(err)}"

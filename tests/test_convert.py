@@ -22,13 +22,13 @@ from official_reference import PatchSampleF, official_discriminator, official_ge
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
 from cut_hf import convert as convert_module
+from cut_hf.cli.convert import main
 from cut_hf.convert import (
     ConversionError,
     convert,
     infer_generator_config,
     load_official_generator,
     load_state_dict_file,
-    main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
