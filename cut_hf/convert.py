@@ -30,7 +30,7 @@ from . import __version__
 from .hub import CODE_URL as OFFICIAL_REPO_URL
 from .hub import PAPER_URL
 from .models import nce_channels
-from .official import (
+from .official import (  # noqa: F401 - re-exported: cut_hf.convert keeps offering the readers
     MODES,
     ConversionError,
     checkpoint_kind,
@@ -52,7 +52,6 @@ PAPER_FID = {("horse2zebra", "cut"): 45.5, ("horse2zebra", "fastcut"): 73.4}
 SLOTS = (("generator", "", "generator"), ("discriminator", "discriminator", "discriminator"),
          ("sampler", "sampler", "patch sampler"))
 
-# The readers of cut_hf.official are imported above so that ``cut_hf.convert`` keeps offering them.
 __all__ = ["convert", "ConversionError", "OFFICIAL_PRETRAINED_URL", "PAPER_FID"]
 
 

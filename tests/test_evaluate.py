@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from cut_hf import CUTGenerator
-from cut_hf.evaluate import EvaluationError, evaluate_folders, main
+from cut_hf.cli.evaluate import main
+from cut_hf.evaluate import EvaluationError, evaluate_folders
 from cut_hf.metrics import MetricsUnavailable, TinyFeatureExtractor, fid_kid, inception_feature_extractor
 
 SIZE = 32
