@@ -114,6 +114,18 @@ def _extractor_name(extractor: nn.Module) -> str:
 
 
 def _reference_features(
+    reference_dir: Path, extractor: nn.Module, size: int | None, batch_size: int, cache: dict[str, Any]
+) -> tuple[torch.Tensor, list[dict[str, str]]]:
+    """Features of the reference images (computed once per ``cache``) and a new list of the files skipped."""
+    key = f"ref:{reference_dir.resolve()}:{size}:{id(extractor)}"
+    if key not in cache:
+        skipped: list[dict[str, str]] = []
+        cache[key] = (_compute_reference_features(reference_dir, extractor, size, batch_size, skipped), skipped)
+    feats, skipped = cache[key]
+    return feats, list(skipped)
+
+
+def _compute_reference_features(
     reference_dir: Path, extractor: nn.Module, size: int | None, batch_size: int, skipped: list[dict[str, str]]
 ) -> torch.Tensor:
     feats = []
@@ -127,23 +139,11 @@ def _reference_features(
 
 
 def evaluate_folders(
-    generator: nn.Module,
-    input_dir: str | Path,
-    reference_dir: str | Path,
-    feature_extractor: nn.Module | None = None,
-    *,
-    output_dir: str | Path | None = None,
-    size: int | None = 256,
-    batch_size: int = 8,
-    device: str | torch.device | None = None,
-    precision: str = "fp32",
-    paired: bool = False,
-    inception_weights: str | Path | None = None,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
-    cache: dict[str, Any] | None = None,
-    progress: bool = False,
+    generator: nn.Module, input_dir: str | Path, reference_dir: str | Path, feature_extractor: nn.Module | None = None,
+    *, output_dir: str | Path | None = None, size: int | None = 256, batch_size: int = 8,
+    device: str | torch.device | None = None, precision: str = "fp32", paired: bool = False,
+    inception_weights: str | Path | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0,
+    cache: dict[str, Any] | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """Translate ``input_dir`` with ``generator`` and measure the outputs against ``reference_dir``.
 
@@ -187,14 +187,8 @@ def evaluate_folders(
     extractor = _feature_extractor(feature_extractor, inception_weights, cache, device)
     extractor_name = _extractor_name(extractor)
 
-    skipped: list[dict[str, str]] = []
     t0 = time.perf_counter()
-    ref_key = f"ref:{reference_dir.resolve()}:{size}:{id(extractor)}"
-    if ref_key not in cache:
-        ref_skipped: list[dict[str, str]] = []
-        cache[ref_key] = (_reference_features(reference_dir, extractor, size, batch_size, ref_skipped), ref_skipped)
-    ref_feats, ref_skipped = cache[ref_key]
-    skipped += ref_skipped
+    ref_feats, skipped = _reference_features(reference_dir, extractor, size, batch_size, cache)
     seconds = {"reference_features": time.perf_counter() - t0}
 
     scorer = _PairedScorer(inputs, refs, input_dir, reference_dir, size, skipped) if paired else None
