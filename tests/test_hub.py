@@ -361,3 +361,43 @@ def test_from_pretrained_reads_a_training_output_folder(saved_generator, tmp_pat
     # no discriminator/ there: the message names where the models are
     message = one_line_error(PatchDiscriminator.from_pretrained, run)
     assert "generator/" in message and "sampler/" in message and str(run / "generator") in message
+
+
+# --- model cards: docs, datasets, examples, and links only to what exists (issue 14) -----------
+KNOWN_URLS = {"https://arxiv.org/abs/2007.15651", "https://github.com/taesungp/contrastive-unpaired-translation",
+              "https://arxiv.org/abs/2002.05709", "https://github.com/google-research/simclr",
+              "https://huggingface.co/docs/huggingface_hub/package_reference/mixins"}
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+def test_cards_link_the_paper_its_code_and_the_docs_only(tmp_path, name):
+    import re
+
+    import cut_hf
+
+    cls = getattr(cut_hf, name)
+    model = simclr_tiny() if name == "SimCLR" else cls(**{"CUTGenerator": G_CFG, "PatchDiscriminator": D_CFG,
+                                                           "PatchSampler": S_CFG}[name])
+    model.save_pretrained(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    urls = set(re.findall(r"https?://[^\s)\"'>]+", text))
+    assert urls and urls <= KNOWN_URLS, urls - KNOWN_URLS
+    assert "huggingface.co/docs/huggingface_hub/package_reference/mixins" in text  # docs_url
+    assert "cut-hf/cut-hf" not in text
+
+
+def test_card_records_hub_datasets_and_example_images(tmp_path):
+    g = CUTGenerator(**G_CFG)
+    examples = [{"input": "examples/horse.png", "output": "examples/horse_zebra.png", "title": "horse"},
+                {"input": "examples/field.png"}]
+    g.save_pretrained(tmp_path / "a", model_card_kwargs=dict(datasets="someone/horse2zebra", examples=examples))
+    card = ModelCard.load(tmp_path / "a" / "README.md")
+    assert card.data.datasets == ["someone/horse2zebra"]
+    assert card.data.widget == [
+        {"src": "examples/horse.png", "example_title": "horse", "output": {"url": "examples/horse_zebra.png"}},
+        {"src": "examples/field.png", "example_title": "field"}]
+    assert "## Examples" in card.text and "![horse, translated](examples/horse_zebra.png)" in card.text
+    g.save_pretrained(tmp_path / "b")  # neither given: no such metadata, no empty section
+    plain = ModelCard.load(tmp_path / "b" / "README.md")
+    assert plain.data.datasets is None and getattr(plain.data, "widget", None) is None
+    assert "## Examples" not in plain.text
