@@ -29,7 +29,7 @@ from huggingface_hub import HfApi
 from . import __version__
 from .hub import CODE_URL as OFFICIAL_REPO_URL
 from .hub import PAPER_URL
-from .models import nce_channels
+from .models import CUTGenerator, nce_channels
 from .official import (  # noqa: F401 - re-exported: cut_hf.convert keeps offering the readers
     MODES,
     ConversionError,
@@ -138,7 +138,7 @@ def _warn_on_sampler_mismatch(parts: Sequence[tuple[str, Path, nn.Module]]) -> N
     """The sampler's MLP inputs should fit the generator's default NCE layers; say so when not."""
     generator = parts[0][2]
     sampler = next((m for slot, _, m in parts if slot == "sampler"), None)
-    if sampler is None or not hasattr(generator, "nce_layers"):
+    if sampler is None or not isinstance(generator, CUTGenerator):  # other families pick their own layers
         return
     expected = nce_channels(generator._hub_mixin_config)
     if list(sampler.in_channels) != expected:
