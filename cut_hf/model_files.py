@@ -134,16 +134,18 @@ def _hub_file(repo_id: str, filename: str, subfolder: str | None, download: dict
             try:
                 return hf_hub_download(repo_id, filename, subfolder=subfolder, local_files_only=True, **cached)
             except LocalEntryNotFoundError:
-                raise _HubUnreachable(f"the Hub could not be reached within {timeout:g} s ({err})") from None
+                raise _HubUnreachable(f"the Hub did not answer within {timeout:g} s ({one_line(err)})") from None
     return hf_hub_download(repo_id, filename, subfolder=subfolder, etag_timeout=timeout, **options)
 
 
 def _is_network_error(err: BaseException) -> bool:
-    """A connection failure or time-out of the Hub's HTTP client (not an HTTP answer)."""
+    """The Hub did not answer usefully: a connection failure, a time-out, or a busy / failing server
+    (408, 429, 5xx). Then a cached copy is as good as the Hub's, as ``hf_hub_download`` also decides."""
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(err, HfHubHTTPError):
-        return False  # the Hub answered (404, 401, 5xx, ...)
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        return status in (408, 429) or (status is not None and status >= 500)
     # huggingface_hub's HTTP client raises its transport errors (connect, read time-out, protocol)
     # as subclasses of a class named TransportError; plain socket errors are OSErrors.
     names = {cls.__name__ for cls in type(err).__mro__}

@@ -401,3 +401,27 @@ def test_card_records_hub_datasets_and_example_images(tmp_path):
     plain = ModelCard.load(tmp_path / "b" / "README.md")
     assert plain.data.datasets is None and getattr(plain.data, "widget", None) is None
     assert "## Examples" not in plain.text
+
+
+def test_busy_hub_falls_back_to_the_cache_at_once(monkeypatch, saved_generator, tmp_path, images):
+    import types
+
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    g, path = saved_generator
+    fake_hub_cache(tmp_path / "cache", "someone/tiny-cut", path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def busy(*args, **kwargs):  # a 503 answer: no retry of ours, the cached copy instead
+        calls.append(kwargs.get("timeout"))
+        err = hub_error(errors.HfHubHTTPError, "503 Service Unavailable")
+        err.response = types.SimpleNamespace(status_code=503)
+        raise err
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", busy)
+    loaded = CUTGenerator.from_pretrained("someone/tiny-cut", cache_dir=tmp_path / "cache", timeout=2)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), g(images))
+    assert calls == [2.0, 2.0]  # one short request per file
