@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
-from .errors import ModelLoadError, mismatch_message
+from .errors import ModelLoadError, mismatch_message, one_line
 from .model_files import DOWNLOAD_KWARGS, check_local_model_dir, resolve_model_dir
 
 __all__ = ["ModelLoadError", "CheckedHubMixin", "mixin_kwargs", "model_card_template", "check_local_model_dir",
@@ -140,7 +140,8 @@ class CheckedHubMixin(PyTorchModelHubMixin):
         try:
             model = cls(**init_kwargs)
         except (TypeError, ValueError) as err:
-            raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: {err}") from err
+            raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: "
+                                 f"{one_line(err)}") from err
         _load_weights(model, folder / "model.safetensors", strict, map_location)
         return model.to(map_location).eval()
 
@@ -170,7 +171,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"config.json in {str(folder)!r} is unreadable: {err}") from err
+        raise ModelLoadError(f"config.json in {str(folder)!r} is unreadable: {one_line(err)}") from err
     if not isinstance(config, dict):
         raise ModelLoadError(f"config.json in {str(folder)!r} is not a JSON object")
     return config
@@ -184,12 +185,13 @@ def _load_weights(model: Any, weights_file: Path, strict: bool, map_location: st
     try:
         state = load_file(str(weights_file), device=map_location)
     except (SafetensorError, OSError) as err:
-        raise ModelLoadError(f"{str(weights_file)!r} is unreadable (truncated or not safetensors): {err}") from err
+        raise ModelLoadError(f"{str(weights_file)!r} is unreadable (truncated or not safetensors): "
+                             f"{one_line(err)}") from err
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as err:
         source = f"{str(weights_file)!r} does not hold {type(model).__name__} weights for its config.json"
-        raise ModelLoadError(mismatch_message(model, state, source) or f"{source}: {err}") from err
+        raise ModelLoadError(mismatch_message(model, state, source) or f"{source}: {one_line(err)}") from err
 
 
 # compat: removed at merge. Names that moved to cut_hf.loading (above the models) are still found
