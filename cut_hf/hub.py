@@ -138,11 +138,19 @@ class CheckedHubMixin(PyTorchModelHubMixin):
         init_kwargs = {k: v for k, v in config.items() if k in params}  # extra keys ignored, as the stock mixin
         init_kwargs.update(kwargs)
         try:
-            model = cls(**init_kwargs)
-        except (TypeError, ValueError) as err:
-            raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: "
-                                 f"{one_line(err)}") from err
-        _load_weights(model, folder / "model.safetensors", strict, map_location)
+            try:
+                model = cls(**init_kwargs)
+            except (TypeError, ValueError) as err:
+                raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: "
+                                     f"{one_line(err)}") from err
+            _load_weights(model, folder / "model.safetensors", strict, map_location)
+        except ModelLoadError as err:
+            sub = cls.output_subfolder
+            if subfolder or not sub or not (folder / sub / "config.json").is_file():
+                raise
+            # e.g. a converted folder: the generator at the root, this model in sampler/
+            raise ModelLoadError(f"{err}; this folder keeps a {cls.__name__} in {sub}/: pass subfolder={sub!r}"
+                                 ) from err.__cause__
         return model.to(map_location).eval()
 
     def generate_model_card(self, *args: Any, datasets: str | Sequence[str] | None = None,

@@ -425,3 +425,13 @@ def test_busy_hub_falls_back_to_the_cache_at_once(monkeypatch, saved_generator, 
     with torch.no_grad():
         assert torch.equal(loaded(images), g(images))
     assert calls == [2.0, 2.0]  # one short request per file
+
+
+def test_a_model_beside_another_in_its_subfolder_gets_a_hint(saved_generator):
+    _, path = saved_generator  # the layout convert writes: the generator at the root, sampler/ beside
+    s = PatchSampler(**S_CFG)
+    s.save_pretrained(path / "sampler")
+    message = one_line_error(PatchSampler.from_pretrained, path)
+    assert "does not hold PatchSampler weights" in message and "pass subfolder='sampler'" in message
+    loaded = PatchSampler.from_pretrained(path, subfolder="sampler")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), s.state_dict().values(), strict=True))
