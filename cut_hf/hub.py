@@ -36,7 +36,8 @@ CUT_TAGS = ["image-to-image", "cut", "unpaired-image-translation", "contrastive-
 # The subfolder of a training output folder that holds each kind of model (train.py writes
 # generator/, sampler/, discriminator/; the SimCLR trainer writes model/), by card template.
 OUTPUT_SUBFOLDERS = {"cut_generator": "generator", "patch_sampler": "sampler",
-                     "patch_discriminator": "discriminator", "simclr": "model"}
+                     "patch_discriminator": "discriminator", "simclr": "model",
+                     "stylegan2_generator": "generator", "stylegan2_discriminator": "discriminator"}
 
 
 def model_card_template(name: str) -> str:
