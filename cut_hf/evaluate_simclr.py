@@ -18,10 +18,8 @@ Prints a table and writes the numbers to a JSON file.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
+import runpy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,9 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
-from .data import IMG_EXTENSIONS, DataError, to_channels
-from .hub import ModelLoadError, load_pretrained
-from .images import ImageLoadError, open_image
-from .models.simclr import BACKBONES, SimCLR
+from .data import DataError
+from .images import ImageLoadError, find_images, open_image, to_channels
+from .models.simclr import SimCLR
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +49,9 @@ class LabelledImages:
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
-    """``{class name: sorted image files}`` for each subfolder of ``root`` (searched recursively)."""
-    found = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in sub.rglob("*") if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS)
-        found[sub.name] = files
-    return found
+    """``{class name: sorted image files}`` for each subfolder of ``root`` (:func:`~cut_hf.images.find_images`)."""
+    return {sub.name: find_images(sub) for sub in sorted(p for p in root.iterdir()
+                                                         if p.is_dir() and not p.name.startswith("."))}
 
 
 def load_labelled(data_dir: str | Path, test_fraction: float = 0.2, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
@@ -220,65 +214,5 @@ def evaluate(model: SimCLR, data_dir: str | Path, image_size: int | None = None,
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cut_hf.evaluate_simclr",
-                                description="kNN and linear-probe accuracy of a SimCLR encoder's frozen features.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--model", help="SimCLR folder (save_pretrained, or a simclr_train output folder) or Hub id")
-    a("--data", required=True, help="labelled folder: DIR/train/<class>/ + DIR/test/<class>/, or DIR/<class>/")
-    a("--image-size", type=int, default=None, help="input size (default: 32 with the CIFAR stem, else 224)")
-    a("--k", type=int, default=200, help="kNN neighbours (capped at the training set size)")
-    a("--knn-temperature", type=float, default=0.1, help="kNN vote temperature")
-    a("--probe-c", type=float, default=1.0, help="inverse L2 strength of the logistic-regression probe")
-    a("--test-fraction", type=float, default=0.2, help="test share per class when DIR has no train/test split")
-    a("--batch-size", type=int, default=256)
-    a("--device", default=None, help="default: cuda when available, else cpu")
-    a("--random-init", action="store_true",
-      help="baseline: the same architecture with random weights (seeded by --seed) instead of the trained ones")
-    a("--backbone", default="resnet18", choices=BACKBONES, help="architecture for --random-init without --model")
-    a("--cifar-stem", action="store_true", help="architecture for --random-init without --model")
-    a("--seed", type=int, default=0)
-    a("--output", default="simclr_eval.json", help="JSON file for the results")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; exit status 1 with a one-line message on bad input."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    if not args.model and not args.random_init:
-        print("error: give --model ID_OR_DIR (or --random-init for a random baseline)", file=sys.stderr)
-        return 1
-    if args.k < 1 or args.knn_temperature <= 0 or args.probe_c <= 0:
-        print("error: --k must be >= 1, --knn-temperature and --probe-c > 0", file=sys.stderr)
-        return 1
-    try:
-        if args.model:
-            model = load_pretrained(SimCLR, args.model, subfolder="model")
-            config = dict(backbone=model.backbone, proj_dim=model.proj_dim, cifar_stem=model.cifar_stem)
-        else:
-            config = dict(backbone=args.backbone, cifar_stem=args.cifar_stem)
-        if args.random_init:
-            torch.manual_seed(args.seed)
-            model = SimCLR(**config)
-        result = evaluate(model, args.data, args.image_size, args.k, args.knn_temperature, args.probe_c,
-                          args.batch_size, args.device, args.test_fraction, args.seed)
-    except (ModelLoadError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    result = {"model": args.model, "random_init": args.random_init, "data": str(args.data), **config, **result}
-    print(f"{'weights':<12} {'kNN top-1':>10} {'linear top-1':>13} {'chance':>8}  "
-          f"({result['num_train']} train / {result['num_test']} test, {result['num_classes']} classes, "
-          f"{result['image_size']} px, k {result['k']})")
-    print(f"{'random' if args.random_init else 'trained':<12} {result['knn_top1']:>10.4f} "
-          f"{result['linear_top1']:>13.4f} {result['chance']:>8.4f}")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line lives in cut_hf.cli.evaluate_simclr (the library never imports it)
+    runpy.run_module("cut_hf.cli.evaluate_simclr", run_name="__main__", alter_sys=True)

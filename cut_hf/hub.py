@@ -1,23 +1,43 @@
-"""What every cut-hf model shares for the Hub: card metadata, card templates, clear loading errors."""
+"""What every cut-hf model shares for the Hub: the loading mixin, card metadata and card templates.
+
+Below the models (they subclass :class:`CheckedHubMixin`), so it imports no model. Loading
+helpers that name a model class (``load_generator``) live above the models, in
+:mod:`cut_hf.loading`.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
-from importlib import resources
+from collections.abc import Sequence
+from importlib import import_module, resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
-if TYPE_CHECKING:  # the models import this module, so only for annotations
-    from .models.generator import CUTGenerator
+from .errors import ModelLoadError, mismatch_message, one_line
+from .model_files import DOWNLOAD_KWARGS, check_local_model_dir, resolve_model_dir
 
-REPO_URL = "https://github.com/cut-hf/cut-hf"
+__all__ = ["ModelLoadError", "CheckedHubMixin", "mixin_kwargs", "model_card_template", "check_local_model_dir",
+           "PAPER_URL", "CODE_URL", "SIMCLR_PAPER_URL", "SIMCLR_CODE_URL", "DOCS_URL", "CUT_TAGS"]
+
 PAPER_URL = "https://arxiv.org/abs/2007.15651"
+#: The paper's own code (the official release); cut-hf links to it, not to a home of its own.
+CODE_URL = "https://github.com/taesungp/contrastive-unpaired-translation"
 SIMCLR_PAPER_URL = "https://arxiv.org/abs/2002.05709"
+SIMCLR_CODE_URL = "https://github.com/google-research/simclr"
+#: How ``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` work (the mixin's reference).
+DOCS_URL = "https://huggingface.co/docs/huggingface_hub/package_reference/mixins"
 LIBRARY_NAME = "cut-hf"
 LICENSE = "mit"
 CUT_TAGS = ["image-to-image", "cut", "unpaired-image-translation", "contrastive-learning"]
+# The subfolder of a training output folder that holds each kind of model (train.py writes
+# generator/, sampler/, discriminator/; the SimCLR trainer writes model/), by card template.
+OUTPUT_SUBFOLDERS = {"cut_generator": "generator", "patch_sampler": "sampler",
+                     "patch_discriminator": "discriminator", "simclr": "model",
+                     "stylegan2_generator": "generator", "stylegan2_discriminator": "discriminator"}
 
 
 def model_card_template(name: str) -> str:
@@ -43,206 +63,152 @@ def mixin_kwargs(
     tags: list[str] | None = None,
     paper_url: str = PAPER_URL,
     pipeline_tag: str = "image-to-image",
+    code_url: str = CODE_URL,
+    output_subfolder: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``PyTorchModelHubMixin`` subclassing, shared by all cut-hf models."""
+    """Keyword arguments for subclassing :class:`CheckedHubMixin`, shared by all cut-hf models.
+
+    Args:
+        template: card template name (``model_cards/templates/<template>.md``).
+        tags, paper_url, pipeline_tag: card metadata.
+        code_url: the paper's code, linked from the card (``repo_url`` of the mixin).
+        output_subfolder: the subfolder of a training output folder that holds this kind of
+            model; default from :data:`OUTPUT_SUBFOLDERS`.
+    """
     return dict(
         library_name=LIBRARY_NAME,
         tags=list(tags if tags is not None else CUT_TAGS),
         pipeline_tag=pipeline_tag,
         license=LICENSE,
-        repo_url=REPO_URL,
+        repo_url=code_url,
         paper_url=paper_url,
+        docs_url=DOCS_URL,
         model_card_template=model_card_template(template),
+        output_subfolder=output_subfolder or OUTPUT_SUBFOLDERS.get(template),
     )
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says why in one line."""
-
-
-def check_local_model_dir(model_id: str | os.PathLike) -> Path | None:
-    """If ``model_id`` looks like a local path, check it holds a complete model and return it.
-
-    Returns ``None`` for things that look like Hub ids (``user/name``) and do not exist locally.
-    Raises :class:`ModelLoadError` with a one-line reason for a missing or incomplete folder.
-    """
-    path = Path(model_id).expanduser()
-    looks_local = path.exists() or str(model_id).startswith((".", "/", "~")) or str(model_id).count("/") > 1
-    if not looks_local:
-        return None
-    if not path.exists():
-        raise ModelLoadError(f"model folder {str(path)!r} does not exist")
-    if not path.is_dir():
-        raise ModelLoadError(f"{str(path)!r} is a file; pass the folder written by save_pretrained")
-    missing = [f for f in ("config.json", "model.safetensors") if not (path / f).is_file()]
-    if missing:
-        raise ModelLoadError(f"model folder {str(path)!r} is incomplete: missing {', '.join(missing)}")
-    return path
 
 
 class CheckedHubMixin(PyTorchModelHubMixin):
     """``PyTorchModelHubMixin`` whose ``from_pretrained`` refuses incomplete folders and loads strictly.
 
     The stock mixin builds a default model when ``config.json`` is missing and loads weights with
-    ``strict=False``, so a wrong or partial folder can load silently. Here a local folder must hold
-    both files (:func:`check_local_model_dir`), and ``strict`` defaults to ``True``.
+    ``strict=False``, so a wrong or partial folder can load silently, and it lets Hub errors
+    through as they come (a multi-line ``LocalEntryNotFoundError`` offline, a minute of retries
+    without network). Here every failure is a one-line :class:`~cut_hf.errors.ModelLoadError`.
     """
+
+    #: Where a training output folder keeps this kind of model (``generator``, ``sampler``, ...).
+    output_subfolder: str | None = None
+
+    def __init_subclass__(cls, *args: Any, output_subfolder: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(*args, **kwargs)
+        if output_subfolder is not None:
+            cls.output_subfolder = output_subfolder
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, strict: bool = True,
-                        **kwargs: Any) -> Any:
-        local = check_local_model_dir(pretrained_model_name_or_path)
-        return super().from_pretrained(local or pretrained_model_name_or_path, strict=strict, **kwargs)
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *, strict: bool = True, map_location: str = "cpu",
+        subfolder: str | None = None, **kwargs: Any,
+    ) -> Any:
+        """Load a model from a ``save_pretrained`` folder, a training output folder or the Hub.
 
+        Every failure (missing or incomplete folder, unknown id, offline without a cached copy,
+        unreachable Hub, unreadable config, truncated or foreign weights) raises
+        :class:`~cut_hf.errors.ModelLoadError` with a one-line message; for Hub failures it is
+        also an instance of the Hub's error class.
 
-# Keyword arguments of ``load_pretrained`` that go to ``hf_hub_download`` rather than to the model.
-_DOWNLOAD_KWARGS = ("revision", "cache_dir", "force_download", "token", "local_files_only")
-
-
-def _hub_error_message(model_id: str, err: Exception) -> str:
-    """One line saying why ``model_id`` could not be fetched from the Hub (or its cache)."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    not_local = f"{model_id!r} is not a local folder"
-    # Order matters: GatedRepoError is a RepositoryNotFoundError, and every HTTP error is an OSError.
-    if isinstance(err, HFValidationError):
-        return f"{not_local} and not a valid Hugging Face Hub id (expected 'user/name')"
-    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-        if constants.is_offline_mode():
-            return f"{not_local} and is not in the Hugging Face cache; HF_HUB_OFFLINE=1 forbids downloading it"
-        return (f"{not_local}, is not in the Hugging Face cache and the Hub could not be reached "
-                "(check the id and your network connection)")
-    if isinstance(err, GatedRepoError):
-        return f"{model_id!r} is a gated Hub repository: accept its terms on the Hub and log in (`hf auth login`)"
-    if isinstance(err, RepositoryNotFoundError):
-        return (f"{not_local} and no Hub repository {model_id!r} exists "
-                "(or it is private: log in with `hf auth login`)")
-    if isinstance(err, RevisionNotFoundError):
-        return f"Hub repository {model_id!r} has no such revision"
-    if isinstance(err, RemoteEntryNotFoundError):
-        return f"Hub repository {model_id!r} holds no cut-hf model (config.json / model.safetensors missing)"
-    return f"could not download {model_id!r} from the Hugging Face Hub: {' '.join(str(err).split())[:200]}"
-
-
-def _resolve_model_dir(model_id_or_dir: str | os.PathLike, subfolder: str | None, download_kwargs: dict) -> Path:
-    """A local folder holding ``config.json`` + ``model.safetensors``: the given folder, its
-    ``subfolder`` (e.g. ``generator/`` of a training output folder), or the Hub snapshot of an id."""
-    path = Path(model_id_or_dir).expanduser()
-    if subfolder and path.is_dir() and not (path / "config.json").is_file() and (path / subfolder).is_dir():
-        path = path / subfolder  # a train.py output folder: OUTPUT/generator/ is the model
-    local = check_local_model_dir(path)
-    if local is not None:
-        return local
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
-
-    model_id = str(model_id_or_dir)
-    first_error: Exception | None = None
-    for sub in (None, subfolder) if subfolder else (None,):
+        Args:
+            pretrained_model_name_or_path: a folder, a ``train.py`` output folder (the model is
+                taken from its subfolder for this class, e.g. ``generator/``) or a Hub id.
+            strict: refuse weights with missing or unexpected tensors (the default).
+            map_location: device the weights are loaded to.
+            subfolder: where the model lies inside a larger folder or Hub repository. Without it
+                the root is tried, then :attr:`output_subfolder` (``generator``, ``sampler``, ...).
+            **kwargs: ``revision``, ``cache_dir``, ``force_download``, ``token``,
+                ``local_files_only``, ``timeout`` (seconds per Hub request) for the download;
+                anything else overrides ``config.json`` values (e.g. ``nce_layers``).
+        """
+        download = {k: kwargs.pop(k) for k in DOWNLOAD_KWARGS if k in kwargs}
+        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(kwargs) - params)
+        if unknown:  # a caller's typo, not a broken model: a plain TypeError
+            raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}")
+        folder = resolve_model_dir(pretrained_model_name_or_path, subfolder, fallback_subfolder=cls.output_subfolder,
+                                   **download)
+        config = _read_config(folder)
+        init_kwargs = {k: v for k, v in config.items() if k in params}  # extra keys ignored, as the stock mixin
+        init_kwargs.update(kwargs)
         try:
-            config_file = hf_hub_download(model_id, "config.json", subfolder=sub, **download_kwargs)
-            hf_hub_download(model_id, "model.safetensors", subfolder=sub, **download_kwargs)
-            return Path(config_file).parent  # both files lie in the same snapshot folder
-        except EntryNotFoundError as err:  # not at the root (remote) or not cached there: try the subfolder
-            first_error = first_error or err
-        except (OSError, HFValidationError) as err:  # every other Hub error is one of these
-            raise ModelLoadError(_hub_error_message(model_id, err)) from err
-    assert first_error is not None
-    raise ModelLoadError(_hub_error_message(model_id, first_error)) from first_error
+            try:
+                model = cls(**init_kwargs)
+            except (TypeError, ValueError) as err:
+                raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: "
+                                     f"{one_line(err)}") from err
+            _load_weights(model, folder / "model.safetensors", strict, map_location)
+        except ModelLoadError as err:
+            sub = cls.output_subfolder
+            if subfolder or not sub or not (folder / sub / "config.json").is_file():
+                raise
+            # e.g. a converted folder: the generator at the root, this model in sampler/
+            raise ModelLoadError(f"{err}; this folder keeps a {cls.__name__} in {sub}/: pass subfolder={sub!r}"
+                                 ) from err.__cause__
+        return model.to(map_location).eval()
+
+    def generate_model_card(self, *args: Any, datasets: str | Sequence[str] | None = None,
+                            examples: Sequence[dict[str, str]] | None = None, **kwargs: Any) -> ModelCard:
+        """The mixin's card from this class's template, with two more card keyword arguments.
+
+        Args:
+            datasets: Hub dataset id(s) the model was trained on: the card's ``datasets:`` metadata.
+            examples: example images, each ``{"input": path_or_url, "output": path_or_url,
+                "title": str}`` (paths relative to the card): the card's ``widget:`` metadata and
+                its Examples section.
+            *args, **kwargs: template variables (``model_name``, ``training``, ``metrics``, ...).
+        """
+        examples = [dict(e) for e in examples or []]
+        card = super().generate_model_card(*args, examples=examples, **kwargs)
+        if datasets:
+            card.data.datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+        if examples:
+            card.data.widget = [{"src": e["input"], "example_title": e.get("title") or Path(e["input"]).stem,
+                                 **({"output": {"url": e["output"]}} if e.get("output") else {})} for e in examples]
+        return card
 
 
-def _mismatch_message(model: Any, state: dict, weights_file: Path) -> str:
-    """One line comparing the tensors of ``weights_file`` with what ``model`` expects."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    resized = [f"{k} {found[k]} vs {expected[k]}" for k in expected if k in found and found[k] != expected[k]]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    if resized:
-        parts.append(f"{len(resized)} of another shape (e.g. {'; '.join(resized[:2])})")
-    return (f"{str(weights_file)!r} does not hold {type(model).__name__} weights for its config.json: "
-            + ", ".join(parts))
-
-
-def load_pretrained(
-    cls: type, model_id_or_dir: str | os.PathLike, *, subfolder: str | None = None, strict: bool = True,
-    map_location: str = "cpu", **kwargs: Any,
-) -> Any:
-    """Load a cut-hf model from a local folder or the Hub, with one-line errors.
-
-    Like ``cls.from_pretrained`` but every failure (missing or incomplete folder, unknown id,
-    offline without a cached copy, unreadable config, truncated or foreign weights) raises
-    :class:`ModelLoadError` with a message fit for a CLI or a web page.
-
-    Args:
-        cls: the model class, e.g. ``CUTGenerator``.
-        model_id_or_dir: a ``save_pretrained`` folder, a folder containing ``subfolder``, or a Hub id.
-        subfolder: where the model lies inside a larger folder or repository (``"generator"``).
-        strict: refuse weights with missing or unexpected tensors (the default).
-        map_location: device the weights are loaded to.
-        **kwargs: ``revision``, ``cache_dir``, ``force_download``, ``token``, ``local_files_only``
-            for the download; anything else overrides ``config.json`` values (e.g. ``nce_layers``).
-    """
-    import inspect
-    import json
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    download_kwargs = {k: kwargs.pop(k) for k in _DOWNLOAD_KWARGS if k in kwargs}
-    folder = _resolve_model_dir(model_id_or_dir, subfolder, download_kwargs)
+def _read_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of a model folder as a dict, or a one-line :class:`ModelLoadError`."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelLoadError(f"config.json in {str(folder)!r} is unreadable: {err}") from err
+        raise ModelLoadError(f"config.json in {str(folder)!r} is unreadable: {one_line(err)}") from err
     if not isinstance(config, dict):
         raise ModelLoadError(f"config.json in {str(folder)!r} is not a JSON object")
-    params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(kwargs) - params)
-    if unknown:  # a caller's typo, not a broken model: a plain TypeError
-        raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}")
-    init_kwargs = {k: v for k, v in config.items() if k in params}  # as from_pretrained: extra keys ignored
-    init_kwargs.update(kwargs)
-    try:
-        model = cls(**init_kwargs)
-    except (TypeError, ValueError) as err:
-        raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: {err}") from err
-    weights_file = folder / "model.safetensors"
+    return config
+
+
+def _load_weights(model: Any, weights_file: Path, strict: bool, map_location: str) -> None:
+    """Load ``model.safetensors`` into ``model``, or a one-line :class:`ModelLoadError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(weights_file), device=map_location)
     except (SafetensorError, OSError) as err:
-        raise ModelLoadError(f"{str(weights_file)!r} is unreadable (truncated or not safetensors): {err}") from err
+        raise ModelLoadError(f"{str(weights_file)!r} is unreadable (truncated or not safetensors): "
+                             f"{one_line(err)}") from err
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as err:
-        raise ModelLoadError(_mismatch_message(model, state, weights_file)) from err
-    return model.to(map_location).eval()
+        source = f"{str(weights_file)!r} does not hold {type(model).__name__} weights for its config.json"
+        raise ModelLoadError(mismatch_message(model, state, source) or f"{source}: {one_line(err)}") from err
 
 
-def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> CUTGenerator:
-    """Load a :class:`~cut_hf.CUTGenerator` from a folder, a training output folder or a Hub id.
+# compat: removed at merge. Names that moved to cut_hf.loading (above the models) are still found
+# here for modules not yet switched; looked up lazily, so importing this module imports no model.
+_MOVED_TO_LOADING = ("load_generator", "load_pretrained")
 
-    Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), or a
-    Hub id (cached or downloadable; a repository that keeps the model in ``generator/`` works too).
-    Raises :class:`ModelLoadError` with a one-line reason on any failure. Keyword arguments are
-    those of :func:`load_pretrained` (``map_location``, ``revision``, ``strict``, config overrides).
-    """
-    from .models.generator import CUTGenerator  # noqa: F811 - the runtime import
 
-    kwargs.setdefault("subfolder", "generator")
-    return load_pretrained(CUTGenerator, model_id_or_dir, **kwargs)
+def __getattr__(name: str) -> Any:  # compat: removed at merge
+    if name in _MOVED_TO_LOADING:
+        return getattr(import_module("cut_hf.loading"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -134,20 +134,31 @@ def _close_opened(image: Image.Image, source: object) -> None:
         image.close()
 
 
-def find_images(root: str | os.PathLike) -> list[Path]:
-    """Image files under ``root`` (recursively, sorted), chosen by extension (:data:`IMAGE_EXTENSIONS`).
+def find_images(root: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Image files under ``root``, sorted, chosen by extension (:data:`IMAGE_EXTENSIONS`): the one
+    rule for "the images in a folder" (training data, translation, evaluation).
 
-    Hidden files and folders (``.DS_Store``, ``._photo.jpg`` from macOS, ``.git``) are left out.
+    - Hidden files and folders (``.DS_Store``, ``._photo.jpg`` from macOS, ``.git``) are left out.
+    - Subfolders are searched (``recursive=False``: only files directly in ``root``).
+    - Symbolic links are followed, to files and to folders (a dataset assembled from links is
+      common); a folder reached twice, e.g. through a link loop, is searched once.
+
     Whether each file really is a readable image is only known when it is opened.
     """
     root = Path(root)
-    found = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already searched
+            subfolders[:] = []
             continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            found.append(path)
+        seen.add(real)
+        # pruned in place: os.walk then never enters hidden folders (nor any with recursive=False)
+        subfolders[:] = [d for d in subfolders if recursive and not d.startswith(".")]
+        found += [Path(folder) / f for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                  and os.path.isfile(os.path.join(folder, f))]
     return sorted(found)
 
 

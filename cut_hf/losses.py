@@ -99,32 +99,56 @@ def patch_nce_loss(
 
 
 @_float32_loss
-def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """SimCLR's NT-Xent over the 2N views of N images.
+def nt_xent_logits(
+    z_a: torch.Tensor, z_b: torch.Tensor, anchors: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cosine similarities NT-Xent is computed from: the one core of both NT-Xent losses.
 
-    Views are compared by cosine similarity; each anchor has one positive (its other view) and
-    2N - 2 negatives. Self-similarity is removed from the logits, not masked with a constant.
-    The loss is averaged over all 2N anchors, i.e. both directions (a -> b and b -> a).
+    Each anchor (a view of one of the images ``anchors`` selects) is compared with all 2N views:
+    its positive is the other view of its image, its negatives are the 2N - 2 views of the other
+    images; self-similarity is removed, not masked with a constant. Anchors are the first views
+    of the selected rows, then their second views.
+
+    Args:
+        z_a: (N, D) projections of the first views (need not be normalised).
+        z_b: (N, D) projections of the second views, row i the same image as ``z_a[i]``.
+        anchors: rows whose views are anchors (all by default; one process's share when the
+            batch was gathered from every process).
+
+    Returns:
+        ``(positives, negatives)``: (2A, 1) and (2A, 2N - 2) float32 cosines for A anchor rows.
+    """
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise ValueError(f"z_a and z_b must both be (N, D), got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
+    n = z_a.shape[0]
+    if n < 1:
+        raise ValueError("NT-Xent needs at least one pair")
+    rows = torch.arange(n, device=z_a.device)[anchors]  # (A,)
+    if rows.numel() == 0:
+        raise ValueError(f"anchors {anchors} select no rows of a batch of {n}")
+    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2N, D)
+    rows = torch.cat([rows, rows + n])  # (2A,) anchor rows in z: first views, then second views
+    sim = z[rows] @ z.t()  # (2A, 2N)
+    pos = (rows + n) % (2 * n)  # the other view of the same image
+    ar = torch.arange(rows.numel(), device=z.device)
+    keep = torch.ones_like(sim, dtype=torch.bool)
+    keep[ar, rows] = False  # self-similarity removed
+    keep[ar, pos] = False
+    return sim[ar, pos].unsqueeze(1), sim[keep].view(rows.numel(), 2 * n - 2)
+
+
+def nt_xent_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent over the 2N views of N images (:func:`nt_xent_logits` of every anchor).
+
+    Each anchor has one positive (its other view) and 2N - 2 negatives. The loss is averaged over
+    all 2N anchors, i.e. both directions (a -> b and b -> a).
 
     Args:
         z_a: (N, D) projections of the first views (need not be normalised).
         z_b: (N, D) projections of the second views, row i the same image as ``z_a[i]``.
         temperature: tau (0.5 in the paper for small batches, 0.1 for large ones).
     """
-    if z_a.shape != z_b.shape or z_a.dim() != 2:
-        raise ValueError(f"z_a and z_b must both be (N, D), got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
-    n = z_a.shape[0]
-    if n < 1:
-        raise ValueError("nt_xent_loss needs at least one pair")
-    z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2N, D)
-    sim = z @ z.t()  # (2N, 2N) cosine similarities
-    idx = torch.arange(2 * n, device=z.device)
-    pos_idx = (idx + n) % (2 * n)  # view i of z_a pairs with i + N
-    positives = sim[idx, pos_idx].unsqueeze(1)  # (2N, 1)
-    keep = ~torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    keep[idx, pos_idx] = False
-    negatives = sim[keep].view(2 * n, 2 * n - 2)  # (2N, 2N - 2): self and positive dropped
-    return info_nce(positives, negatives, temperature)
+    return info_nce(*nt_xent_logits(z_a, z_b), temperature)
 
 
 def nt_xent_loss_for_anchors(
@@ -144,25 +168,7 @@ def nt_xent_loss_for_anchors(
         anchors: the rows whose views are anchors here, e.g. ``slice(rank * N, (rank + 1) * N)``.
         temperature: tau.
     """
-    if z_a.shape != z_b.shape or z_a.dim() != 2:
-        raise ValueError(f"z_a and z_b must both be (M, D), got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
-    m = z_a.shape[0]
-    rows = torch.arange(m, device=z_a.device)[anchors]  # (N,)
-    if rows.numel() == 0:
-        raise ValueError(f"anchors {anchors} select no rows of a batch of {m}")
-    # Float32 even under autocast: a bf16 matmul would round the cosines before the division by T.
-    with torch.autocast(device_type=z_a.device.type, enabled=False):
-        z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)  # (2M, D)
-        rows = torch.cat([rows, rows + m])  # (2N,) anchor rows in z: first views, then second views
-        sim = z[rows] @ z.t()  # (2N, 2M)
-        pos = (rows + m) % (2 * m)  # the other view of the same image
-        ar = torch.arange(rows.numel(), device=z.device)
-        positives = sim[ar, pos].unsqueeze(1)  # (2N, 1)
-        keep = torch.ones_like(sim, dtype=torch.bool)
-        keep[ar, rows] = False  # self-similarity removed
-        keep[ar, pos] = False
-        negatives = sim[keep].view(rows.numel(), 2 * m - 2)  # (2N, 2M - 2)
-        return info_nce(positives, negatives, temperature)
+    return info_nce(*nt_xent_logits(z_a, z_b, anchors), temperature)
 
 
 @_float32_loss

@@ -22,13 +22,13 @@ from official_reference import PatchSampleF, official_discriminator, official_ge
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
 from cut_hf import convert as convert_module
+from cut_hf.cli.convert import main
 from cut_hf.convert import (
     ConversionError,
     convert,
     infer_generator_config,
     load_official_generator,
     load_state_dict_file,
-    main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -346,3 +346,16 @@ def test_nested_state_dict_and_repeated_prefix_are_accepted(tmp_path):
                tmp_path / "nested.pth")
     loaded = load_state_dict_file(tmp_path / "nested.pth")
     assert set(loaded) == set(sd)
+
+
+def test_a_new_mode_is_one_table_entry(tmp_path, monkeypatch, capsys):
+    """SinCUT-style extension: a MODES entry (here reusing the CUT kinds) is all the CLI and cards need."""
+    from cut_hf.official import MODES, Mode
+
+    monkeypatch.setitem(MODES, "othercut", Mode("OtherCUT"))
+    g = save_state_dict(official_generator(ngf=4, n_blocks=2).state_dict(), tmp_path / "latest_net_G.pth")
+    assert main(["--checkpoint", str(g), "--output", str(tmp_path / "out"), "--mode", "othercut"]) == 0
+    assert "OtherCUT" in (tmp_path / "out" / "README.md").read_text()
+    monkeypatch.setitem(MODES, "swapped", Mode("Swapped", generator="discriminator"))  # slots name the kinds
+    assert main(["--checkpoint", str(g), "--output", str(tmp_path / "out2"), "--mode", "swapped"]) == 1
+    assert "not a PatchGAN discriminator" in one_error_line(capsys.readouterr().err)

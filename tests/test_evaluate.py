@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from cut_hf import CUTGenerator
-from cut_hf.evaluate import EvaluationError, evaluate_folders, main
+from cut_hf.cli.evaluate import main
+from cut_hf.evaluate import EvaluationError, evaluate_folders
 from cut_hf.metrics import MetricsUnavailable, TinyFeatureExtractor, fid_kid, inception_feature_extractor
 
 SIZE = 32
@@ -322,3 +323,19 @@ def test_inception_path_runs_end_to_end_with_a_local_weights_file(tmp_path, data
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["feature_dim"] == 2048 and result["feature_extractor"].startswith("inception-v3-compat")
     assert np.isfinite(result["fid"]) and result["num_translated"] == 2
+
+
+@pytest.mark.parametrize("module, args", [
+    ("cut_hf.evaluate", ["--model", "nope/", "--input", "nope", "--reference", "nope", "--feature-extractor", "tiny"]),
+    ("cut_hf.evaluate_simclr", ["--data", "nope", "--random-init"]),
+])
+def test_python_m_paths_still_run_the_command_lines(tmp_path, module, args):
+    """The mains live in cut_hf/cli/; ``python -m cut_hf.<name>`` still reaches them (as a user types it)."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert one_line(proc.stderr).startswith("error: ") and "nope" in proc.stderr

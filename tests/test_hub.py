@@ -12,7 +12,8 @@ import torch
 from huggingface_hub import ModelCard
 
 from cut_hf import CUTGenerator, ModelLoadError, PatchDiscriminator, PatchSampler, load_generator
-from cut_hf.hub import CUT_TAGS, check_local_model_dir, load_pretrained
+from cut_hf.hub import CUT_TAGS, check_local_model_dir
+from cut_hf.loading import load_pretrained
 
 G_CFG = dict(ngf=4, n_blocks=2, antialias_up=False, nce_layers=[0, 4, 8])  # not the defaults
 D_CFG = dict(ndf=4, n_layers=2, input_nc=1, antialias=False)
@@ -231,8 +232,206 @@ def test_hub_errors_become_one_line_messages(monkeypatch, tmp_path, error, expec
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     cls = getattr(errors, error)
 
-    def fake_download(*args, **kwargs):  # what hf_hub_download raises for that failure
+    def fake_download(*args, **kwargs):  # what the Hub client raises for that failure
         raise hub_error(cls) if error != "LocalEntryNotFoundError" else cls("no connection")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake_download)  # the first contact
     assert expected in one_line_error(load_generator, "someone/tiny-cut", cache_dir=tmp_path)
+
+
+# --- every class, every failure: one line, and still the Hub's error type (issue 14) ----------
+def simclr_tiny():
+    from cut_hf import SimCLR
+
+    return SimCLR(backbone="resnet18", proj_dim=8, cifar_stem=True)
+
+
+ALL_CLASSES = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "SimCLR"]
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+def test_offline_uncached_id_is_one_line_for_every_class(hub_offline, tmp_path, name):
+    import cut_hf
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cls = getattr(cut_hf, name)
+    message = one_line_error(cls.from_pretrained, "someone/not-cached", cache_dir=tmp_path)
+    assert "HF_HUB_OFFLINE=1" in message
+    with pytest.raises(LocalEntryNotFoundError):  # code written against huggingface_hub still catches it
+        cls.from_pretrained("someone/not-cached", cache_dir=tmp_path)
+    assert "does not exist" in one_line_error(cls.from_pretrained, tmp_path / "nope")
+
+
+def test_simclr_loads_strictly(tmp_path):
+    from cut_hf import SimCLR
+
+    model = simclr_tiny()
+    model.save_pretrained(tmp_path / "m")
+    loaded = SimCLR.from_pretrained(tmp_path / "m")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x)[1], model.eval()(x)[1])
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"backbone": "resnet18", "proj_dim": 4, "cifar_stem": True}))
+    assert "of another shape" in one_line_error(SimCLR.from_pretrained, tmp_path / "m")
+
+
+def test_hub_flavoured_error_keeps_the_hub_attributes_and_pickles():
+    import pickle
+
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from cut_hf.errors import hub_load_error
+
+    cause = hub_error(RepositoryNotFoundError, "404 long\nmessage")
+    cause.repo_id = "someone/x"
+    err = hub_load_error("no Hub repository 'someone/x' exists", cause)
+    assert isinstance(err, ModelLoadError) and isinstance(err, RepositoryNotFoundError)
+    assert str(err) == "no Hub repository 'someone/x' exists" and err.repo_id == "someone/x"
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is ModelLoadError and str(again) == str(err)
+
+
+# --- a Hub that cannot be reached: bounded time, one line ---------------------------------------
+UNREACHABLE_SCRIPT = r"""
+import json, sys, time
+from cut_hf import CUTGenerator, ModelLoadError
+from huggingface_hub.errors import LocalEntryNotFoundError
+t0 = time.perf_counter()
+try:
+    CUTGenerator.from_pretrained("someone/cut-model", cache_dir=sys.argv[1])
+    result = {"error": None}
+except ModelLoadError as err:
+    result = {"error": str(err), "hub_type": isinstance(err, LocalEntryNotFoundError)}
+result["seconds"] = time.perf_counter() - t0
+if sys.argv[2:]:  # a cached copy is used when the Hub cannot be reached
+    result["cached_loads"] = CUTGenerator.from_pretrained(sys.argv[2], cache_dir=sys.argv[1]).ngf == 4
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("server", ["silent", "refusing"])
+def test_unreachable_hub_fails_fast_with_one_line(saved_generator, tmp_path, server):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held = []
+    if server == "silent":  # accepts every connection and never answers
+        listener.listen(32)
+        threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(32)], daemon=True).start()
+    else:
+        listener.close()  # nothing listens: connections are refused
+    cached = ["someone/tiny-cut"] if server == "refusing" else []  # (the silent one would wait out a time-out)
+    if cached:
+        fake_hub_cache(tmp_path / "cache", cached[0], saved_generator[1])
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", UNREACHABLE_SCRIPT, str(tmp_path / "cache"), *cached], env=env,
+                          capture_output=True, text=True, timeout=120)
+    wall = time.perf_counter() - t0
+    listener.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["error"] and "\n" not in result["error"] and "could not be reached" in result["error"]
+    assert result["hub_type"], "not an instance of LocalEntryNotFoundError"
+    assert result["seconds"] < 20, result
+    assert result.get("cached_loads", bool(not cached))
+    assert wall < 60
+
+
+# --- a train.py output folder given to from_pretrained (issue 14) ------------------------------
+def test_from_pretrained_reads_a_training_output_folder(saved_generator, tmp_path, images):
+    g, path = saved_generator
+    run = tmp_path / "run"
+    shutil.copytree(path, run / "generator")
+    s = PatchSampler(**S_CFG)
+    s.save_pretrained(run / "sampler")
+    with torch.no_grad():
+        assert torch.equal(CUTGenerator.from_pretrained(run)(images), g(images))
+    sampler = PatchSampler.from_pretrained(run)
+    assert all(torch.equal(a, b) for a, b in zip(sampler.state_dict().values(), s.state_dict().values(), strict=True))
+    # no discriminator/ there: the message names where the models are
+    message = one_line_error(PatchDiscriminator.from_pretrained, run)
+    assert "generator/" in message and "sampler/" in message and str(run / "generator") in message
+
+
+# --- model cards: docs, datasets, examples, and links only to what exists (issue 14) -----------
+KNOWN_URLS = {"https://arxiv.org/abs/2007.15651", "https://github.com/taesungp/contrastive-unpaired-translation",
+              "https://arxiv.org/abs/2002.05709", "https://github.com/google-research/simclr",
+              "https://huggingface.co/docs/huggingface_hub/package_reference/mixins"}
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+def test_cards_link_the_paper_its_code_and_the_docs_only(tmp_path, name):
+    import re
+
+    import cut_hf
+
+    cls = getattr(cut_hf, name)
+    model = simclr_tiny() if name == "SimCLR" else cls(**{"CUTGenerator": G_CFG, "PatchDiscriminator": D_CFG,
+                                                           "PatchSampler": S_CFG}[name])
+    model.save_pretrained(tmp_path)
+    text = (tmp_path / "README.md").read_text()
+    urls = set(re.findall(r"https?://[^\s)\"'>]+", text))
+    assert urls and urls <= KNOWN_URLS, urls - KNOWN_URLS
+    assert "huggingface.co/docs/huggingface_hub/package_reference/mixins" in text  # docs_url
+    assert "cut-hf/cut-hf" not in text
+
+
+def test_card_records_hub_datasets_and_example_images(tmp_path):
+    g = CUTGenerator(**G_CFG)
+    examples = [{"input": "examples/horse.png", "output": "examples/horse_zebra.png", "title": "horse"},
+                {"input": "examples/field.png"}]
+    g.save_pretrained(tmp_path / "a", model_card_kwargs=dict(datasets="someone/horse2zebra", examples=examples))
+    card = ModelCard.load(tmp_path / "a" / "README.md")
+    assert card.data.datasets == ["someone/horse2zebra"]
+    assert card.data.widget == [
+        {"src": "examples/horse.png", "example_title": "horse", "output": {"url": "examples/horse_zebra.png"}},
+        {"src": "examples/field.png", "example_title": "field"}]
+    assert "## Examples" in card.text and "![horse, translated](examples/horse_zebra.png)" in card.text
+    g.save_pretrained(tmp_path / "b")  # neither given: no such metadata, no empty section
+    plain = ModelCard.load(tmp_path / "b" / "README.md")
+    assert plain.data.datasets is None and getattr(plain.data, "widget", None) is None
+    assert "## Examples" not in plain.text
+
+
+def test_busy_hub_falls_back_to_the_cache_at_once(monkeypatch, saved_generator, tmp_path, images):
+    import types
+
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    g, path = saved_generator
+    fake_hub_cache(tmp_path / "cache", "someone/tiny-cut", path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    calls = []
+
+    def busy(*args, **kwargs):  # a 503 answer: no retry of ours, the cached copy instead
+        calls.append(kwargs.get("timeout"))
+        err = hub_error(errors.HfHubHTTPError, "503 Service Unavailable")
+        err.response = types.SimpleNamespace(status_code=503)
+        raise err
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", busy)
+    loaded = CUTGenerator.from_pretrained("someone/tiny-cut", cache_dir=tmp_path / "cache", timeout=2)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), g(images))
+    assert calls == [2.0, 2.0]  # one short request per file
+
+
+def test_a_model_beside_another_in_its_subfolder_gets_a_hint(saved_generator):
+    _, path = saved_generator  # the layout convert writes: the generator at the root, sampler/ beside
+    s = PatchSampler(**S_CFG)
+    s.save_pretrained(path / "sampler")
+    message = one_line_error(PatchSampler.from_pretrained, path)
+    assert "does not hold PatchSampler weights" in message and "pass subfolder='sampler'" in message
+    loaded = PatchSampler.from_pretrained(path, subfolder="sampler")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), s.state_dict().values(), strict=True))

@@ -185,3 +185,19 @@ def test_find_images(tmp_path) -> None:
     assert [p.relative_to(tmp_path).as_posix() for p in find_images(tmp_path)] == ["a.JPG", "b.png", "sub/c.webp"]
     assert {".png", ".jpg", ".jpeg", ".tif", ".webp", ".bmp"} <= IMAGE_EXTENSIONS
     assert ".h5" not in IMAGE_EXTENSIONS  # a stub Pillow cannot decode
+
+
+def test_find_images_follows_links_once_and_can_stay_flat(tmp_path) -> None:
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in ("root/a.png", "root/sub/b.png", "elsewhere/c.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)  # a folder assembled from links
+    (root / "d.png").symlink_to(elsewhere / "c.png")  # a linked file
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # a loop: searched once
+    (root / "broken.png").symlink_to(tmp_path / "missing.png")
+    found = [p.relative_to(root).as_posix() for p in find_images(root)]
+    assert found == ["a.png", "d.png", "linked/c.png", "sub/b.png"]
+    assert [p.name for p in find_images(root, recursive=False)] == ["a.png", "d.png"]
+    assert find_images(str(root)) == find_images(root)  # str or Path

@@ -212,3 +212,16 @@ def test_bad_inputs_raise_clear_errors():
         nt_xent_loss(q[:0], q[:0])
     with pytest.raises(ValueError, match="gan mode"):
         gan_loss(q, True, "wgan")
+
+
+def test_nt_xent_losses_share_one_core():
+    from cut_hf.losses import nt_xent_logits, nt_xent_loss_for_anchors
+
+    z_a, z_b = unit(6, 5), unit(6, 5, seed=1)
+    pos, neg = nt_xent_logits(z_a, z_b)
+    assert pos.shape == (12, 1) and neg.shape == (12, 10)
+    torch.testing.assert_close(info_nce(pos, neg, 0.3), nt_xent_loss(z_a, z_b, 0.3))
+    pos2, neg2 = nt_xent_logits(z_a, z_b, slice(2, 4))  # rows 2, 3 then their second views 8, 9
+    torch.testing.assert_close(pos2, pos[[2, 3, 8, 9]])
+    torch.testing.assert_close(neg2, neg[[2, 3, 8, 9]])
+    torch.testing.assert_close(nt_xent_loss_for_anchors(z_a, z_b, slice(0, 6), 0.3), nt_xent_loss(z_a, z_b, 0.3))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torchvision
-from huggingface_hub import PyTorchModelHubMixin
 
-from ..hub import SIMCLR_PAPER_URL, mixin_kwargs
+from ..hub import SIMCLR_CODE_URL, SIMCLR_PAPER_URL, CheckedHubMixin, mixin_kwargs
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SIMCLR_TAGS = ["simclr", "contrastive-learning", "self-supervised-learning", "image-feature-extraction", "resnet"]
@@ -38,8 +37,9 @@ def resnet_encoder(backbone: str = "resnet50", cifar_stem: bool = False) -> tupl
 
 class SimCLR(
     nn.Module,
-    PyTorchModelHubMixin,
-    **mixin_kwargs("simclr", tags=SIMCLR_TAGS, paper_url=SIMCLR_PAPER_URL, pipeline_tag="image-feature-extraction"),
+    CheckedHubMixin,
+    **mixin_kwargs("simclr", tags=SIMCLR_TAGS, paper_url=SIMCLR_PAPER_URL, pipeline_tag="image-feature-extraction",
+                   code_url=SIMCLR_CODE_URL),
 ):
     """SimCLR's encoder f (a ResNet, fc removed) and projection head g (Linear -> ReLU -> Linear).
 

@@ -1,0 +1,40 @@
+"""Loading cut-hf models by what a user types: a folder, a ``train.py`` output folder or a Hub id.
+
+Above the models (it names them). Every model class loads the same way, through
+:meth:`cut_hf.hub.CheckedHubMixin.from_pretrained`; the functions here only choose the class.
+Failures are one-line :class:`~cut_hf.errors.ModelLoadError` s.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import ModelLoadError
+from .models.generator import CUTGenerator
+
+__all__ = ["ModelLoadError", "load_generator", "load_pretrained"]
+
+
+def load_pretrained(cls: type, model_id_or_dir: str | os.PathLike, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(model_id_or_dir, **kwargs)`` for any cut-hf model class.
+
+    Kept for callers that pick the class at run time; ``subfolder``, ``strict``,
+    ``map_location``, download options and config overrides are those of
+    :meth:`~cut_hf.hub.CheckedHubMixin.from_pretrained`.
+    """
+    if not hasattr(cls, "output_subfolder"):
+        raise TypeError(f"{cls.__name__} is not a cut-hf model class (it has no CheckedHubMixin)")
+    return cls.from_pretrained(model_id_or_dir, **kwargs)
+
+
+def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> CUTGenerator:
+    """Load a :class:`~cut_hf.CUTGenerator` from a folder, a training output folder or a Hub id.
+
+    Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), or a
+    Hub id (cached or downloadable; a repository that keeps the model in ``generator/`` works too).
+    Raises :class:`ModelLoadError` with a one-line reason on any failure. Keyword arguments are
+    those of ``CUTGenerator.from_pretrained`` (``map_location``, ``revision``, ``strict``, config
+    overrides).
+    """
+    return CUTGenerator.from_pretrained(model_id_or_dir, **kwargs)
