@@ -1,7 +1,8 @@
 """cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT) and SimCLR, the Hugging Face way."""
 
 from .augment import SimCLRAugment
-from .hub import ModelLoadError, load_generator
+from .errors import ModelLoadError
+from .loading import load_generator
 from .models import CUTGenerator, PatchDiscriminator, PatchSampler, SimCLR, nce_channels
 from .pipeline import translate
 

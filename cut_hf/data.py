@@ -32,7 +32,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
-from .images import IMAGE_EXTENSIONS
 from .images import to_channels as images_to_channels
 from .perf import usable_cores
 from .sources import (  # noqa: F401 - the public names of cut_hf.data, defined where images are found
@@ -47,9 +46,6 @@ from .sources import (  # noqa: F401 - the public names of cut_hf.data, defined 
 )
 
 
-# Not a list of its own: the one set in cut_hf.images, under the name evaluate_simclr.py still imports
-# (delete once it calls cut_hf.images.find_images).
-IMG_EXTENSIONS = tuple(sorted(IMAGE_EXTENSIONS))
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 

@@ -11,7 +11,7 @@ import inspect
 import json
 import os
 from collections.abc import Sequence
-from importlib import import_module, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -201,14 +201,3 @@ def _load_weights(model: Any, weights_file: Path, strict: bool, map_location: st
     except RuntimeError as err:
         source = f"{str(weights_file)!r} does not hold {type(model).__name__} weights for its config.json"
         raise ModelLoadError(mismatch_message(model, state, source) or f"{source}: {one_line(err)}") from err
-
-
-# compat: removed at merge. Names that moved to cut_hf.loading (above the models) are still found
-# here for modules not yet switched; looked up lazily, so importing this module imports no model.
-_MOVED_TO_LOADING = ("load_generator", "load_pretrained")
-
-
-def __getattr__(name: str) -> Any:  # compat: removed at merge
-    if name in _MOVED_TO_LOADING:
-        return getattr(import_module("cut_hf.loading"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

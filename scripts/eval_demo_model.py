@@ -187,7 +187,7 @@ def before_after_figure(inputs: list[np.ndarray], outputs: list[np.ndarray], pat
 
 def evaluate(model: str, data: Path, limit: int | None = None, seed: int = 0, figure: str | None = None) -> dict:
     """Scores of the model, the identity mapping and the real domain-B test images (the reference)."""
-    from cut_hf.hub import load_generator
+    from cut_hf import load_generator
     from cut_hf.pipeline import translate
 
     start = time.perf_counter()
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate(args.model, data, args.limit, args.seed, args.figure)
     except Exception as err:  # noqa: BLE001 - one line for the CLI
-        from cut_hf.hub import ModelLoadError
+        from cut_hf import ModelLoadError
 
         if isinstance(err, (ModelLoadError, FileNotFoundError)):
             print(f"error: {err}", file=sys.stderr)

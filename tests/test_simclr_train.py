@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from cut_hf import SimCLR
 from cut_hf.evaluate_simclr import knn_predict, load_labelled
-from cut_hf.evaluate_simclr import main as evaluate_main
+from cut_hf.cli.evaluate_simclr import main as evaluate_main
 from cut_hf.optim import LARS, param_groups, warmup_cosine
 from cut_hf.simclr_train import main
 

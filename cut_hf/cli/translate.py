@@ -32,7 +32,8 @@ from PIL import Image
 from ..batch_translate import (
     BatchOptions, Summary, default_num_workers, job_device, job_state, translate_files,
 )
-from ..hub import ModelLoadError, load_generator
+from ..errors import ModelLoadError
+from ..loading import load_generator
 from ..images import DEFAULT_MAX_PIXELS, find_images
 from ..perf import EMULATED_BF16_NOTE, emulated_bf16
 from ..precision import PRECISIONS, autocast_dtype

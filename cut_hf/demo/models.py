@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..hub import ModelLoadError, load_generator, load_pretrained
+from ..errors import ModelLoadError
+from ..loading import load_generator, load_pretrained
 from ..models.generator import CUTGenerator
 from ..models.patch_sampler import PatchSampler
 from .errors import DemoError
