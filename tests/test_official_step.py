@@ -7,7 +7,9 @@ at every step and the same weights afterwards (fp32, CPU).
 
 Randomness is fixed the same way on both sides, outside the code under test: patch locations come
 from one seeded generator per side (a wrapper on each sampler's ``forward`` supplies the key call's
-ids), and FastCUT's flip coin is chosen per batch (``batch["flip"]``).
+ids), and FastCUT's flip coin is chosen per batch (``batch["flip"]``). Our models run as built
+(fast ops at their default, contiguous memory format: train.py applies channels-last on some
+machines, which changes the rounding only).
 
 Adam turns rounding noise into full steps where a gradient is (nearly) zero, so two correct
 implementations cannot agree to 1e-5 on every single value; the paper's code run with 1 and with 2
@@ -64,20 +66,25 @@ def our_steps(generator, discriminator, sampler, batches, mode):
     is set to one that gives it.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
     train = _train_module()
     args = train.parse_args(["--mode", mode, "--nce-layers", ",".join(map(str, generator.nce_layers)),
                              "--num-patches", str(sampler.num_patches)])
     accelerator = Accelerator(cpu=True)
-    opt_g, opt_d = train.build_optimizers(args, generator, discriminator, sampler)
-    g, d, f, opt_g, opt_d = accelerator.prepare(train.GeneratorWithFeatures(generator), discriminator, sampler,
-                                                opt_g, opt_d)
-    models = train.CUTModels(G=g, D=d, F=f, generator=generator, discriminator=discriminator, sampler=sampler)
-    losses = []
-    for batch in batches:
-        torch.manual_seed(_seed_for_coin(batch["flip"]))
-        step_losses, _ = train.training_step(batch, models, (opt_g, opt_d), accelerator, args)
-        losses.append({k: float(v) for k, v in step_losses.items() if not k.startswith("skipped")})
+    try:
+        opt_g, opt_d = train.build_optimizers(args, generator, discriminator, sampler)
+        g, d, f, opt_g, opt_d = accelerator.prepare(train.GeneratorWithFeatures(generator), discriminator, sampler,
+                                                    opt_g, opt_d)
+        models = train.CUTModels(G=g, D=d, F=f, generator=generator, discriminator=discriminator, sampler=sampler)
+        losses = []
+        for batch in batches:
+            torch.manual_seed(_seed_for_coin(batch["flip"]))
+            step_losses, _ = train.training_step(batch, models, (opt_g, opt_d), accelerator, args)
+            losses.append({k: float(v) for k, v in step_losses.items() if not k.startswith("skipped")})
+    finally:  # Accelerate keeps process-wide state: leave none behind for other tests
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
     return losses, {"G": generator.state_dict(), "D": discriminator.state_dict(), "F": sampler.state_dict()}
 
 
