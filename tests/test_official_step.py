@@ -22,7 +22,15 @@ CPU threads does not either. Hence:
   gradient is ~1e-7 of its tensor's largest sits on the same noise floor: about 1 in 65,536 of the
   MLPs' second-layer weights lands there at this size), and none may differ by more than 2 lr per step.
 The losses must agree at every step (rel and abs 1e-5): they would not if the order of operations,
-a loss term or the optimiser's settings differed.
+a loss term or the optimiser's settings differed (running the G step before the D step, or not
+flipping FastCUT's queries back, fails at step 1).
+
+The first-step test is robust. The three-step one follows a trajectory that rounding can steer: at
+this initialisation (xavier gain 0.02) one Adam step is a large fraction of a weight, so a single
+noise-driven sign can move later losses visibly. The test seed (conftest) passes with a wide margin;
+over 6 seeds x 2 modes x fast ops on/off, 3 of 24 runs went past these tolerances at step 2 or 3, and
+the paper's code against itself in channels-last differs as much. If it fails on another machine
+while the first-step test passes, suspect rounding before the objective.
 """
 
 from __future__ import annotations
@@ -160,20 +168,23 @@ def zero_gradient_biases(net: torch.nn.Module, nce_layers=()) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("mode", ["cut", "fastcut"])
-def test_three_steps_match_the_official_step(mode):
+def run_both(mode: str, steps: int):
+    """Initial weights, the reference's losses and weights, ours, and the reference's G and D."""
     generator = CUTGenerator(ngf=NGF, n_blocks=N_BLOCKS, nce_layers=NCE_LAYERS)
     discriminator = PatchDiscriminator(ndf=NDF)
     sampler = PatchSampler(generator.feature_channels(), num_patches=NUM_PATCHES)
     init = {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
             for k, m in (("G", generator), ("D", discriminator), ("F", sampler))}
-    batches = make_batches(mode)
-
-    ref_losses, ref_weights, (net_g, net_d) = reference_steps(init, batches, mode)
+    batches = make_batches(mode)[:steps]
+    ref_losses, ref_weights, ref_nets = reference_steps(init, batches, mode)
     fixed_patch_ids(sampler, 7)
-    our_losses, our_weights = our_steps(generator, discriminator, sampler, batches, mode)
+    ours = our_steps(generator, discriminator, sampler, batches, mode)
+    return init, (ref_losses, ref_weights), ours, ref_nets
 
-    assert len(our_losses) == len(ref_losses) == STEPS
+
+def assert_same_steps(mode: str, steps: int) -> None:
+    init, (ref_losses, ref_weights), (our_losses, our_weights), (net_g, net_d) = run_both(mode, steps)
+    assert len(our_losses) == len(ref_losses) == steps
     for step, (ours, ref) in enumerate(zip(our_losses, ref_losses), 1):
         assert set(ours) == set(ref), f"step {step}: loss terms {sorted(ours)} vs official {sorted(ref)}"
         for name in ref:
@@ -181,17 +192,30 @@ def test_three_steps_match_the_official_step(mode):
 
     noise = {"G": zero_gradient_biases(net_g, NCE_LAYERS), "D": zero_gradient_biases(net_d), "F": set()}
     assert noise["G"] and noise["D"]
+    bound = 2 * LR * steps  # Adam's early steps move a value by at most ~2 lr each
     for net in "GDF":
         assert set(our_weights[net]) == set(ref_weights[net])
         for key, ref in ref_weights[net].items():
             ours = our_weights[net][key]
-            if key in noise[net]:  # rounding-noise gradients: Adam moves each by about lr per step
+            if key in noise[net]:  # rounding-noise gradients: each side moves by about lr per step
                 for side in (ours, ref):
-                    assert (side - init[net][key]).abs().max() <= 2 * LR * STEPS, f"{net} {key}"
+                    assert (side - init[net][key]).abs().max() <= bound, f"{net} {key}"
                 continue
             diff = (ours.float() - ref.float()).abs()
             off = int((diff > 1e-5).sum())
             assert off <= diff.numel() // 10_000, f"{net} {key}: {off} of {diff.numel()} values differ by > 1e-5"
-            assert diff.max().item() <= 2 * LR * STEPS, f"{net} {key}: max abs diff {diff.max().item():.2e}"
+            assert diff.max().item() <= bound, f"{net} {key}: max abs diff {diff.max().item():.2e}"
         moved = max((our_weights[net][k] - init[net][k]).abs().max().item() for k in init[net])
-        assert moved > LR  # the steps did update this network
+        assert moved > LR / 2  # the steps did update this network
+
+
+@pytest.mark.parametrize("mode", ["cut", "fastcut"])
+def test_first_step_matches_the_official_step(mode):
+    """One step (FastCUT's coin: flip): no earlier step can have amplified rounding yet."""
+    assert_same_steps(mode, 1)
+
+
+@pytest.mark.parametrize("mode", ["cut", "fastcut"])
+def test_three_steps_match_the_official_step(mode):
+    """Three steps (FastCUT's coins: flip, no flip, flip): Adam's moments carried across steps."""
+    assert_same_steps(mode, STEPS)
