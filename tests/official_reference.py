@@ -322,3 +322,128 @@ def official_discriminator(input_nc=3, ndf=64, n_layers=3, norm="instance", anti
     net = NLayerDiscriminator(input_nc, ndf, n_layers, norm_layer=get_norm_layer(norm), no_antialias=not antialias)
     init_weights(net)
     return net
+
+
+# ----------------------------------------------------------------------------- the training step
+# The official ``CUTModel`` (models/cut_model.py) re-implemented with plain arguments: its --CUT_mode
+# presets, ``data_dependent_initialize`` and ``optimize_parameters`` in the same order of forward
+# passes, backward passes and optimiser steps.
+
+CUT_MODE_PRESETS = {
+    "cut": dict(nce_idt=True, lambda_NCE=1.0, flip_equivariance=False),
+    "fastcut": dict(nce_idt=False, lambda_NCE=10.0, flip_equivariance=True),
+}
+
+
+def cut_options(mode: str = "cut", **overrides) -> SimpleNamespace:
+    """The options ``CUTModel`` reads, with the official defaults and the ``--CUT_mode`` preset."""
+    opt = SimpleNamespace(lambda_GAN=1.0, nce_layers=(0, 4, 8, 12, 16), num_patches=256, nce_T=0.07,
+                          nce_includes_all_negatives_from_minibatch=False, gan_mode="lsgan", batch_size=1,
+                          lr=2e-4, beta1=0.5, beta2=0.999, **CUT_MODE_PRESETS[mode.lower()])
+    for key, value in overrides.items():
+        if not hasattr(opt, key):
+            raise TypeError(f"unknown option {key!r}")
+        setattr(opt, key, value)
+    return opt
+
+
+def set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad = flag
+
+
+class OfficialCUTModel:
+    """One CUT / FastCUT learner as the official code trains it (netF with MLPs, ``--netF mlp_sample``).
+
+    ``random`` draws the flip-equivariance coin (``np.random.random`` in the original); tests
+    replace it to choose the flips. Losses of the last step are kept as ``loss_<name>`` attributes.
+    """
+
+    def __init__(self, netG: ResnetGenerator, netD: NLayerDiscriminator, netF: PatchSampleF, opt: SimpleNamespace):
+        self.netG, self.netD, self.netF, self.opt = netG, netD, netF, opt
+        self.nce_layers = list(opt.nce_layers)
+        self.random = np.random.random
+        self.criterionNCE = [PatchNCELoss(opt) for _ in self.nce_layers]
+        self.optimizer_G = torch.optim.Adam(netG.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+        self.optimizer_D = torch.optim.Adam(netD.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2))
+        self.optimizer_F = None  # made once netF has its MLPs (data_dependent_initialize)
+
+    def criterion_gan(self, prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+        return GANLoss(self.opt.gan_mode)(prediction, target_is_real)
+
+    def set_input(self, batch: dict) -> None:
+        self.real_A, self.real_B = batch["A"], batch["B"]
+
+    def data_dependent_initialize(self, batch: dict) -> None:
+        """A first forward and both backward passes (no step): builds netF's MLPs, then its Adam."""
+        self.set_input(batch)
+        self.forward()
+        self.compute_D_loss().backward()
+        self.compute_G_loss().backward()
+        if self.opt.lambda_NCE > 0.0:
+            self.optimizer_F = torch.optim.Adam(self.netF.parameters(), lr=self.opt.lr,
+                                                betas=(self.opt.beta1, self.opt.beta2))
+
+    def forward(self) -> None:
+        self.real = torch.cat((self.real_A, self.real_B), dim=0) if self.opt.nce_idt else self.real_A
+        self.flipped_for_equivariance = False
+        if self.opt.flip_equivariance:
+            self.flipped_for_equivariance = self.random() < 0.5
+            if self.flipped_for_equivariance:
+                self.real = torch.flip(self.real, [3])
+        self.fake = self.netG(self.real)
+        self.fake_B = self.fake[: self.real_A.size(0)]
+        if self.opt.nce_idt:
+            self.idt_B = self.fake[self.real_A.size(0):]
+
+    def compute_D_loss(self) -> torch.Tensor:
+        self.loss_D_fake = self.criterion_gan(self.netD(self.fake_B.detach()), False).mean()
+        self.loss_D_real = self.criterion_gan(self.netD(self.real_B), True).mean()
+        self.loss_D = (self.loss_D_fake + self.loss_D_real) * 0.5
+        return self.loss_D
+
+    def compute_G_loss(self) -> torch.Tensor:
+        self.loss_G_GAN = 0.0
+        if self.opt.lambda_GAN > 0.0:
+            self.loss_G_GAN = self.criterion_gan(self.netD(self.fake_B), True).mean() * self.opt.lambda_GAN
+        self.loss_NCE = 0.0
+        if self.opt.lambda_NCE > 0.0:
+            self.loss_NCE = self.calculate_NCE_loss(self.real_A, self.fake_B)
+        loss_nce_both = self.loss_NCE
+        if self.opt.nce_idt and self.opt.lambda_NCE > 0.0:
+            self.loss_NCE_Y = self.calculate_NCE_loss(self.real_B, self.idt_B)
+            loss_nce_both = (self.loss_NCE + self.loss_NCE_Y) * 0.5
+        self.loss_G = self.loss_G_GAN + loss_nce_both
+        return self.loss_G
+
+    def calculate_NCE_loss(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        # Queries from the translation (flipped back), keys from a second encoder pass on the source;
+        # keys are sampled first, and the queries reuse their patch locations.
+        feat_q = self.netG(tgt, self.nce_layers, encode_only=True)
+        if self.opt.flip_equivariance and self.flipped_for_equivariance:
+            feat_q = [torch.flip(f, [3]) for f in feat_q]
+        feat_k = self.netG(src, self.nce_layers, encode_only=True)
+        feat_k_pool, sample_ids = self.netF(feat_k, self.opt.num_patches, None)
+        feat_q_pool, _ = self.netF(feat_q, self.opt.num_patches, sample_ids)
+        total = 0.0
+        for f_q, f_k, crit in zip(feat_q_pool, feat_k_pool, self.criterionNCE):
+            total += (crit(f_q, f_k) * self.opt.lambda_NCE).mean()
+        return total / len(self.nce_layers)
+
+    def optimize_parameters(self) -> None:
+        """Forward once; D step on the detached fake; then G and F step against the updated D."""
+        self.forward()
+        set_requires_grad(self.netD, True)
+        self.optimizer_D.zero_grad()
+        self.compute_D_loss().backward()
+        self.optimizer_D.step()
+        set_requires_grad(self.netD, False)
+        self.optimizer_G.zero_grad()
+        self.optimizer_F.zero_grad()
+        self.compute_G_loss().backward()
+        self.optimizer_G.step()
+        self.optimizer_F.step()
+
+    def current_losses(self) -> dict[str, float]:
+        names = ["D_fake", "D_real", "G_GAN", "NCE"] + (["NCE_Y"] if self.opt.nce_idt else [])
+        return {name: float(torch.as_tensor(getattr(self, "loss_" + name)).detach()) for name in names}
