@@ -87,7 +87,8 @@ def patch_nce_loss(
         groups = batch_size
     if n % groups:
         raise ValueError(f"{n} patches do not split into batch_size={groups} images")
-    l_pos = (feat_q * feat_k).sum(dim=1, keepdim=True)  # (N, 1)
+    # bmm, as the paper's code: the same value as a sum of products, and the same rounding (bitwise parity).
+    l_pos = torch.bmm(feat_q.unsqueeze(1), feat_k.unsqueeze(2)).view(-1, 1)  # (N, 1)
     q, k = feat_q.view(groups, -1, dim), feat_k.view(groups, -1, dim)  # (G, S, D)
     s = q.shape[1]
     l_neg = torch.bmm(q, k.transpose(1, 2))  # (G, S, S)

@@ -65,30 +65,30 @@ def _train_module():
     return module
 
 
-def our_steps(generator, discriminator, sampler, batches, mode):
+def our_steps(generator, discriminator, sampler, batches, mode, flags=()):
     """Run cut-hf's training step once per batch; returns (losses per step, state dicts G/D/F).
 
-    The one place that knows how our objective is called: today train.py's ``training_step``;
-    after the reorganisation, ``cut_hf.objectives.cut``. ``batch["flip"]`` is the flip coin wanted
-    for that step: train.py draws it as ``torch.rand(()) < 0.5`` from the global RNG, so the seed
-    is set to one that gives it.
+    The one place that knows how our objective is called: ``cut_hf.objectives.cut.CUTObjective``
+    with the config, learning rate and betas that ``train.py --mode MODE`` builds. ``batch["flip"]``
+    is the flip coin wanted for that step: the objective draws it as ``torch.rand(()) < 0.5`` from
+    the global RNG, so the seed is set to one that gives it.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
-    train = _train_module()
-    args = train.parse_args(["--mode", mode, "--nce-layers", ",".join(map(str, generator.nce_layers)),
-                             "--num-patches", str(sampler.num_patches)])
+    from cut_hf.objectives.cut import CUTObjective, build_optimizers
+
+    config = _train_module().parse_args(["--mode", mode, "--nce-layers", ",".join(map(str, generator.nce_layers)),
+                                         "--num-patches", str(sampler.num_patches), *flags])
     accelerator = Accelerator(cpu=True)
     try:
-        opt_g, opt_d = train.build_optimizers(args, generator, discriminator, sampler)
-        g, d, f, opt_g, opt_d = accelerator.prepare(train.GeneratorWithFeatures(generator), discriminator, sampler,
-                                                    opt_g, opt_d)
-        models = train.CUTModels(G=g, D=d, F=f, generator=generator, discriminator=discriminator, sampler=sampler)
+        opt_g, opt_d = build_optimizers(generator, discriminator, sampler, config.lr, (config.beta1, config.beta2))
+        objective, (opt_g, opt_d) = CUTObjective.prepared(accelerator, generator, discriminator, sampler,
+                                                          config.objective(), opt_g, opt_d)
         losses = []
         for batch in batches:
             torch.manual_seed(_seed_for_coin(batch["flip"]))
-            step_losses, _ = train.training_step(batch, models, (opt_g, opt_d), accelerator, args)
+            step_losses = objective.training_step(batch, (opt_g, opt_d), accelerator)
             losses.append({k: float(v) for k, v in step_losses.items() if not k.startswith("skipped")})
     finally:  # Accelerate keeps process-wide state: leave none behind for other tests
         AcceleratorState._reset_state(True)
@@ -168,9 +168,12 @@ def zero_gradient_biases(net: torch.nn.Module, nce_layers=()) -> set[str]:
     return names
 
 
-def run_both(mode: str, steps: int):
-    """Initial weights, the reference's losses and weights, ours, and the reference's G and D."""
-    generator = CUTGenerator(ngf=NGF, n_blocks=N_BLOCKS, nce_layers=NCE_LAYERS)
+def run_both(mode: str, steps: int, exact: bool = False):
+    """Initial weights, the reference's losses and weights, ours, and the reference's G and D.
+
+    ``exact``: the official ops (``fast_ops=False``) and, for CUT, keys from a second encoder pass
+    (``--no-reuse-features``), as the paper's code computes them."""
+    generator = CUTGenerator(ngf=NGF, n_blocks=N_BLOCKS, nce_layers=NCE_LAYERS, fast_ops=not exact)
     discriminator = PatchDiscriminator(ndf=NDF)
     sampler = PatchSampler(generator.feature_channels(), num_patches=NUM_PATCHES)
     init = {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
@@ -178,17 +181,19 @@ def run_both(mode: str, steps: int):
     batches = make_batches(mode)[:steps]
     ref_losses, ref_weights, ref_nets = reference_steps(init, batches, mode)
     fixed_patch_ids(sampler, 7)
-    ours = our_steps(generator, discriminator, sampler, batches, mode)
+    ours = our_steps(generator, discriminator, sampler, batches, mode, ["--no-reuse-features"] if exact else [])
     return init, (ref_losses, ref_weights), ours, ref_nets
 
 
-def assert_same_steps(mode: str, steps: int) -> None:
+def assert_same_steps(mode: str, steps: int, tol: float = 1e-5, rare: int | None = 10_000) -> None:
+    """Losses to ``tol`` at every step; each tensor to 1e-5 in all but 1 in ``rare`` of its values
+    (``None``: only the 2 lr per step bound)."""
     init, (ref_losses, ref_weights), (our_losses, our_weights), (net_g, net_d) = run_both(mode, steps)
     assert len(our_losses) == len(ref_losses) == steps
     for step, (ours, ref) in enumerate(zip(our_losses, ref_losses), 1):
         assert set(ours) == set(ref), f"step {step}: loss terms {sorted(ours)} vs official {sorted(ref)}"
         for name in ref:
-            assert ours[name] == pytest.approx(ref[name], rel=1e-5, abs=1e-5), f"step {step} {name}"
+            assert ours[name] == pytest.approx(ref[name], rel=tol, abs=tol), f"step {step} {name}"
 
     noise = {"G": zero_gradient_biases(net_g, NCE_LAYERS), "D": zero_gradient_biases(net_d), "F": set()}
     assert noise["G"] and noise["D"]
@@ -203,7 +208,7 @@ def assert_same_steps(mode: str, steps: int) -> None:
                 continue
             diff = (ours.float() - ref.float()).abs()
             off = int((diff > 1e-5).sum())
-            assert off <= diff.numel() // 10_000, f"{net} {key}: {off} of {diff.numel()} values differ by > 1e-5"
+            assert rare is None or off <= diff.numel() // rare, f"{net} {key}: {off} of {diff.numel()} values differ by > 1e-5"
             assert diff.max().item() <= bound, f"{net} {key}: max abs diff {diff.max().item():.2e}"
         moved = max((our_weights[net][k] - init[net][k]).abs().max().item() for k in init[net])
         assert moved > LR / 2  # the steps did update this network
@@ -217,5 +222,22 @@ def test_first_step_matches_the_official_step(mode):
 
 @pytest.mark.parametrize("mode", ["cut", "fastcut"])
 def test_three_steps_match_the_official_step(mode):
-    """Three steps (FastCUT's coins: flip, no flip, flip): Adam's moments carried across steps."""
-    assert_same_steps(mode, STEPS)
+    """Three steps with the fast ops (FastCUT's coins: flip, no flip, flip): Adam's moments carried
+    across steps. The fast ops round differently, and Adam amplifies rounding where gradients are
+    near zero (see the module docstring), so losses are held to 1e-3 and weights to the 2 lr per step
+    bound; the bitwise test below holds the objective itself to the last bit."""
+    assert_same_steps(mode, STEPS, tol=1e-3, rare=None)
+
+
+@pytest.mark.parametrize("mode", ["cut", "fastcut"])
+def test_official_ops_are_bitwise_the_official_step(mode):
+    """With the official ops and no key reuse, three steps are the paper's to the last bit in every
+    weight, the noise-driven biases included (the same arithmetic in the same order). The reported
+    NCE values may differ in the last bit: the paper scales by lambda before the mean, we after it
+    (the gradients are the same bits)."""
+    _, (ref_losses, ref_weights), (our_losses, our_weights), _ = run_both(mode, STEPS, exact=True)
+    for ours, ref in zip(our_losses, ref_losses):
+        assert ours == pytest.approx(ref, rel=1e-6, abs=0)
+    for net in "GDF":
+        for key, ref in ref_weights[net].items():
+            assert torch.equal(our_weights[net][key], ref), f"{net} {key}"

@@ -13,7 +13,7 @@ from .layers import init_weights
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """``x / (||x||_2 + eps)`` over dim 1, the original's ``Normalize(2)`` (eps added to the norm)."""
-    return x / (x.pow(2).sum(1, keepdim=True).sqrt() + eps)
+    return x / (x.pow(2).sum(1, keepdim=True).pow(0.5) + eps)  # pow(0.5), not sqrt: the paper's rounding
 
 
 class PatchSampler(nn.Module, CheckedHubMixin, **mixin_kwargs("patch_sampler")):
