@@ -102,6 +102,20 @@ def test_translate_accepts_exported_generators(fmt, generator, exported) -> None
     assert generator.training  # translate restored the eager generator's mode
 
 
+def test_readme_onnxruntime_only_snippet(generator, exported) -> None:
+    """The README's deployment recipe (numpy + onnxruntime, no cut-hf) gives translate()'s pixels."""
+    import onnxruntime as ort
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (43, 58, 3), dtype=np.uint8))
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    cropped = image.crop((0, 0, image.width // 4 * 4, image.height // 4 * 4))
+    x = np.asarray(cropped, np.float32).transpose(2, 0, 1)[None] / 127.5 - 1
+    y = session.run(None, {"input": x})[0][0]
+    out = ((y.transpose(1, 2, 0) + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    want = np.asarray(translate(generator, cropped), dtype=int)
+    assert out.shape == want.shape and np.abs(out.astype(int) - want).max() <= 1
+
+
 def test_exported_generators_refuse_tiling(exported) -> None:
     """Tiles need whole-image norm statistics, which a graph cannot take: a clear error, not seams."""
     image = Image.new("RGB", (40, 40), (120, 30, 200))
