@@ -127,6 +127,31 @@ def test_exported_generators_refuse_tiling(exported) -> None:
         runtime(torch.zeros(1, 3, 30, 32))
 
 
+class _HalfResGenerator(torch.nn.Module):
+    """Another generator class: 1 channel in, 2 out, one stride-2 stage, so sizes are multiples of 2."""
+
+    size_multiple = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_nc, self.output_nc = 1, 2
+        self.down = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.norm = torch.nn.InstanceNorm2d(4)
+        self.up = torch.nn.ConvTranspose2d(4, 2, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.up(torch.relu(self.norm(self.down(x)))))
+
+
+def test_other_generator_classes_export_with_their_size_multiple(tmp_path) -> None:
+    g = _HalfResGenerator()
+    runtime = ProgramGenerator(export_program(g, tmp_path / "other.pt2", example_size=(10, 12)))
+    assert (runtime.input_nc, runtime.output_nc, runtime.size_multiple) == (1, 2, 2)
+    assert max_difference(g, runtime, (14, 6), 3) <= 1e-6
+    with pytest.raises(ExportError, match="multiples of 2"):
+        export_program(g, tmp_path / "bad.pt2", example_size=(11, 12))
+
+
 def test_fp16_onnx_runs_in_onnxruntime(generator, tmp_path) -> None:
     path = export_onnx(generator, tmp_path / "half.onnx", precision="fp16", example_size=TRACED)
     runtime = OnnxGenerator(path)
