@@ -1,0 +1,90 @@
+"""``python -m cut_hf.export``: write a generator as ONNX or as a torch.export program.
+
+    python -m cut_hf.export --model ID_OR_DIR --format onnx|exported-program --output FILE \\
+        [--opset N] [--precision fp32|fp16|bf16] [--example-size H W] [--no-verify]
+
+``--model`` takes what :func:`cut_hf.load_generator` takes (Hub id, ``save_pretrained`` folder,
+``train.py`` output folder). After writing, the file is loaded back (onnxruntime, or
+``torch.export.load``) and run against the eager generator at a size other than the traced one;
+the largest difference is printed. Exit status: 0 on success, 1 when an fp32 export differs from
+eager PyTorch by more than :data:`TOLERANCE`, 2 for a bad command line (unknown model, unwritable
+output, bad size, missing onnx/onnxruntime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..export import (
+    DEFAULT_EXAMPLE_SIZE,
+    DEFAULT_OPSET,
+    FORMATS,
+    ExportedModelError,
+    ExportError,
+    export_onnx,
+    export_program,
+    max_difference,
+    require_onnx,
+    size_multiple,
+)
+from ..hub import ModelLoadError, load_generator
+from ..runtime import load_exported_generator
+
+#: Largest difference from eager PyTorch accepted for an fp32 export, in [-1, 1] units.
+TOLERANCE = 1e-4
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m cut_hf.export``."""
+    p = argparse.ArgumentParser(prog="python -m cut_hf.export",
+                                description="Export a CUT generator to ONNX or to a torch.export program.")
+    p.add_argument("--model", required=True, help="Hub id, save_pretrained folder or train.py output folder")
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or exported-program (.pt2)")
+    p.add_argument("--output", required=True, help="the file to write (.onnx or .pt2)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="fp32 (default), fp16, bf16 (exported-program only)")
+    p.add_argument("--example-size", type=int, nargs=2, default=list(DEFAULT_EXAMPLE_SIZE), metavar=("H", "W"),
+                   help="size of the traced example (multiples of 4; the export takes any such size)")
+    p.add_argument("--no-verify", action="store_true", help="skip running the written file against PyTorch")
+    return p
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    h, w = args.example_size
+    try:
+        if args.format == "onnx":
+            require_onnx(runtime=not args.no_verify)
+        generator = load_generator(args.model, map_location="cpu")
+        if args.format == "onnx":
+            path = export_onnx(generator, args.output, opset=args.opset, precision=args.precision,
+                               example_size=(h, w), source=args.model)
+        else:
+            path = export_program(generator, args.output, precision=args.precision, example_size=(h, w),
+                                  source=args.model)
+        print(f"wrote {path} ({args.format}, {args.precision})")
+        if args.no_verify:
+            return 0
+        # Check at a size and batch other than the traced ones: the dimensions must really be dynamic.
+        m = size_multiple(generator)
+        size = (h + m, w + 2 * m)
+        diff = max_difference(generator, load_exported_generator(path), size, batch=3)
+    except (ModelLoadError, ExportError, ExportedModelError) as e:
+        return _fail(str(e))
+    print(f"verified: max |exported - eager| = {diff:.3g} at batch 3, {size[0]}x{size[1]}")
+    if args.precision == "fp32" and not diff <= TOLERANCE:
+        return _fail(f"the export differs from eager PyTorch by {diff:.3g} (more than {TOLERANCE})", code=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
