@@ -8,10 +8,14 @@ Failures are one-line :class:`~cut_hf.errors.ModelLoadError` s.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
+
+import torch.nn as nn
 
 from .errors import ModelLoadError
 from .models.generator import CUTGenerator
+from .runtime import EXPORTED_SUFFIXES, ExportedModelError, load_exported_generator
 
 __all__ = ["ModelLoadError", "load_generator", "load_pretrained"]
 
@@ -28,13 +32,20 @@ def load_pretrained(cls: type, model_id_or_dir: str | os.PathLike, **kwargs: Any
     return cls.from_pretrained(model_id_or_dir, **kwargs)
 
 
-def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> CUTGenerator:
-    """Load a :class:`~cut_hf.CUTGenerator` from a folder, a training output folder or a Hub id.
+def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> nn.Module:
+    """Load a generator from a folder, a training output folder, a Hub id or an exported file.
 
-    Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), or a
-    Hub id (cached or downloadable; a repository that keeps the model in ``generator/`` works too).
+    Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), a
+    Hub id (cached or downloadable; a repository that keeps the model in ``generator/`` works too),
+    or an exported ``.onnx`` / ``.pt2`` file (:mod:`cut_hf.export`), run by :mod:`cut_hf.runtime`
+    without the model's PyTorch code (keyword arguments are ignored for those).
     Raises :class:`ModelLoadError` with a one-line reason on any failure. Keyword arguments are
     those of ``CUTGenerator.from_pretrained`` (``map_location``, ``revision``, ``strict``, config
     overrides).
     """
+    if Path(str(model_id_or_dir)).suffix.lower() in EXPORTED_SUFFIXES:
+        try:
+            return load_exported_generator(model_id_or_dir)
+        except ExportedModelError as err:
+            raise ModelLoadError(str(err)) from err
     return CUTGenerator.from_pretrained(model_id_or_dir, **kwargs)

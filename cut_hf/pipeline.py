@@ -297,6 +297,10 @@ def translate(
     dev = resolve_device(device, generator)
     autocast_dtype(precision, dev)  # unknown names and fp16 off CUDA fail before any work
     cl = channels_last_default(dev, precision) if channels_last is None else bool(channels_last)
+    if not getattr(generator, "tileable", True):  # an exported graph (cut_hf.runtime): nothing to swap
+        if tile:
+            raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): use tile=0")
+        tile, cl = 0, False
     tiling = Tiling(tile or DEFAULT_TILE, tile_margin, tile_overlap, max_whole_pixels, tile_stats)
     in_nc, out_nc = io_channels(generator)
     items, single = _as_list(image_or_images)

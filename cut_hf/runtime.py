@@ -37,6 +37,8 @@ __all__ = ["ExportedModelError", "OnnxGenerator", "ProgramGenerator", "load_expo
 
 #: Name of the JSON metadata stored inside a ``.pt2`` archive (``torch.export.save(extra_files=...)``).
 METADATA_FILE = "cut_hf_metadata.json"
+#: File suffixes of exported generators (what ``load_generator`` hands to this module).
+EXPORTED_SUFFIXES = (".onnx", ".pt2")
 _ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 

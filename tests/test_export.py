@@ -119,7 +119,7 @@ def test_readme_onnxruntime_only_snippet(generator, exported) -> None:
 def test_exported_generators_refuse_tiling(exported) -> None:
     """Tiles need whole-image norm statistics, which a graph cannot take: a clear error, not seams."""
     image = Image.new("RGB", (40, 40), (120, 30, 200))
-    with pytest.raises(ExportedModelError, match="tile=0"):
+    with pytest.raises(ValueError, match="tile=0"):
         translate(OnnxGenerator(exported["onnx"]), image, tile=16)
     runtime = ProgramGenerator(exported["pt2"])
     assert translate(runtime, image, tile=0).size == (40, 40)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import cut_hf
@@ -144,3 +145,23 @@ def test_package_translate_stays_callable_after_importing_the_cli(tiny_generator
     from cut_hf import translate
 
     assert translate(tiny_generator, _rgb(8, 8)).size == (8, 8)
+
+
+def test_an_onnx_file_is_a_model(tmp_path):
+    """``--model model.onnx``: the exported graph translates with no model code (issue 13)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from cut_hf import CUTGenerator, load_generator, translate
+    from cut_hf.export import export_onnx
+
+    torch.manual_seed(0)
+    generator = CUTGenerator(ngf=4, n_blocks=1).eval()
+    onnx_path = export_onnx(generator, tmp_path / "g.onnx", example_size=(32, 32))
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (36, 44, 3), dtype=np.uint8)).save(images / "a.png")
+    assert main(["--model", str(onnx_path), "--input", str(images), "--output", str(tmp_path / "out")]) == 0
+    ours = np.asarray(Image.open(tmp_path / "out" / "a.png"), dtype=np.int16)
+    eager = np.asarray(translate(generator, Image.open(images / "a.png")), dtype=np.int16)
+    assert np.abs(ours - eager).max() <= 1
+    assert load_generator(onnx_path).input_nc == 3

@@ -29,7 +29,8 @@ from ..export import (
     require_onnx,
     size_multiple,
 )
-from ..hub import ModelLoadError, load_generator
+from ..errors import ModelLoadError
+from ..loading import load_generator
 from ..runtime import load_exported_generator
 
 #: Largest difference from eager PyTorch accepted for an fp32 export, in [-1, 1] units.
