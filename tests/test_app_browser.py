@@ -13,13 +13,13 @@ Run as a script to refresh the README screenshots of all three tabs::
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -214,9 +214,8 @@ class Browser:
 # ------------------------------------------------------------------------------- the app side
 def start_app(**kwargs: Any) -> tuple[Any, str]:
     """The demo on 127.0.0.1 at a free port, in this process; returns (blocks, url)."""
-    sys.path.insert(0, str(ROOT))
-    import app
-
+    spec = importlib.util.spec_from_file_location("cut_hf_app", ROOT / "app.py")  # a script, not a package module
+    spec.loader.exec_module(app := importlib.util.module_from_spec(spec))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
