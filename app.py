@@ -122,8 +122,8 @@ def _tile_progress(progress: gr.Progress, done: int, total: int) -> None:
 
 
 def augment_controls() -> list[gr.components.Component]:
-    """The explorer's controls in ``CONTROL_NAMES`` order. Each operation's checkbox has a line
-    of its own, so its label stays whole at any width; its sliders sit in a row below it."""
+    """The explorer's controls in ``CONTROL_NAMES`` order. Each operation's checkbox and each
+    slider have a line of their own, so their labels stay whole in the narrow column at any width."""
     paper = aug.preset_controls("paper")
     controls = {"size": gr.Slider(8, 512, value=paper["size"], step=1, label="View size (px)")}
     operations = [
@@ -137,10 +137,9 @@ def augment_controls() -> list[gr.components.Component]:
     ]
     for name, label, sliders in operations:
         with gr.Group():
-            controls[name] = gr.Checkbox(paper[name], label=label, elem_classes="operation")
-            with gr.Row():
-                for key, low, high, text in sliders:
-                    controls[key] = gr.Slider(low, high, value=paper[key], label=text, min_width=120)
+            controls[name] = gr.Checkbox(paper[name], label=label)
+            for key, low, high, text in sliders:
+                controls[key] = gr.Slider(low, high, value=paper[key], label=text)
     return [controls[k] for k in aug.CONTROL_NAMES]
 
 
@@ -151,7 +150,7 @@ def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[st
         with gr.Column(scale=1, min_width=360):
             a_input = gr.Image(type="filepath", image_mode=None, label="Image", format="png", elem_id="augment-input")
             preset = gr.Radio(["paper", "cifar"], value="paper", label="Preset (sets the controls)")
-            with gr.Accordion("Operations", open=True):
+            with gr.Accordion("Operations", open=True, elem_id="augment-controls"):
                 controls = augment_controls()
             seed = gr.Number(0, precision=0, label="Seed (same seed, same views)")
             a_button = gr.Button("Draw two views", variant="primary", elem_id="augment-button")
@@ -197,7 +196,8 @@ def build_patch_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]
             patch = gr.Image(label="Query patch", format="png")
         with gr.Column():
             translated = gr.Image(label="Translation (enlarged for display)", format="png")
-    heatmaps = gr.Gallery(label="Similarity per NCE layer", columns=5, format="png", elem_id="patch-heatmaps")
+    heatmaps = gr.Gallery(label="Similarity per NCE layer", columns=5, height="fit-content", format="png",
+                          elem_id="patch-heatmaps")
     summary = gr.JSON(label="Numbers")
     p_inputs, p_outputs = [p_input, px, py, model_box], [marked, patch, translated, heatmaps, summary]
     compare = guarded(h.patch_similarity)

@@ -269,29 +269,77 @@ def test_translate_in_headless_chromium(tmp_path: Path) -> None:
         demo.close()
 
 
+#: JS: the texts among ``selector``'s matches that do not fit: wrapped onto a second line, or cut
+#: (by the element or its parent, e.g. an ellipsis or a squeezed column).
+CUT_TEXTS = ("(sel => [...document.querySelectorAll(sel)].filter(el => {"
+             " const range = document.createRange(); range.selectNodeContents(el);"
+             " const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;"
+             " const clipped = e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1;"
+             " return lines > 1 || clipped(el) || clipped(el.parentElement); }).map(el => el.innerText))")
+
+
+def click_tab(browser: Browser, name: str) -> None:
+    browser.js(f"[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.includes('{name}')).click()")
+    time.sleep(1.0)
+
+
+def set_width(browser: Browser, width: int) -> None:
+    browser.width = width
+    browser.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=browser.height,
+                 deviceScaleFactor=1, mobile=False)
+    time.sleep(1.0)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_labels_and_captions_fit_and_no_server_paths(tmp_path: Path) -> None:
+    """At 1280 and 1920 px: the Augmentation explorer's checkbox and slider labels and the PatchNCE
+    heatmap captions are whole, and the page shows no server path."""
+    demo, url = start_app(examples_cache=tmp_path / "examples")
+    browser = None
+    try:
+        browser = Browser(1280, 900)
+        browser.goto(url)
+        browser.wait_for(APP_READY, 60, "the app to load")
+        assert str(ROOT) not in browser.js("document.body.innerHTML")
+        click_tab(browser, "PatchNCE explorer")
+        browser.wait_for("document.querySelectorAll('#patch-examples button.gallery-item').length > 0", 30)
+        browser.js("document.querySelectorAll('#patch-examples button.gallery-item')[0].click()")
+        browser.wait_for(_has_image("patch-input"), 30, "the example in the input")
+        browser.js("document.querySelector('#patch-button').click()")
+        browser.wait_for(_has_image("patch-heatmaps"), 60, "the heatmaps")
+        for width in (1280, 1920):
+            set_width(browser, width)
+            click_tab(browser, "PatchNCE explorer")
+            captions = browser.js("[...document.querySelectorAll('#patch-heatmaps .caption-label')].length")
+            assert captions == 5 and browser.js(f"{CUT_TEXTS}('#patch-heatmaps .caption-label')") == [], width
+            click_tab(browser, "Augmentation explorer")
+            labels = "#augment-controls .label-text, #augment-controls [data-testid=block-info]"
+            assert browser.js(f"[...document.querySelectorAll('{labels}')].length") == 15  # 5 checkboxes, 10 sliders
+            assert browser.js(f"{CUT_TEXTS}('{labels}')") == [], width
+    finally:
+        if browser is not None:
+            browser.close()
+        demo.close()
+
+
 # ------------------------------------------------------------------------- docs screenshots
 def _has_image(elem_id: str) -> str:
     """JS: the component ``elem_id`` shows at least one loaded picture."""
     return (f"[...document.querySelectorAll('#{elem_id} img')].some(i => i.complete && i.naturalWidth > 0)")
 
 
-def take_screenshots(out_dir: Path) -> None:
+def take_screenshots(out_dir: Path, width: int = 1400) -> None:
     """The three tabs after one action each, as docs/app_{translate,augment,patchnce}.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     demo, url = start_app()
-    browser = Browser(1400, 1250)
+    browser = Browser(width, 1250)
     try:
         print(translate_in_browser(browser, url, EXAMPLE, out_dir / "app_translate.png"))
-
-        def click_tab(name: str) -> None:
-            browser.js(f"[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.includes('{name}'))"
-                       ".click()")
-            time.sleep(1.0)
 
         def click(selector: str) -> None:
             browser.js(f"document.querySelector('{selector}').click()")
 
-        click_tab("Augmentation explorer")
+        click_tab(browser, "Augmentation explorer")
         browser.wait_for("document.querySelectorAll('#augment-examples button.gallery-item').length > 4", 30)
         browser.js("document.querySelectorAll('#augment-examples button.gallery-item')[4].click()")  # the cat
         browser.wait_for(_has_image("augment-input"), 30, "the example in the input")
@@ -302,7 +350,7 @@ def take_screenshots(out_dir: Path) -> None:
         time.sleep(0.5)
         browser.screenshot(out_dir / "app_augment.png", full_page=True)
 
-        click_tab("PatchNCE explorer")
+        click_tab(browser, "PatchNCE explorer")
         browser.wait_for("document.querySelectorAll('#patch-examples button.gallery-item').length > 0", 30)
         browser.js("document.querySelectorAll('#patch-examples button.gallery-item')[0].click()")
         browser.wait_for(_has_image("patch-input"), 30, "the example in the input")
@@ -325,4 +373,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="save screenshots of the demo's three tabs")
     parser.add_argument("--screenshots", default="docs", help="output folder")
-    take_screenshots(Path(parser.parse_args().screenshots))
+    parser.add_argument("--width", type=int, default=1400, help="browser window width (px)")
+    cli = parser.parse_args()
+    take_screenshots(Path(cli.screenshots), cli.width)
