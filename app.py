@@ -83,9 +83,11 @@ def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
                                 allow_custom_value=h.catalog.allow_any, elem_id="model-box")
         load_btn = gr.Button("Load model", scale=1)
     model_info = gr.Markdown(description)
-    load = guarded(h.model_info)
-    load_btn.click(load, [model_box], [model_info], api_name="model_info", preprocess=False, **LOAD_EVENTS)
-    model_box.select(load, [model_box], [model_info], api_visibility="private", preprocess=False, **LOAD_EVENTS)
+    in_use = gr.State(h.catalog.default)  # this visitor's model: the box goes back to it when a load fails
+    for trigger, api in ((load_btn.click, {"api_name": "model_info"}), (model_box.select, {"api_visibility": "private"})):
+        load = trigger(guarded(h.model_info), [model_box], [model_info], preprocess=False, **api, **LOAD_EVENTS)
+        load.success(lambda name: name, [model_box], [in_use], api_visibility="private")
+        load.failure(lambda name: name, [in_use], [model_box], api_visibility="private")
     return model_box
 
 
@@ -271,17 +273,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _stop(signum: int, frame: Any) -> None:
-    """SIGTERM -> KeyboardInterrupt: Gradio then closes its server and ``main`` cleans up, as for Ctrl-C."""
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         set_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: Gradio closes, the with cleans up
     with tempfile.TemporaryDirectory(prefix="cut-hf-examples-") as examples_cache:  # removed however we stop
         try:
             demo = build_demo(args.model, allow_any_model=args.allow_any_model, max_pixels=args.max_pixels,

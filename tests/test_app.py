@@ -449,6 +449,12 @@ def test_guarded_turns_errors_into_messages() -> None:
     assert "RuntimeError" in err.value.message and "/srv/path" not in err.value.message
 
 
+def test_tile_progress_goes_to_the_page_bar_in_tiles() -> None:
+    calls = []
+    load_app()._tile_progress(lambda *args, **kwargs: calls.append((args, kwargs)), 2, 6)  # a gr.Progress stand-in
+    assert calls == [(((2, 6),), {"desc": "translating in tiles", "unit": "tiles"})]
+
+
 def test_help_and_flags_show_no_server_paths(capsys, monkeypatch) -> None:
     app = load_app()
     monkeypatch.setenv("COLUMNS", "200")

@@ -291,16 +291,27 @@ def set_width(browser: Browser, width: int) -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_labels_and_captions_fit_and_no_server_paths(tmp_path: Path) -> None:
-    """At 1280 and 1920 px: the Augmentation explorer's checkbox and slider labels and the PatchNCE
-    heatmap captions are whole, and the page shows no server path."""
-    demo, url = start_app(examples_cache=tmp_path / "examples")
+def test_model_box_labels_and_captions(tmp_path: Path, hub_offline) -> None:
+    """The page shows no server path; a model that fails to load leaves the box on the model in
+    use; at 1280 and 1920 px the Augmentation explorer's checkbox and slider labels and the
+    PatchNCE heatmap captions are whole."""
+    demo, url = start_app(models=[str(EXAMPLE.parents[1]), "someone/unreachable"], examples_cache=tmp_path / "ex")
     browser = None
     try:
         browser = Browser(1280, 900)
         browser.goto(url)
         browser.wait_for(APP_READY, 60, "the app to load")
         assert str(ROOT) not in browser.js("document.body.innerHTML")
+        browser.js("document.querySelector('#model-box input').focus()")  # open the list, pick the other model
+        browser.js("document.querySelector('#model-box input').click()")
+        browser.wait_for("!!document.querySelector('li[aria-label=\"someone/unreachable\"]')", 10, "the model list")
+        browser.js("document.querySelector('li[aria-label=\"someone/unreachable\"]')"
+                   ".dispatchEvent(new MouseEvent('mousedown', {bubbles: true}))")
+        error = browser.wait_for("[...document.querySelectorAll('.toast-body.error')].map(e => e.innerText).join()",
+                                 30, "the load error")
+        assert "cannot load model 'someone/unreachable'" in error
+        browser.wait_for("document.querySelector('#model-box input').value === 'mini-horse2zebra'", 10,
+                         "the box back on the model in use")
         click_tab(browser, "PatchNCE explorer")
         browser.wait_for("document.querySelectorAll('#patch-examples button.gallery-item').length > 0", 30)
         browser.js("document.querySelectorAll('#patch-examples button.gallery-item')[0].click()")
