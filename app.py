@@ -287,9 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
-        # No host or port unless a flag names one: launch() then reads GRADIO_SERVER_NAME/PORT.
-        demo.launch(server_name=args.host, server_port=args.port or None, share=args.share,
-                    max_file_size=args.max_file_size, show_error=False)
+        try:  # no host or port unless a flag names one: launch() then reads GRADIO_SERVER_NAME/PORT
+            demo.launch(server_name=args.host, server_port=args.port or None, share=args.share,
+                        max_file_size=args.max_file_size, show_error=False)
+        finally:  # a stop during startup: the server (and its example caching) ends before the folder goes
+            demo.close()
     return 0
 
 

@@ -260,7 +260,7 @@ def test_stalled_hub_lookup_is_bounded_and_translations_go_on(tiny_model_dir: Pa
     h = DemoHandlers(ModelCatalog.from_flags([str(tiny_model_dir), "someone/stalled"]), load_timeout=1.0)
     h.start()
     start = time.perf_counter()
-    with pytest.raises(DemoError, match="takes longer than 1 s"):
+    with pytest.raises(DemoError, match="takes longer than 1 s|could not be reached"):  # app or Hub timeout first
         h.model_info("someone/stalled")
     assert time.perf_counter() - start < 10
     (before, after), _ = h.translate(photo(), model="run")  # the previous model serves on
