@@ -201,7 +201,7 @@ def test_catalog_display_names_and_allow_any(tiny_model_dir: Path) -> None:
     assert list(catalog.choices) == ["run", "user/zebras", "run/generator", "mini-horse2zebra"]
     assert catalog.default == "run" and catalog.resolve("run") == ("run", str(tiny_model_dir))
     assert not any(str(ROOT) in name or str(tiny_model_dir) in name for name in catalog.choices)
-    assert display_name("user/zebras") == "user/zebras"
+    assert display_name("user/zebras") == "user/zebras" and display_name("/srv/models/missing") == "missing"
     anything = ModelCatalog.from_flags(allow_any=True)
     assert anything.resolve(str(tiny_model_dir)) == ("run", str(tiny_model_dir))
     assert anything.resolve("someone/else") == ("someone/else", "someone/else")
@@ -453,6 +453,20 @@ def test_tile_progress_goes_to_the_page_bar_in_tiles() -> None:
     calls = []
     load_app()._tile_progress(lambda *args, **kwargs: calls.append((args, kwargs)), 2, 6)  # a gr.Progress stand-in
     assert calls == [(((2, 6),), {"desc": "translating in tiles", "unit": "tiles"})]
+
+
+def test_space_card_and_lfs_attributes() -> None:
+    """The repository pushed as it is makes a Gradio Space that runs app.py with the pinned Gradio."""
+    import gradio as gr
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(ROOT / "README.md").data
+    assert (card.sdk, card.app_file, card.sdk_version) == ("gradio", "app.py", gr.__version__)
+    assert card.python_version == f"{sys.version_info.major}.{sys.version_info.minor}" and card.title
+    assert f"gradio=={gr.__version__}" in (ROOT / "requirements.txt").read_text()
+    lfs = {line.split()[0] for line in (ROOT / ".gitattributes").read_text().splitlines() if "filter=lfs" in line}
+    assert {"*.safetensors", "*.png", "*.jpg"} <= lfs
+    assert "### Deploy as a Space" in (ROOT / "README.md").read_text()
 
 
 def test_help_and_flags_show_no_server_paths(capsys, monkeypatch) -> None:

@@ -26,12 +26,12 @@ _ECHO_CHARS = 60
 
 def display_name(source: str | os.PathLike) -> str:
     """The name shown for a model: a local folder by its name (``run/generator`` for the
-    ``generator/`` of a ``train.py`` output), anything else (a Hub id) as given."""
+    ``generator/`` of a ``train.py`` output; a missing one too), anything else (a Hub id) as given."""
     text = str(source).strip()
     path = Path(text).expanduser()
-    if not path.is_dir():
+    if not (path.is_dir() or text.startswith(("/", ".", "~")) or text.count("/") > 1):  # as cut_hf's loaders tell
         return text
-    path = path.resolve()
+    path = path.resolve() if path.exists() else path
     return f"{path.parent.name}/{path.name}" if path.name == "generator" else path.name
 
 
