@@ -25,6 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "models" / "mini-horse2zebra" / "examples" / "testA_0000.png"
 MAX_PIXELS = 300 * 300
+TILE_ABOVE = 20_000  # the 64 px examples run whole, a 256 px translation in tiles
 SHIPPED = ROOT / "models" / "mini-horse2zebra"
 CONTROLS = ["size", "crop", "crop_scale_min", "crop_scale_max", "flip", "flip_p", "jitter", "jitter_p",
             "jitter_strength", "grayscale", "grayscale_p", "blur", "blur_p", "blur_sigma_min", "blur_sigma_max"]
@@ -50,8 +51,8 @@ def server(tmp_path_factory):
     from gradio_client import Client
 
     cache = tmp_path_factory.mktemp("examples-cache")
-    demo = load_app().build_demo([str(SHIPPED), "someone/stalled"], max_pixels=MAX_PIXELS, examples_cache=cache,
-                                 load_timeout=2)
+    demo = load_app().build_demo([str(SHIPPED), "someone/stalled"], max_pixels=MAX_PIXELS, tile_above=TILE_ABOVE,
+                                 examples_cache=cache, load_timeout=2)
     demo.queue(default_concurrency_limit=2, max_size=16)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                             max_file_size="1mb")
@@ -111,6 +112,28 @@ def test_translate_with_defaults(server, files) -> None:
     assert Image.open(after).size == (128, 128) and "bf16" in info
     # The example outputs were cached in the temporary folder given, not in the working directory.
     assert any(p.name == "log.csv" for p in cache.rglob("*")), "examples were not cached in the given folder"
+
+
+def test_tiled_translation_counts_tiles_in_the_progress_bar(server, monkeypatch) -> None:
+    from gradio_client import handle_file
+
+    from cut_hf.demo import translation
+
+    real = translation.translate
+
+    def slow(*args, progress, **kwargs):  # each tile's report stays long enough to be seen
+        return real(*args, progress=lambda done, total: (progress(done, total), time.sleep(0.5)), **kwargs)
+
+    monkeypatch.setattr(translation, "translate", slow)
+    client, _ = server
+    job = client.submit(handle_file(str(EXAMPLE)), "256", api_name="/translate")
+    seen = set()
+    while not job.done():
+        seen |= {(p.index, p.length, p.unit) for p in job.status().progress_data or []}
+        time.sleep(0.05)
+    (_, after), info = job.result()
+    assert "tiled (1 tile" in info and Image.open(after).size == (256, 256)
+    assert (1, 1, "tiles") in seen, seen
 
 
 def test_bad_uploads_are_refused_and_the_server_keeps_serving(server, files) -> None:
