@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+import cut_hf.inference as I
 import cut_hf.pipeline as P
 from cut_hf import CUTGenerator, translate
 from cut_hf.images import ImageLoadError, image_to_tensor
@@ -70,7 +71,7 @@ def test_tiled_output_matches_whole_image() -> None:
     img = photo(190, 133)  # not multiples of 4: the tiled path pads too
     whole = translate(g, img, tile=0)
     tiled = translate(g, img, tile=64, tile_overlap=16)  # 4 x 3 tiles, the default margin of 64
-    assert len(P._tile_layout(136, 64, 16)) * len(P._tile_layout(192, 64, 16)) == 3 * 4
+    assert len(I.tile_layout(136, 64, 16)) * len(I.tile_layout(192, 64, 16)) == 3 * 4
     assert tiled.size == whole.size == (190, 133)
     assert as_array(whole).std() > 30  # a busy output, not a flat one that any tiling reproduces
     diff = np.abs(as_array(tiled) - as_array(whole))
@@ -80,8 +81,8 @@ def test_tiled_output_matches_whole_image() -> None:
     # In float, before 8-bit rounding: equal to float32 precision (measured max ~3e-6).
     x = image_to_tensor(img, 3)[None]
     with torch.inference_mode():
-        ref = P._run_whole(g, x, CPU, None, False)
-        out = P._run_tiled(g, x, 3, 64, 64, 16, P.DEFAULT_MAX_WHOLE_PIXELS, CPU, None, False)
+        ref = I.run_whole(g, x, I.Runner(CPU))
+        out = I.run_tiled(g, x, 3, I.Tiling(64, 64, 16), I.Runner(CPU))
     print(f"tiled vs whole, float: max {(out - ref).abs().max():.2e}, mean {(out - ref).abs().mean():.2e}")
     assert (out - ref).abs().max() < 1e-4
 
@@ -106,13 +107,13 @@ def test_estimated_statistics_give_seamless_tiles() -> None:
     x = image_to_tensor(photo(192, 128, cell=4), 3)[None]
     budget = 192 * 128 // 4
     with torch.inference_mode():
-        exact = P._run_whole(g, x, CPU, None, False)
+        exact = I.run_whole(g, x, I.Runner(CPU))
         errors = {}
         for sample in ("crops", "downscale"):
-            stats = P._norm_stats(g, x, budget, CPU, None, False, sample)
-            frozen = P._swap_norms(g, lambda name, norm: P._InstanceNorm(norm, stats[name]))
+            stats = I.norm_stats(g, x, budget, I.Runner(CPU), sample)
+            frozen = I.swap_norms(g, lambda name, norm: I.StatsInstanceNorm(norm, stats[name]))
             same_stats = frozen(x)
-            tiled = P._run_tiled(g, x, 3, 64, 32, 16, budget, CPU, None, False, sample)
+            tiled = I.run_tiled(g, x, 3, I.Tiling(64, 32, 16, budget, sample), I.Runner(CPU))
             assert (tiled - same_stats).abs().max() < 1e-3  # margin 32: 1e-5 typical, see the test above
             errors[sample] = (tiled - exact).abs().mean().item()
     print(f"mean error of estimated statistics ([-1, 1] units): {errors}")
@@ -121,19 +122,19 @@ def test_estimated_statistics_give_seamless_tiles() -> None:
 
 
 def test_stat_crops_cover_the_image_within_budget() -> None:
-    side, corners = P._stat_crops(4000, 6000, 1 << 20)
+    side, corners = I.stat_crops(4000, 6000, 1 << 20)
     assert side == 512 and len(corners) * side * side <= 1 << 20
     assert all(y % 4 == 0 and x % 4 == 0 and y + side <= 4000 and x + side <= 6000 for y, x in corners)
     ys, xs = {y for y, _ in corners}, {x for _, x in corners}
     assert min(ys) < 1500 and max(ys) > 2500 and min(xs) < 2000 and max(xs) > 4000  # spread, not clustered
-    side, corners = P._stat_crops(64, 96, 1000)
+    side, corners = I.stat_crops(64, 96, 1000)
     assert side * side * len(corners) <= max(1000, 8 * 8) and side % 4 == 0
 
 
 def test_auto_tiling_over_the_pixel_budget(monkeypatch) -> None:
     calls = []
-    real = P._run_tiled
-    monkeypatch.setattr(P, "_run_tiled", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
+    real = P.run_tiled
+    monkeypatch.setattr(P, "run_tiled", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k))
     g = sharp_generator(ngf=4, n_blocks=1)
     img = photo(64, 48)
     translate(g, img)
