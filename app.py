@@ -2,23 +2,25 @@
 """cut-hf demo: translate images, explore SimCLR's augmentations, and see PatchNCE at work.
 
     python app.py                                  # offline, the small model shipped in models/
-    python app.py --model user/horse2zebra         # a Hub id (or a local save_pretrained folder)
-    python app.py --host 0.0.0.0 --port 7860 --share
+    python app.py --model user/horse2zebra         # offer a Hub id (or a save_pretrained folder) too
+    python app.py --allow-any-model                # a local session: the model box loads any id or folder
 
-Three tabs, each an API endpoint with stable names (``gradio_client`` can call them):
-``/translate`` (before/after slider), ``/augment`` and ``/augment_batch`` (SimCLR's T(.) and
-NT-Xent), ``/patch_similarity`` (the PatchNCE explorer). The work is done by ``cut_hf.demo``;
-this file only lays out the page and turns errors into messages (never a traceback).
+Each tab is an API endpoint with named parameters (``/translate``, ``/augment``, ``/augment_batch``,
+``/patch_similarity``; ``/model_info`` loads a model). ``cut_hf.demo`` does the work; this file lays
+out the page and turns errors into messages. Without ``--host``/``--port``, Gradio reads
+``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (a Hugging Face Space sets them), else 127.0.0.1:7860.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import html
 import logging
-import math
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -31,26 +33,21 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cut_hf.demo import augment_explorer as aug  # noqa: E402
+from cut_hf.demo import texts  # noqa: E402
+from cut_hf.demo.catalog import SHIPPED_MODEL, ModelCatalog  # noqa: E402
 from cut_hf.demo.errors import DemoError  # noqa: E402
-from cut_hf.demo.models import ModelCache, warm_up  # noqa: E402
-from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query  # noqa: E402
-from cut_hf.demo.render import upscale  # noqa: E402
-from cut_hf.demo.translation import (  # noqa: E402
-    DEFAULT_TILE_ABOVE,
-    RESOLUTIONS,
-    precision_note,
-    precisions_available,
-    run_translation,
-)
-from cut_hf.demo.uploads import DEFAULT_MAX_PIXELS, read_image  # noqa: E402
+from cut_hf.demo.examples import example_images  # noqa: E402
+from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload  # noqa: E402
+from cut_hf.demo.models import ModelCache  # noqa: E402
+from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
+from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image  # noqa: E402
 from cut_hf.perf import set_threads  # noqa: E402
 
 log = logging.getLogger("cut_hf.app")
 
-#: The model ``python app.py`` uses when given none: shipped with the repository, works offline.
-SHIPPED_MODEL = Path(__file__).resolve().parent / "models" / "mini-horse2zebra"
-EXAMPLES_DIR = SHIPPED_MODEL / "examples"  # test-split images of the shipped model's dataset
 DEFAULT_MAX_FILE_SIZE = "25mb"
+#: Model loads queue in a group of their own (one at a time), apart from the translations.
+LOAD_EVENTS = {"concurrency_id": "model-load", "concurrency_limit": 1}
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -76,246 +73,198 @@ def guarded(fn: Callable) -> Callable:
     return wrapper
 
 
-def example_images(folder: Path, extra_dir: Path | None = None) -> list[str]:
-    """The shipped example images, plus two scikit-image photos (when installed) for the
-    augmentation explorer, written once to ``extra_dir``."""
-    paths = sorted(str(p) for p in folder.glob("*.png")) if folder.is_dir() else []
-    if extra_dir is not None:
-        try:
-            from skimage import data
-        except ImportError:  # scikit-image is optional for the app
-            return paths
-        extra_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("chelsea", "coffee"):
-            path = extra_dir / f"{name}.png"
-            if not path.exists():
-                img = Image.fromarray(getattr(data, name)())
-                img.thumbnail((256, 256))
-                img.save(path)
-            paths.append(str(path))
-    return paths
+# ------------------------------------------------------------------------------------------ tabs
+def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
+    """Title and the model box; returns the box (an input of every tab)."""
+    gr.Markdown(texts.INTRO)
+    label = "Model: Hugging Face Hub id, local folder or one of the list" if h.catalog.allow_any else "Model"
+    with gr.Row():
+        model_box = gr.Dropdown(list(h.catalog.choices), value=h.catalog.default, label=label, scale=4,
+                                allow_custom_value=h.catalog.allow_any, elem_id="model-box")
+        load_btn = gr.Button("Load model", scale=1)
+    model_info = gr.Markdown(description)
+    in_use = gr.State(h.catalog.default)  # this visitor's model: the box goes back to it when a load fails
+    for trigger, api in ((load_btn.click, {"api_name": "model_info"}), (model_box.select, {"api_visibility": "private"})):
+        load = trigger(guarded(h.model_info), [model_box], [model_info], preprocess=False, **api, **LOAD_EVENTS)
+        load.success(lambda name: name, [model_box], [in_use], api_visibility="private")
+        load.failure(lambda name: name, [in_use], [model_box], api_visibility="private")
+    return model_box
+
+
+def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
+    """Upload, resolution and precision in; a before/after slider and a timing line out."""
+
+    def translate(image: Upload, resolution: str = "original", precision: str = "fp32", model: str | None = None,
+                  progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:  # noqa: B008
+        """Translate an image; returns (before, after) for the slider and a line of timing."""
+        tiles = functools.partial(_tile_progress, progress)
+        return h.translate(image, resolution, precision, model, tiles)
+
+    with gr.Row():
+        with gr.Column():
+            t_input = gr.Image(type="filepath", image_mode=None, label="Input image", sources=["upload", "clipboard"],
+                               format="png", elem_id="translate-input")
+            with gr.Row():
+                resolution = gr.Dropdown(list(RESOLUTIONS), value="original", allow_custom_value=True,
+                                         label="Resolution: original size, or shorter side in px")
+                precision = gr.Radio(precisions_available(), value="fp32", label="Precision", info=precision_note())
+            t_button = gr.Button("Translate", variant="primary", elem_id="translate-button")
+        with gr.Column():
+            slider = gr.ImageSlider(type="pil", format="png", label="Before | after", elem_id="translate-slider")
+            t_info = gr.Markdown(elem_id="translate-info")
+    t_button.click(guarded(translate), [t_input, resolution, precision, model_box], [slider, t_info],
+                   api_name="translate", preprocess=False)
+    gr.Examples(examples, inputs=[t_input], outputs=[slider, t_info], fn=guarded(lambda image: h.translate(image)),
+                cache_examples=True, cache_mode="eager", preprocess=False, label="Examples (cached)")
+
+
+def _tile_progress(progress: gr.Progress, done: int, total: int) -> None:
+    """translate()'s progress callback -> the page's progress bar, counted in tiles."""
+    progress((done, total), desc="translating in tiles", unit="tiles")
+
+
+def augment_controls() -> list[gr.components.Component]:
+    """The explorer's controls in ``CONTROL_NAMES`` order. Each operation's checkbox and each
+    slider have a line of their own, so their labels stay whole in the narrow column at any width."""
+    paper = aug.preset_controls("paper")
+    controls = {"size": gr.Slider(8, 512, value=paper["size"], step=1, label="View size (px)")}
+    operations = [
+        ("crop", "Random resized crop", [("crop_scale_min", 0.01, 1, "crop area min"),
+                                         ("crop_scale_max", 0.01, 1, "crop area max")]),
+        ("flip", "Horizontal flip", [("flip_p", 0, 1, "flip p")]),
+        ("jitter", "Colour jitter", [("jitter_p", 0, 1, "jitter p"), ("jitter_strength", 0, 2, "strength s")]),
+        ("grayscale", "Grayscale", [("grayscale_p", 0, 1, "grayscale p")]),
+        ("blur", "Gaussian blur", [("blur_p", 0, 1, "blur p"), ("blur_sigma_min", 0.01, 5, "sigma min"),
+                                   ("blur_sigma_max", 0.01, 5, "sigma max")]),
+    ]
+    for name, label, sliders in operations:
+        with gr.Group():
+            controls[name] = gr.Checkbox(paper[name], label=label)
+            for key, low, high, text in sliders:
+                controls[key] = gr.Slider(low, high, value=paper[key], label=text)
+    return [controls[k] for k in aug.CONTROL_NAMES]
+
+
+def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
+    """Two views of one image, then a batch of views through NT-Xent."""
+    gr.Markdown(texts.AUGMENT)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=360):
+            a_input = gr.Image(type="filepath", image_mode=None, label="Image", format="png", elem_id="augment-input")
+            preset = gr.Radio(["paper", "cifar"], value="paper", label="Preset (sets the controls)")
+            with gr.Accordion("Operations", open=True, elem_id="augment-controls"):
+                controls = augment_controls()
+            seed = gr.Number(0, precision=0, label="Seed (same seed, same views)")
+            a_button = gr.Button("Draw two views", variant="primary", elem_id="augment-button")
+        with gr.Column(scale=2):
+            boxes = gr.Image(label="Original with both crop boxes (1 orange, 2 cyan)", format="png")
+            with gr.Row():
+                view1 = gr.Image(label="View 1", format="png")
+                view2 = gr.Image(label="View 2", format="png", elem_id="augment-view2")
+            params_md = gr.Markdown()
+            with gr.Accordion("Sampled parameters as JSON", open=False):
+                params_json = gr.JSON()
+    preset.change(lambda name: [aug.preset_controls(name)[k] for k in aug.CONTROL_NAMES], [preset], controls,
+                  api_visibility="private")
+    a_button.click(guarded(h.augment), [a_input, *controls, seed], [boxes, view1, view2, params_md, params_json],
+                   api_name="augment", preprocess=False)
+    gr.Examples(examples, inputs=[a_input], label="Examples", elem_id="augment-examples")
+
+    gr.Markdown(texts.BATCH)
+    with gr.Row():
+        temperature = gr.Slider(0.01, 2, value=0.5, label="Temperature τ")
+        embedding = gr.Radio(["pixels", "cut-encoder"], value="pixels", label="Embedding")
+        b_button = gr.Button("Compute the matrix", variant="primary", elem_id="batch-button")
+    matrix = gr.Image(label="Cosine similarity (blue −1, white 0, red +1; green: positives)", format="png",
+                      elem_id="similarity-matrix")
+    loss_md = gr.Markdown()
+    b_button.click(guarded(h.augment_batch), [*controls, seed, temperature, embedding, model_box], [matrix, loss_md],
+                   api_name="augment_batch", preprocess=False)
+
+
+def build_patch_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
+    """Click a point: where its embedding lands in the translation, per NCE layer."""
+    gr.Markdown(texts.PATCHNCE)
+    with gr.Row():
+        with gr.Column():
+            p_input = gr.Image(type="filepath", image_mode=None, label="Input (click a point)", format="png",
+                               elem_id="patch-input")
+            with gr.Row():
+                px = gr.Number(-1, label="x (px; negative: centre)")
+                py = gr.Number(-1, label="y (px; negative: centre)")
+            p_button = gr.Button("Compare", variant="primary", elem_id="patch-button")
+        with gr.Column():
+            marked = gr.Image(label="Query point", format="png")
+            patch = gr.Image(label="Query patch", format="png")
+        with gr.Column():
+            translated = gr.Image(label="Translation (enlarged for display)", format="png")
+    heatmaps = gr.Gallery(label="Similarity per NCE layer", columns=5, height="fit-content", format="png",
+                          elem_id="patch-heatmaps")
+    summary = gr.JSON(label="Numbers")
+    p_inputs, p_outputs = [p_input, px, py, model_box], [marked, patch, translated, heatmaps, summary]
+    compare = guarded(h.patch_similarity)
+    p_button.click(compare, p_inputs, p_outputs, api_name="patch_similarity", preprocess=False)
+    p_input.select(_clicked_point, None, [px, py], api_visibility="private").then(
+        compare, p_inputs, p_outputs, api_visibility="private", preprocess=False)
+    gr.Examples(examples, inputs=[p_input], label="Examples", elem_id="patch-examples")
+
+
+def _clicked_point(evt: gr.SelectData) -> tuple[int, int]:
+    return int(evt.index[0]), int(evt.index[1])
 
 
 # ------------------------------------------------------------------------------------------ page
 def build_demo(
-    model: str | os.PathLike = SHIPPED_MODEL,
+    models: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_any_model: bool = False,
+    max_pixels: int = UPLOAD_MAX_PIXELS,
     tile_above: int = DEFAULT_TILE_ABOVE,
+    load_timeout: float = DEFAULT_LOAD_TIMEOUT,
     examples_cache: str | os.PathLike | None = None,
     cache: ModelCache | None = None,
 ) -> gr.Blocks:
-    """The Blocks app. Loads ``model`` once (raises DemoError when it cannot) and caches the
-    example outputs under ``examples_cache`` (default: a fresh temporary folder, so a cache from
-    another model or version is never shown)."""
-    cache = cache or ModelCache()
-    default_model = str(model)
-    loaded = cache.get(default_model)  # fail early with a readable message
-    warm_up(loaded)
+    """The Blocks app offering ``models`` (the first is the default) and the shipped model.
+
+    Loads the default model (raises DemoError when it cannot); caches the example outputs under
+    ``examples_cache`` (default: a fresh temporary folder, removed at exit; a stale cache is never shown).
+    """
+    models = [models] if isinstance(models, (str, os.PathLike)) else models
+    catalog = ModelCatalog.from_flags(models, allow_any_model)
+    h = DemoHandlers(catalog, cache or ModelCache(), max_pixels, tile_above, load_timeout)
+    loaded = h.start()  # fail early with a readable message
     if examples_cache is None:
         examples_cache = tempfile.mkdtemp(prefix="cut-hf-examples-")
+        atexit.register(shutil.rmtree, examples_cache, ignore_errors=True)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(examples_cache)  # read by gr.Examples when created
-    horse_examples = example_images(EXAMPLES_DIR)
-    all_examples = example_images(EXAMPLES_DIR, Path(examples_cache) / "photos")
-    batch_images = [read_image(p) for p in all_examples]
-
-    # ---------------------------------------------------------------- handlers (plain functions)
-    @guarded
-    def translate_fn(image: Any, resolution: str = "original", precision: str = "fp32",
-                     model_id: str = default_model) -> tuple[tuple[Image.Image, Image.Image], str]:
-        """Translate an image; returns (before, after) for the slider and a line of timing."""
-        img = read_image(image, max_pixels)
-        result = run_translation(cache.get(model_id), img, resolution, precision, tile_above, max_pixels)
-        return (result.before, result.after), result.describe(img.size)
-
-    @guarded
-    def augment_fn(image: Any, *controls_and_seed: Any) -> tuple:
-        """Two SimCLR views of an image, the crop boxes drawn on it, and what each view sampled."""
-        *controls, seed = controls_and_seed
-        augment = aug.make_augment(**dict(zip(aug.CONTROL_NAMES, controls, strict=True)))
-        res = aug.explore_views(read_image(image, max_pixels), augment, int(seed or 0))
-        return res.boxes, res.view1, res.view2, aug.params_markdown(*res.params), res.params_json()
-
-    @guarded
-    def augment_batch_fn(*args: Any) -> tuple[Image.Image, str]:
-        """The example images through two views each: the 2N x 2N cosine-similarity matrix and NT-Xent."""
-        *controls, seed, temperature, encoder, model_id = args
-        augment = aug.make_augment(**dict(zip(aug.CONTROL_NAMES, controls, strict=True)))
-        if encoder == "cut-encoder":
-            embed = aug.generator_embedding(cache.get(model_id).generator)
-            how = "the CUT generator's encoder (last NCE layer, average-pooled; trained for translation, not SimCLR)"
-        elif encoder == "pixels":
-            embed, how = aug.pixel_embedding, "raw pixels (each view at 32×32, mean removed)"
-        else:
-            raise DemoError(f"encoder must be 'pixels' or 'cut-encoder', got {encoder!r}")
-        res = aug.batch_similarity(batch_images, augment, embed, float(temperature), int(seed or 0))
-        text = (f"**NT-Xent = {res.loss:.4f}** at τ = {res.temperature:g} over 2N = {2 * res.n} views "
-                f"(chance level ln(2N-1) = {math.log(2 * res.n - 1):.3f}). Embedding: {how}. "
-                f"The positive is the most similar view for {res.top1:.0%} of the anchors. "
-                "Green boxes mark the positive pairs; grey cells (self-similarity) are left out of the loss.")
-        return aug.render_similarity(res), text
-
-    @guarded
-    def patch_fn(image: Any, x: float = -1, y: float = -1, model_id: str = default_model) -> tuple:
-        """PatchNCE explorer: the query at (x, y) (negative: the image centre) against every
-        location of the translation, one heatmap per NCE layer."""
-        img = read_image(image, max_pixels)
-        x = img.width / 2 if x is None or float(x) < 0 else float(x)
-        y = img.height / 2 if y is None or float(y) < 0 else float(y)
-        m = cache.get(model_id)
-        res = patch_similarity(m.generator, img, x, y, m.sampler)
-        marked, patch = render_query(res)
-        return marked, patch, upscale(res.translated, 256), render_heatmaps(res), res.summary()
-
-    @guarded
-    def model_info_fn(model_id: str) -> str:
-        """Load a model (Hub id or folder) and describe it."""
-        return cache.get(model_id).describe()
-
-    def preset_fn(name: str) -> list:
-        values = aug.preset_controls(name)
-        return [values[k] for k in aug.CONTROL_NAMES]
-
-    def select_fn(evt: gr.SelectData) -> tuple[int, int]:
-        return int(evt.index[0]), int(evt.index[1])
-
-    # ---------------------------------------------------------------- layout
-    paper = aug.preset_controls("paper")
+    horse_examples = example_images()
+    all_examples = example_images(extra_dir=Path(examples_cache) / "photos")
+    h.batch_images = [read_image(p) for p in all_examples]
     with gr.Blocks(title="cut-hf: contrastive unpaired translation") as demo:
-        gr.Markdown(
-            "# cut-hf demo\nContrastive unpaired image-to-image translation — CUT / FastCUT "
-            "([Park et al., 2020](https://arxiv.org/abs/2007.15651)) and the SimCLR ideas it grows from "
-            "([Chen et al., 2020](https://arxiv.org/abs/2002.05709)). The default model is a small CUT "
-            "generator shipped with the repository, trained on a synthetic *mini horse → zebra* dataset "
-            "at 64 px: it adds stripes to horses like the examples, not to photographs."
-        )
-        with gr.Row():
-            model_box = gr.Textbox(value=default_model, label="Model: Hugging Face Hub id or local folder", scale=4)
-            load_btn = gr.Button("Load model", scale=1)
-        model_info = gr.Markdown(loaded.describe())
-        load_btn.click(model_info_fn, [model_box], [model_info], api_name="model_info")
-        model_box.submit(model_info_fn, [model_box], [model_info], api_visibility="private")
-
+        model_box = build_header(h, loaded.describe())
         with gr.Tab("Translate"):
-            with gr.Row():
-                with gr.Column():
-                    t_input = gr.Image(type="filepath", image_mode=None, label="Input image",
-                                       sources=["upload", "clipboard"], format="png", elem_id="translate-input")
-                    with gr.Row():
-                        resolution = gr.Dropdown(list(RESOLUTIONS), value="original", allow_custom_value=True,
-                                                 label="Resolution: original size, or shorter side in px")
-                        precision = gr.Radio(precisions_available(), value="fp32", label="Precision",
-                                             info=precision_note())
-                    t_button = gr.Button("Translate", variant="primary", elem_id="translate-button")
-                with gr.Column():
-                    slider = gr.ImageSlider(type="pil", format="png", label="Before | after",
-                                            elem_id="translate-slider")
-                    t_info = gr.Markdown(elem_id="translate-info")
-            t_button.click(translate_fn, [t_input, resolution, precision, model_box], [slider, t_info],
-                           api_name="translate", preprocess=False)
-            gr.Examples(horse_examples, inputs=[t_input], outputs=[slider, t_info],
-                        fn=lambda image: translate_fn(image, "original", "fp32", default_model),
-                        cache_examples=True, cache_mode="eager", preprocess=False, label="Examples (cached)")
-
+            build_translate_tab(h, model_box, horse_examples)
         with gr.Tab("Augmentation explorer"):
-            gr.Markdown("SimCLR's augmentation family *T(·)*: every view is a random resized crop, then a "
-                        "flip, colour jitter, grayscale and blur, each taken with its probability. Two views of "
-                        "one image are a **positive pair**; views of other images are **negatives**.")
-            with gr.Row():
-                with gr.Column(scale=1):
-                    a_input = gr.Image(type="filepath", image_mode=None, label="Image", format="png",
-                                       elem_id="augment-input")
-                    preset = gr.Radio(["paper", "cifar"], value="paper", label="Preset (sets the controls)")
-                    with gr.Accordion("Operations", open=True):
-                        size = gr.Slider(8, 512, value=paper["size"], step=1, label="View size (px)")
-                        with gr.Row():
-                            crop = gr.Checkbox(paper["crop"], label="Random resized crop")
-                            crop_min = gr.Slider(0.01, 1, value=paper["crop_scale_min"], label="crop area min")
-                            crop_max = gr.Slider(0.01, 1, value=paper["crop_scale_max"], label="crop area max")
-                        with gr.Row():
-                            flip = gr.Checkbox(paper["flip"], label="Horizontal flip")
-                            flip_p = gr.Slider(0, 1, value=paper["flip_p"], label="flip p")
-                        with gr.Row():
-                            jitter = gr.Checkbox(paper["jitter"], label="Colour jitter")
-                            jitter_p = gr.Slider(0, 1, value=paper["jitter_p"], label="jitter p")
-                            strength = gr.Slider(0, 2, value=paper["jitter_strength"], label="strength s")
-                        with gr.Row():
-                            gray = gr.Checkbox(paper["grayscale"], label="Grayscale")
-                            gray_p = gr.Slider(0, 1, value=paper["grayscale_p"], label="grayscale p")
-                        with gr.Row():
-                            blur = gr.Checkbox(paper["blur"], label="Gaussian blur")
-                            blur_p = gr.Slider(0, 1, value=paper["blur_p"], label="blur p")
-                            sigma_min = gr.Slider(0.01, 5, value=paper["blur_sigma_min"], label="sigma min")
-                            sigma_max = gr.Slider(0.01, 5, value=paper["blur_sigma_max"], label="sigma max")
-                    seed = gr.Number(0, precision=0, label="Seed (same seed, same views)")
-                    a_button = gr.Button("Draw two views", variant="primary", elem_id="augment-button")
-                with gr.Column(scale=2):
-                    boxes = gr.Image(label="Original with both crop boxes (1 orange, 2 cyan)", format="png")
-                    with gr.Row():
-                        view1 = gr.Image(label="View 1", format="png")
-                        view2 = gr.Image(label="View 2", format="png", elem_id="augment-view2")
-                    params_md = gr.Markdown()
-                    with gr.Accordion("Sampled parameters as JSON", open=False):
-                        params_json = gr.JSON()
-            controls = [size, crop, crop_min, crop_max, flip, flip_p, jitter, jitter_p, strength, gray, gray_p,
-                        blur, blur_p, sigma_min, sigma_max]
-            preset.change(preset_fn, [preset], controls, api_visibility="private")
-            a_button.click(augment_fn, [a_input, *controls, seed], [boxes, view1, view2, params_md, params_json],
-                           api_name="augment", preprocess=False)
-            gr.Examples(all_examples, inputs=[a_input], label="Examples", elem_id="augment-examples")
-
-            gr.Markdown("### A batch through NT-Xent\nThe example images above, two views each (same controls "
-                        "and seed): the 2N × 2N cosine-similarity matrix of their embeddings, and SimCLR's NT-Xent "
-                        "loss. Rows and columns: view 1 of every image (orange), then view 2 (cyan).")
-            with gr.Row():
-                temperature = gr.Slider(0.01, 2, value=0.5, label="Temperature τ")
-                encoder = gr.Radio(["pixels", "cut-encoder"], value="pixels", label="Embedding")
-                b_button = gr.Button("Compute the matrix", variant="primary", elem_id="batch-button")
-            matrix = gr.Image(label="Cosine similarity (blue −1, white 0, red +1; green: positives)", format="png",
-                              elem_id="similarity-matrix")
-            loss_md = gr.Markdown()
-            b_button.click(augment_batch_fn, [*controls, seed, temperature, encoder, model_box], [matrix, loss_md],
-                           api_name="augment_batch", preprocess=False)
-
+            build_augment_tab(h, model_box, all_examples)
         with gr.Tab("PatchNCE explorer"):
-            gr.Markdown("**Click a point on the input.** For each NCE layer of the generator's encoder, the "
-                        "heatmap shows the cosine similarity between the input's embedding at that point (the "
-                        "query) and the translation's embedding at every location — through the trained "
-                        "PatchSampler MLP when the model has one. PatchNCE trains the same place to win "
-                        "(green cross: the query; yellow ring: the most similar location).")
-            with gr.Row():
-                with gr.Column():
-                    p_input = gr.Image(type="filepath", image_mode=None, label="Input (click a point)", format="png",
-                                       elem_id="patch-input")
-                    with gr.Row():
-                        px = gr.Number(-1, label="x (px; negative: centre)")
-                        py = gr.Number(-1, label="y (px; negative: centre)")
-                    p_button = gr.Button("Compare", variant="primary", elem_id="patch-button")
-                with gr.Column():
-                    marked = gr.Image(label="Query point", format="png")
-                    patch = gr.Image(label="Query patch", format="png")
-                with gr.Column():
-                    translated = gr.Image(label="Translation (enlarged for display)", format="png")
-            heatmaps = gr.Gallery(label="Similarity per NCE layer", columns=5, format="png", elem_id="patch-heatmaps")
-            summary = gr.JSON(label="Numbers")
-            p_inputs, p_outputs = [p_input, px, py, model_box], [marked, patch, translated, heatmaps, summary]
-            p_button.click(patch_fn, p_inputs, p_outputs, api_name="patch_similarity", preprocess=False)
-            p_input.select(select_fn, None, [px, py], api_visibility="private").then(
-                patch_fn, p_inputs, p_outputs, api_visibility="private", preprocess=False)
-            gr.Examples(horse_examples, inputs=[p_input], label="Examples", elem_id="patch-examples")
+            build_patch_tab(h, model_box, horse_examples)
     return demo
 
 
 # ------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=str(SHIPPED_MODEL), help="Hub id or local folder of a CUT generator")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860, help="port (0: any free one)")
+    p.add_argument("--model", action="append", default=None, metavar="ID_OR_FOLDER",
+                   help=f"offer this Hub id or local folder (repeatable; the first is the default; the shipped "
+                        f"{SHIPPED_MODEL.name} is always offered, and is the default without --model)")
+    p.add_argument("--allow-any-model", action="store_true", help="the model box loads any Hub id or server folder "
+                                                                  "(a local session only)")
+    p.add_argument("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, help="seconds a model load may take")
+    p.add_argument("--host", help="address to listen on (0.0.0.0: all; None: $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (None or 0: $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger uploads (w x h)")
-    p.add_argument("--tile-above", type=int, default=DEFAULT_TILE_ABOVE,
-                   help="translate images with more pixels than this in tiles")
+    p.add_argument("--max-pixels", type=int, default=UPLOAD_MAX_PIXELS, help="refuse larger uploads (w x h)")
+    p.add_argument("--tile-above", type=int, default=DEFAULT_TILE_ABOVE, help="larger images are translated in tiles")
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 25mb")
     p.add_argument("--concurrency", type=int, default=2, help="events that may run at the same time")
     p.add_argument("--queue-size", type=int, default=32, help="requests that may wait in the queue")
@@ -329,14 +278,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         set_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        demo = build_demo(args.model, max_pixels=args.max_pixels, tile_above=args.tile_above)
-    except DemoError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
-    demo.launch(server_name=args.host, server_port=args.port or None, share=args.share,
-                max_file_size=args.max_file_size, show_error=False)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: Gradio closes, the with cleans up
+    with tempfile.TemporaryDirectory(prefix="cut-hf-examples-") as examples_cache:  # removed however we stop
+        try:
+            demo = build_demo(args.model, allow_any_model=args.allow_any_model, max_pixels=args.max_pixels,
+                              tile_above=args.tile_above, load_timeout=args.load_timeout, examples_cache=examples_cache)
+        except DemoError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
+        try:  # no host or port unless a flag names one: launch() then reads GRADIO_SERVER_NAME/PORT
+            demo.launch(server_name=args.host, server_port=args.port or None, share=args.share,
+                        max_file_size=args.max_file_size, show_error=False)
+        finally:  # a stop during startup: the server (and its example caching) ends before the folder goes
+            demo.close()
     return 0
 
 

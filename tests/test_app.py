@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +18,10 @@ from PIL import Image
 
 from cut_hf import CUTGenerator, PatchSampler
 from cut_hf.demo import augment_explorer as aug
+from cut_hf.demo import models as demo_models
+from cut_hf.demo.catalog import ModelCatalog, display_name
 from cut_hf.demo.errors import DemoError
+from cut_hf.demo.handlers import DemoHandlers
 from cut_hf.demo.models import SHIPPED_MODEL, ModelCache, load_demo_model
 from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query
 from cut_hf.demo.translation import parse_resolution, precision_note, run_translation
@@ -22,6 +30,13 @@ from cut_hf.losses import nt_xent_loss
 from cut_hf.perf import native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def load_app():  # app.py is a script, not part of the installed package: imported from its path
+    spec = importlib.util.spec_from_file_location("cut_hf_app", ROOT / "app.py")
+    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
+    return module
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -162,6 +177,109 @@ def test_mismatched_sampler_is_refused(tiny_model_dir: Path) -> None:
         load_demo_model(tiny_model_dir)
 
 
+# ------------------------------------------------------------------------ the model allowlist
+def test_catalog_refuses_every_other_name_the_same_way(tmp_path: Path) -> None:
+    """The answer for a refused name never depends on what exists on the server."""
+    catalog = ModelCatalog.from_flags()
+    assert catalog.choices == {"mini-horse2zebra": str(SHIPPED_MODEL)} and catalog.default == "mini-horse2zebra"
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    answers = set()
+    for name in ("/etc", str(tmp_path / "missing"), str(tmp_path / "half"), "nobody/nothing", str(SHIPPED_MODEL),
+                 "../models/mini-horse2zebra"):
+        with pytest.raises(DemoError, match="not a model of this app") as err:
+            catalog.resolve(name)
+        answers.add(str(err.value).split("' is not a model", 1)[1])  # all but the echoed name
+    assert len(answers) == 1 and str(ROOT) not in answers.pop(), answers
+    with pytest.raises(DemoError, match="enter a model: one of mini-horse2zebra"):
+        catalog.resolve("  ")
+    assert catalog.resolve(" mini-horse2zebra ") == ("mini-horse2zebra", str(SHIPPED_MODEL))
+
+
+def test_catalog_display_names_and_allow_any(tiny_model_dir: Path) -> None:
+    catalog = ModelCatalog.from_flags([str(tiny_model_dir), "user/zebras", str(tiny_model_dir / "generator")])
+    assert list(catalog.choices) == ["run", "user/zebras", "run/generator", "mini-horse2zebra"]
+    assert catalog.default == "run" and catalog.resolve("run") == ("run", str(tiny_model_dir))
+    assert not any(str(ROOT) in name or str(tiny_model_dir) in name for name in catalog.choices)
+    assert display_name("user/zebras") == "user/zebras" and display_name("/srv/models/missing") == "missing"
+    anything = ModelCatalog.from_flags(allow_any=True)
+    assert anything.resolve(str(tiny_model_dir)) == ("run", str(tiny_model_dir))
+    assert anything.resolve("someone/else") == ("someone/else", "someone/else")
+
+
+def test_load_errors_name_the_model_not_the_server_path(tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(DemoError, match="cannot load model 'broken'") as err:
+        load_demo_model(tmp_path / "broken")
+    assert str(tmp_path) not in str(err.value)
+
+
+def test_slow_load_times_out_and_keeps_the_previous_model(tiny_model_dir: Path, monkeypatch) -> None:
+    cache = ModelCache()
+    first = cache.get(tiny_model_dir)
+    release = threading.Event()
+    real = demo_models.load_demo_model
+
+    def stalled(model, device="cpu", name=None):
+        release.wait(30)
+        raise DemoError("cannot load model 'slow': unreachable")
+
+    monkeypatch.setattr(demo_models, "load_demo_model", stalled)
+    start = time.perf_counter()
+    with pytest.raises(DemoError, match="takes longer than 0.3 s"):
+        cache.get("someone/slow", timeout=0.3)
+    assert time.perf_counter() - start < 5
+    assert cache.loaded(tiny_model_dir) is first and cache.get(tiny_model_dir, timeout=0.1) is first
+    release.set()
+    with pytest.raises(DemoError, match="unreachable"):  # the background load's own answer, once it has one
+        cache.get("someone/slow", timeout=5)
+    monkeypatch.setattr(demo_models, "load_demo_model", real)
+    assert cache.loaded("someone/slow") is None and cache.loaded(tiny_model_dir) is first
+
+
+@pytest.fixture
+def silent_hub(monkeypatch):
+    """A Hub endpoint that accepts connections and never answers (HF_ENDPOINT points at it)."""
+    from huggingface_hub import constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    try:
+        yield url
+    finally:
+        server.close()  # pending connections are reset: the background load ends
+
+
+def test_stalled_hub_lookup_is_bounded_and_translations_go_on(tiny_model_dir: Path, silent_hub) -> None:
+    h = DemoHandlers(ModelCatalog.from_flags([str(tiny_model_dir), "someone/stalled"]), load_timeout=1.0)
+    h.start()
+    start = time.perf_counter()
+    with pytest.raises(DemoError, match="takes longer than 1 s|could not be reached"):  # app or Hub timeout first
+        h.model_info("someone/stalled")
+    assert time.perf_counter() - start < 10
+    (before, after), _ = h.translate(photo(), model="run")  # the previous model serves on
+    assert after.size == (40, 30)
+    with pytest.raises(DemoError, match="'someone/stalled' is not loaded: press 'Load model'"):
+        h.translate(photo(), model="someone/stalled")
+
+
+def test_handlers_translate_only_with_loaded_models(tiny_model_dir: Path) -> None:
+    h = DemoHandlers(ModelCatalog.from_flags(["user/never-loaded", str(tiny_model_dir)]))
+    with pytest.raises(DemoError, match="not loaded"):
+        h.translate(photo(), model="run")
+    assert "CUTGenerator ngf 4" in h.model_info("run") and "**run**" in h.model_info("run")
+    (before, after), info = h.translate(photo(), "16", "fp32", "run")
+    assert min(after.size) == 16 and "resized from 40×30" in info
+    with pytest.raises(DemoError, match="not a model of this app"):
+        h.patch_similarity(photo(), model=str(tiny_model_dir))  # a path is not a display name
+
+
 # --------------------------------------------------------------------------- translation
 def test_parse_resolution() -> None:
     assert parse_resolution("original") is None and parse_resolution(None) is None and parse_resolution(0) is None
@@ -180,8 +298,11 @@ def test_run_translation_sizes_precision_and_tiles(tiny_model_dir: Path) -> None
     res = run_translation(model, img, "16")  # shorter side 16: before and after resized alike
     assert res.before.size == res.after.size and min(res.after.size) == 16
     assert "resized from 37×29" in res.describe(img.size)
-    res = run_translation(model, photo(96, 80), tile_above=2000)  # over the threshold: tiled path
+    steps: list[tuple[int, int]] = []
+    res = run_translation(model, photo(96, 80), tile_above=2000, progress=lambda *a: steps.append(a))  # tiled path
     assert res.tiled and res.after.size == (96, 80)
+    assert res.tiles >= 1 and steps[-1] == (res.tiles, res.tiles)  # the progress bar counts tiles
+    assert f"tiled ({res.tiles} tile" in res.describe((96, 80))
     whole = run_translation(model, photo(96, 80))
     # Tiles use whole-image norm statistics: close to the one-piece result.
     diff = np.abs(np.asarray(res.after, dtype=float) - np.asarray(whole.after, dtype=float))
@@ -312,8 +433,7 @@ def test_shipped_model_hottest_spot_is_the_clicked_point() -> None:
 def test_guarded_turns_errors_into_messages() -> None:
     import gradio as gr
 
-    sys.path.insert(0, str(ROOT))
-    import app
+    app = load_app()
 
     def bad_input():
         raise DemoError("<b>file</b> is not an image")
@@ -327,6 +447,39 @@ def test_guarded_turns_errors_into_messages() -> None:
     with pytest.raises(gr.Error) as err:
         app.guarded(crash)()
     assert "RuntimeError" in err.value.message and "/srv/path" not in err.value.message
+
+
+def test_tile_progress_goes_to_the_page_bar_in_tiles() -> None:
+    calls = []
+    load_app()._tile_progress(lambda *args, **kwargs: calls.append((args, kwargs)), 2, 6)  # a gr.Progress stand-in
+    assert calls == [(((2, 6),), {"desc": "translating in tiles", "unit": "tiles"})]
+
+
+def test_space_card_and_lfs_attributes() -> None:
+    """The repository pushed as it is makes a Gradio Space that runs app.py with the pinned Gradio."""
+    import gradio as gr
+    from huggingface_hub import SpaceCard
+
+    card = SpaceCard.load(ROOT / "README.md").data
+    assert (card.sdk, card.app_file, card.sdk_version) == ("gradio", "app.py", gr.__version__)
+    assert card.python_version == f"{sys.version_info.major}.{sys.version_info.minor}" and card.title
+    assert f"gradio=={gr.__version__}" in (ROOT / "requirements.txt").read_text()
+    lfs = {line.split()[0] for line in (ROOT / ".gitattributes").read_text().splitlines() if "filter=lfs" in line}
+    assert {"*.safetensors", "*.png", "*.jpg"} <= lfs
+    assert "### Deploy as a Space" in (ROOT / "README.md").read_text()
+
+
+def test_help_and_flags_show_no_server_paths(capsys, monkeypatch) -> None:
+    app = load_app()
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        app.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "mini-horse2zebra" in text and str(ROOT) not in text and "--allow-any-model" in text
+    args = app.parse_args([])
+    assert args.model is None and args.host is None and args.port is None  # GRADIO_SERVER_NAME/PORT apply
+    args = app.parse_args(["--model", "a/b", "--model", "c/d", "--host", "0.0.0.0", "--port", "9"])
+    assert args.model == ["a/b", "c/d"] and (args.host, args.port) == ("0.0.0.0", 9)
 
 
 # ----------------------------------------------------------------- the shipped model and its data

@@ -13,13 +13,13 @@ Run as a script to refresh the README screenshots of all three tabs::
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -214,9 +214,8 @@ class Browser:
 # ------------------------------------------------------------------------------- the app side
 def start_app(**kwargs: Any) -> tuple[Any, str]:
     """The demo on 127.0.0.1 at a free port, in this process; returns (blocks, url)."""
-    sys.path.insert(0, str(ROOT))
-    import app
-
+    spec = importlib.util.spec_from_file_location("cut_hf_app", ROOT / "app.py")  # a script, not a package module
+    spec.loader.exec_module(app := importlib.util.module_from_spec(spec))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -270,29 +269,88 @@ def test_translate_in_headless_chromium(tmp_path: Path) -> None:
         demo.close()
 
 
+#: JS: the texts among ``selector``'s matches that do not fit: wrapped onto a second line, or cut
+#: (by the element or its parent, e.g. an ellipsis or a squeezed column).
+CUT_TEXTS = ("(sel => [...document.querySelectorAll(sel)].filter(el => {"
+             " const range = document.createRange(); range.selectNodeContents(el);"
+             " const lines = new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;"
+             " const clipped = e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1;"
+             " return lines > 1 || clipped(el) || clipped(el.parentElement); }).map(el => el.innerText))")
+
+
+def click_tab(browser: Browser, name: str) -> None:
+    browser.js(f"[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.includes('{name}')).click()")
+    time.sleep(1.0)
+
+
+def set_width(browser: Browser, width: int) -> None:
+    browser.width = width
+    browser.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=browser.height,
+                 deviceScaleFactor=1, mobile=False)
+    time.sleep(1.0)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_model_box_labels_and_captions(tmp_path: Path, hub_offline) -> None:
+    """The page shows no server path; a model that fails to load leaves the box on the model in
+    use; at 1280 and 1920 px the Augmentation explorer's checkbox and slider labels and the
+    PatchNCE heatmap captions are whole."""
+    demo, url = start_app(models=[str(EXAMPLE.parents[1]), "someone/unreachable"], examples_cache=tmp_path / "ex")
+    browser = None
+    try:
+        browser = Browser(1280, 900)
+        browser.goto(url)
+        browser.wait_for(APP_READY, 60, "the app to load")
+        assert str(ROOT) not in browser.js("document.body.innerHTML")
+        browser.js("document.querySelector('#model-box input').focus()")  # open the list, pick the other model
+        browser.js("document.querySelector('#model-box input').click()")
+        browser.wait_for("!!document.querySelector('li[aria-label=\"someone/unreachable\"]')", 10, "the model list")
+        browser.js("document.querySelector('li[aria-label=\"someone/unreachable\"]')"
+                   ".dispatchEvent(new MouseEvent('mousedown', {bubbles: true}))")
+        error = browser.wait_for("[...document.querySelectorAll('.toast-body.error')].map(e => e.innerText).join()",
+                                 30, "the load error")
+        assert "cannot load model 'someone/unreachable'" in error
+        browser.wait_for("document.querySelector('#model-box input').value === 'mini-horse2zebra'", 10,
+                         "the box back on the model in use")
+        click_tab(browser, "PatchNCE explorer")
+        browser.wait_for("document.querySelectorAll('#patch-examples button.gallery-item').length > 0", 30)
+        browser.js("document.querySelectorAll('#patch-examples button.gallery-item')[0].click()")
+        browser.wait_for(_has_image("patch-input"), 30, "the example in the input")
+        browser.js("document.querySelector('#patch-button').click()")
+        browser.wait_for(_has_image("patch-heatmaps"), 60, "the heatmaps")
+        for width in (1280, 1920):
+            set_width(browser, width)
+            click_tab(browser, "PatchNCE explorer")
+            captions = browser.js("[...document.querySelectorAll('#patch-heatmaps .caption-label')].length")
+            assert captions == 5 and browser.js(f"{CUT_TEXTS}('#patch-heatmaps .caption-label')") == [], width
+            click_tab(browser, "Augmentation explorer")
+            labels = "#augment-controls .label-text, #augment-controls [data-testid=block-info]"
+            assert browser.js(f"[...document.querySelectorAll('{labels}')].length") == 15  # 5 checkboxes, 10 sliders
+            assert browser.js(f"{CUT_TEXTS}('{labels}')") == [], width
+    finally:
+        if browser is not None:
+            browser.close()
+        demo.close()
+
+
 # ------------------------------------------------------------------------- docs screenshots
 def _has_image(elem_id: str) -> str:
     """JS: the component ``elem_id`` shows at least one loaded picture."""
     return (f"[...document.querySelectorAll('#{elem_id} img')].some(i => i.complete && i.naturalWidth > 0)")
 
 
-def take_screenshots(out_dir: Path) -> None:
+def take_screenshots(out_dir: Path, width: int = 1400) -> None:
     """The three tabs after one action each, as docs/app_{translate,augment,patchnce}.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     demo, url = start_app()
-    browser = Browser(1400, 1250)
+    browser = Browser(width, 1250)
     try:
         print(translate_in_browser(browser, url, EXAMPLE, out_dir / "app_translate.png"))
-
-        def click_tab(name: str) -> None:
-            browser.js(f"[...document.querySelectorAll('button[role=tab]')].find(b => b.innerText.includes('{name}'))"
-                       ".click()")
-            time.sleep(1.0)
 
         def click(selector: str) -> None:
             browser.js(f"document.querySelector('{selector}').click()")
 
-        click_tab("Augmentation explorer")
+        click_tab(browser, "Augmentation explorer")
         browser.wait_for("document.querySelectorAll('#augment-examples button.gallery-item').length > 4", 30)
         browser.js("document.querySelectorAll('#augment-examples button.gallery-item')[4].click()")  # the cat
         browser.wait_for(_has_image("augment-input"), 30, "the example in the input")
@@ -303,7 +361,7 @@ def take_screenshots(out_dir: Path) -> None:
         time.sleep(0.5)
         browser.screenshot(out_dir / "app_augment.png", full_page=True)
 
-        click_tab("PatchNCE explorer")
+        click_tab(browser, "PatchNCE explorer")
         browser.wait_for("document.querySelectorAll('#patch-examples button.gallery-item').length > 0", 30)
         browser.js("document.querySelectorAll('#patch-examples button.gallery-item')[0].click()")
         browser.wait_for(_has_image("patch-input"), 30, "the example in the input")
@@ -326,4 +384,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="save screenshots of the demo's three tabs")
     parser.add_argument("--screenshots", default="docs", help="output folder")
-    take_screenshots(Path(parser.parse_args().screenshots))
+    parser.add_argument("--width", type=int, default=1400, help="browser window width (px)")
+    cli = parser.parse_args()
+    take_screenshots(Path(cli.screenshots), cli.width)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +22,10 @@ from ..errors import ModelLoadError
 from ..loading import load_generator, load_pretrained
 from ..models.generator import CUTGenerator
 from ..models.patch_sampler import PatchSampler
+from .catalog import SHIPPED_MODEL, display_name
 from .errors import DemoError
 
-#: The model ``python app.py`` uses when given none, in a source checkout (``models/`` is not
-#: part of the installed package).
-SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "mini-horse2zebra"
+__all__ = ["SHIPPED_MODEL", "DemoModel", "ModelCache", "load_demo_model", "warm_up"]
 
 
 @dataclass
@@ -67,58 +68,111 @@ def _hub_sampler_dir(repo_id: str) -> Path | None:
     return Path(config).parent
 
 
-def load_demo_model(model: str | os.PathLike, device: str = "cpu") -> DemoModel:
+def load_demo_model(model: str | os.PathLike, device: str = "cpu", name: str | None = None) -> DemoModel:
     """Load the generator and, when present, the sampler of ``model`` (a folder or a Hub id).
+
+    ``name`` is what messages and :meth:`DemoModel.describe` call it (default: its display
+    name, never the server's absolute path).
 
     Raises:
         DemoError: with a one-line reason (missing folder, unknown id, offline, broken files).
     """
-    name = str(model).strip()
-    if not name:
+    source = str(model).strip()
+    if not source:
         raise DemoError("enter a model: a Hugging Face Hub id (user/name) or a local folder")
+    name = name or display_name(source)
     try:
-        generator = load_generator(name, map_location=device)
+        generator = load_generator(source, map_location=device)
     except ModelLoadError as err:
-        raise DemoError(f"cannot load model {name!r}: {err}") from None
-    dirs = _sampler_dirs(name)
-    if not dirs and not Path(name).expanduser().exists():
-        hub_dir = _hub_sampler_dir(name)
+        raise DemoError(f"cannot load model {name!r}: {_hide(err, source, name)}") from None
+    dirs = _sampler_dirs(source)
+    if not dirs and not Path(source).expanduser().exists():
+        hub_dir = _hub_sampler_dir(source)
         dirs = [hub_dir] if hub_dir is not None else []
     sampler = None
     if dirs:
         try:
             sampler = load_pretrained(PatchSampler, dirs[0], map_location=device)
         except ModelLoadError as err:
-            raise DemoError(f"model {name!r} has a sampler/ that cannot be loaded: {err}") from None
+            reason = _hide(err, source, name)
+            raise DemoError(f"model {name!r} has a sampler/ that cannot be loaded: {reason}") from None
         if sampler.in_channels != generator.feature_channels():
-            raise DemoError(f"the sampler in {str(dirs[0])!r} expects feature channels {sampler.in_channels}, "
+            raise DemoError(f"the sampler of {name!r} expects feature channels {sampler.in_channels}, "
                             f"the generator gives {generator.feature_channels()}: they do not belong together")
     return DemoModel(name, generator.eval(), sampler.eval() if sampler is not None else None)
 
 
-class ModelCache:
-    """The last few loaded models, by the name they were asked for (thread-safe, least recently used out).
+def _hide(err: Exception, source: str, name: str) -> str:
+    """The error's message with the model's server-side location replaced by its display name."""
+    text = str(err)
+    path = Path(source).expanduser()
+    for location in sorted({source, str(path), str(path.resolve())}, key=len, reverse=True):
+        if os.sep in location:  # a bare "." or name would replace pieces of words
+            text = text.replace(location, name)
+    return text
 
-    Loading the same name twice returns the same objects; a failed load is not cached (the next
-    request tries again, e.g. once the network is back).
+
+class ModelCache:
+    """The last few loaded models, by source (thread-safe, least recently used out).
+
+    Each load runs in a daemon thread of its own, so a caller can stop waiting (``timeout``)
+    while a stalled Hub lookup finishes or fails in the background; two requests for the same
+    model share one load. A failed load is not cached (the next request tries again) and never
+    evicts a loaded model.
     """
 
     def __init__(self, capacity: int = 3, device: str = "cpu") -> None:
         self.capacity, self.device = capacity, device
         self._models: OrderedDict[str, DemoModel] = OrderedDict()
+        self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
 
-    def get(self, model: str | os.PathLike) -> DemoModel:
+    def get(self, model: str | os.PathLike, name: str | None = None, timeout: float | None = None) -> DemoModel:
+        """The model loaded from ``model`` (a folder or a Hub id), loading it when needed.
+
+        Raises:
+            DemoError: the load failed, or took longer than ``timeout`` seconds (it goes on in
+                the background; a later request gets its result).
+        """
         key = str(model).strip()
-        with self._lock:  # one load at a time: two requests for a new model load it once
+        with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            loaded = load_demo_model(key, self.device)
+            future = self._pending.get(key)
+            if future is None:
+                future = self._pending[key] = Future()
+                threading.Thread(target=self._load, args=(key, name, future), daemon=True,
+                                 name="cut-hf model load").start()
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            shown = name or display_name(key)
+            raise DemoError(f"loading {shown!r} takes longer than {timeout:g} s (a slow or unreachable Hub?); "
+                            "the previous model stays in use, try again later") from None
+
+    def loaded(self, model: str | os.PathLike) -> DemoModel | None:
+        """The model if it is loaded already (never starts a load), else None."""
+        key = str(model).strip()
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+            return self._models.get(key)
+
+    def _load(self, key: str, name: str | None, future: Future) -> None:
+        try:
+            loaded = load_demo_model(key, self.device, name)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting request
+            with self._lock:
+                self._pending.pop(key, None)
+            future.set_exception(err)
+            return
+        with self._lock:
+            self._pending.pop(key, None)
             self._models[key] = loaded
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
-            return loaded
+        future.set_result(loaded)
 
     def __contains__(self, model: object) -> bool:
         return str(model).strip() in self._models

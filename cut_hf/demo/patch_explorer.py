@@ -176,8 +176,8 @@ def render_heatmaps(result: PatchSimilarity, display: int = 256) -> list[tuple[I
         px, py = layer.peak_xy
         pic = draw_marker(pic, (px * k, py * k), PEAK_COLOUR, radius=max(4, int(layer.stride * k / 2) + 2),
                           shape="ring")
-        caption = (f"layer {layer.layer}: {sim.shape[1]}x{sim.shape[0]} map ({layer.stride:g} px/cell); "
-                   f"peak {sim.max():.2f} {layer.peak_distance:.1f} cells from the query; "
-                   f"at the query {sim[layer.query_cell]:.2f}, mean {sim.mean():.2f}")
+        # Short enough for a thumbnail at 1280 px: the map size, stride and the similarity at the
+        # query and on average are in :meth:`PatchSimilarity.summary`.
+        caption = f"layer {layer.layer}: peak {sim.max():.2f}, {layer.peak_distance:.1f} cells off"
         out.append((pic, caption))
     return out

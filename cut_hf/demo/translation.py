@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,8 +17,9 @@ from .models import DemoModel
 #: Resolution choices of the tab: keep the upload's size, or resize its shorter side to N pixels.
 RESOLUTIONS = ("original", "64", "128", "256", "512", "1024")
 
-#: Images with more pixels than this go through the tiled path (whole-image norm statistics,
-#: 512 px tiles), so memory stays bounded however large the upload.
+#: Images with more pixels than this go through translate's tiled path (whole-image norm
+#: statistics, :data:`~cut_hf.pipeline.DEFAULT_TILE` px tiles), so memory stays bounded however
+#: large the upload.
 DEFAULT_TILE_ABOVE = 1 << 20
 
 
@@ -61,12 +63,14 @@ class TranslationResult:
     precision: str
     tiled: bool
     device: str
+    tiles: int = 0
 
     def describe(self, original_size: tuple[int, int]) -> str:
         w0, h0 = original_size
         w, h = self.after.size
         size = "the upload's size" if (w, h) == (w0, h0) else f"resized from {w0}×{h0} px"
-        path = f"tiled ({DEFAULT_TILE} px tiles, whole-image norm statistics)" if self.tiled else "whole image"
+        tiles = f"{self.tiles} tile{'s' * (self.tiles != 1)} of up to {DEFAULT_TILE} px"
+        path = f"tiled ({tiles}, whole-image norm statistics)" if self.tiled else "whole image"
         line = f"**{self.seconds:.2f} s** · output {w}×{h} px ({size}) · {self.precision} on {self.device} · {path}"
         if emulated_bf16(self.precision, self.device):
             line += f" · {EMULATED_BF16_NOTE}"
@@ -75,12 +79,14 @@ class TranslationResult:
 
 def run_translation(model: DemoModel, image: Image.Image, resolution: str | int | None = "original",
                     precision: str = "fp32", tile_above: int = DEFAULT_TILE_ABOVE,
-                    max_pixels: int | None = None) -> TranslationResult:
+                    max_pixels: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> TranslationResult:
     """Translate an RGB image with ``model``; ``resolution`` may resize its shorter side first.
 
     The returned ``before`` is the image the generator saw (the resized input when a resolution
     is chosen), so the before/after slider compares like with like. Images over ``tile_above``
     pixels take the tiled path; ``max_pixels`` bounds the size after resizing (None: no bound).
+    ``progress(done, total)`` is called as tiles finish (see :func:`cut_hf.translate`).
     """
     side = parse_resolution(resolution)
     if precision not in precisions_available():
@@ -92,14 +98,12 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
             raise DemoError(f"shorter side {side} px would make a {w}x{h} image, over this app's limit of "
                             f"{max_pixels / 1e6:.0f} Mpx")
         before = before.resize((w, h), Image.BICUBIC)
-    device = translation_device()
-    padded = (-(-before.width // 4) * 4) * (-(-before.height // 4) * 4)
-    tiled = padded > tile_above  # the rule translate() applies with tile=None
     start = time.perf_counter()
     try:
-        after = translate(model.generator, before, device=device, precision=precision, max_whole_pixels=tile_above,
-                          max_pixels=None)  # the upload was checked against the app's limit already
+        after, report = translate(model.generator, before, device=translation_device(), precision=precision,
+                                  max_whole_pixels=tile_above, max_pixels=None,  # checked against the app's limit
+                                  progress=progress, return_report=True)
     except ValueError as err:  # bad precision for the device, an unusable image
         raise DemoError(str(err)) from None
     seconds = time.perf_counter() - start
-    return TranslationResult(before, after, seconds, precision, tiled, device)
+    return TranslationResult(before, after, seconds, report.precision, report.tiled, report.device, report.tiles)

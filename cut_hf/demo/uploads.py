@@ -20,7 +20,10 @@ from ..images import ImageLoadError, ImageTooLargeError, open_image, to_channels
 from .errors import DemoError
 
 #: The app's default upload limit in pixels (width x height): 25 Mpx, a 6000 x 4000 photo fits.
-DEFAULT_MAX_PIXELS = 25_000_000
+#: Smaller than the library's ``cut_hf.images.DEFAULT_MAX_PIXELS`` (a limit against decompression
+#: bombs for files a user chose): a public page serves strangers at once, and every large upload
+#: is long tiled CPU work that other visitors wait behind.
+UPLOAD_MAX_PIXELS = 25_000_000
 
 
 def upload_path(value: Any) -> str | None:
@@ -34,7 +37,7 @@ def upload_path(value: Any) -> str | None:
     return str(path) if path else None
 
 
-def read_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def read_image(value: Any, max_pixels: int | None = UPLOAD_MAX_PIXELS) -> Image.Image:
     """Decode an upload to an 8-bit RGB PIL image, EXIF orientation applied.
 
     Args:
