@@ -236,6 +236,16 @@ def _run_groups(model: nn.Module, inputs: list, groups: dict, job: _Job) -> list
 
 
 # -------------------------------------------------------------------------------------- the call
+def _exported_limits(generator: nn.Module, tile: int | None, channels_last: bool) -> tuple[int | None, bool]:
+    """``tile`` and channels-last for ``generator``: an exported graph (:mod:`cut_hf.runtime`) has no
+    norm modules to swap, so it runs whole in the layout it was exported with."""
+    if getattr(generator, "tileable", True):
+        return tile, channels_last
+    if tile:
+        raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): use tile=0")
+    return 0, False
+
+
 def translate(
     generator: nn.Module,
     image_or_images: ImageLike | Sequence[ImageLike],
@@ -297,10 +307,7 @@ def translate(
     dev = resolve_device(device, generator)
     autocast_dtype(precision, dev)  # unknown names and fp16 off CUDA fail before any work
     cl = channels_last_default(dev, precision) if channels_last is None else bool(channels_last)
-    if not getattr(generator, "tileable", True):  # an exported graph (cut_hf.runtime): nothing to swap
-        if tile:
-            raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): use tile=0")
-        tile, cl = 0, False
+    tile, cl = _exported_limits(generator, tile, cl)
     tiling = Tiling(tile or DEFAULT_TILE, tile_margin, tile_overlap, max_whole_pixels, tile_stats)
     in_nc, out_nc = io_channels(generator)
     items, single = _as_list(image_or_images)
