@@ -2,10 +2,19 @@
 
 from .augment import SimCLRAugment
 from .hub import ModelLoadError, load_generator
-from .models import CUTGenerator, PatchDiscriminator, PatchSampler, SimCLR, nce_channels
+from .models import (
+    CUTGenerator,
+    PatchDiscriminator,
+    PatchSampler,
+    SimCLR,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    nce_channels,
+)
 from .pipeline import translate
 
 __version__ = "0.1.0"
 
-__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "ModelLoadError",
+__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "StyleGAN2Generator",
+           "StyleGAN2Discriminator", "ModelLoadError",
            "load_generator", "translate", "__version__"]
