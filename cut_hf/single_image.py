@@ -32,9 +32,9 @@ from typing import Any
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .data import DataError, load_domains, to_channels
+from .data import DataError, UnpairedSampler, load_domains, to_channels
 from .data import item_generator as _seeded
 from .images import ImageLoadError, open_image
 
@@ -189,39 +189,25 @@ class SingleImageDataset(Dataset):
                 "A_name": self.names[0], "B_name": self.names[1], "skipped": ""}
 
 
-class SingleImageSampler(Sampler):
+class SingleImageSampler(UnpairedSampler):
     """Deals out whole minibatches ``(epoch, batch, slot)`` of a SinCUT epoch to one of several processes.
 
     An epoch has ``epoch_crops // batch_size`` minibatches; process r takes batch numbers r, r + R,
     ..., and the tail that does not give every process the same count is dropped (DDP needs equal
     step counts). Use with ``make_dataloader`` (its ``batch_size`` is this sampler's), which then
-    yields exactly one minibatch per batch number. ``set_epoch(epoch, start_batch)`` resumes
-    mid-epoch, like :class:`cut_hf.data.UnpairedSampler`.
+    yields exactly one minibatch per batch number. ``batches_per_epoch``, ``set_epoch(epoch,
+    start_batch)`` (resuming mid-epoch) and ``len()`` are those of :class:`cut_hf.data.UnpairedSampler`
+    over ``epoch_crops`` items; the batch contents are random already, so the order is not shuffled.
     """
 
     def __init__(self, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
                  epoch_crops: int = EPOCH_CROPS) -> None:
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         if epoch_crops < batch_size * num_replicas:
             raise DataError(f"an epoch of {epoch_crops} crops is less than one batch of {batch_size} "
                             f"for each of {num_replicas} processes")
-        self.batch_size, self.num_replicas, self.rank, self.seed = batch_size, num_replicas, rank, seed
-        self.epoch_crops = epoch_crops
-        self.epoch, self.start_batch = 0, 0
+        super().__init__(epoch_crops, batch_size, num_replicas, rank, seed, shuffle=False)
 
-    @property
-    def batches_per_epoch(self) -> int:
-        """Minibatches each process takes in a full epoch."""
-        return self.epoch_crops // (self.batch_size * self.num_replicas)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        return max(0, self.batches_per_epoch - self.start_batch) * self.batch_size
-
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:  # type: ignore[override]
         for i in range(self.start_batch, self.batches_per_epoch):
             batch = i * self.num_replicas + self.rank
             for slot in range(self.batch_size):

@@ -111,31 +111,33 @@ class StyleGAN2Generator(nn.Module, CheckedHubMixin, **mixin_kwargs("stylegan2_g
             raise ValueError(f"layers {bad} out of range: the encoder has layers 0-{n - 1}")
         return wanted
 
+    def _encoder_pass(
+        self, x: torch.Tensor, layers: Sequence[int] | None, whole: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the encoder (all of it, or up to the last wanted layer); collect the wanted outputs."""
+        wanted = self._wanted_layers(layers)
+        last = len(self.encoder.convs) - 1 if whole else (wanted[-1] if wanted else -1)
+        feats: list[torch.Tensor] = []
+        for i, layer in enumerate(self.encoder.convs[: last + 1]):
+            x = layer(x)
+            if i in wanted:
+                feats.append(x)
+        return x, feats
+
     def encode(self, x: torch.Tensor, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Outputs of the given encoder ``convs`` indices (default ``nce_layers``), in index order.
 
         Equal to the official ``netG(x, layers, encode_only=True)`` (which runs the whole encoder);
         here the encoder stops after the last requested layer and the decoder never runs.
         """
-        wanted = self._wanted_layers(layers)
-        feats: list[torch.Tensor] = []
-        for i, layer in enumerate(self.encoder.convs[: wanted[-1] + 1] if wanted else []):
-            x = layer(x)
-            if i in wanted:
-                feats.append(x)
-        return feats
+        return self._encoder_pass(x, layers, whole=False)[1]
 
     def forward_with_features(
         self, x: torch.Tensor, layers: Sequence[int] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One pass that returns the translation and the :meth:`encode` features met on the way."""
-        wanted = set(self._wanted_layers(layers))
-        feats: list[torch.Tensor] = []
-        for i, layer in enumerate(self.encoder.convs):
-            x = layer(x)
-            if i in wanted:
-                feats.append(x)
-        return self.decoder(x), feats
+        h, feats = self._encoder_pass(x, layers, whole=True)
+        return self.decoder(h), feats
 
     def feature_channels(self, layers: Sequence[int] | None = None) -> list[int]:
         """Channel count of each :meth:`encode` output, from the layer list (no forward)."""
