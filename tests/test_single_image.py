@@ -76,7 +76,8 @@ def test_boxes_follow_the_official_grid_numbering():
         rng = torch.Generator().manual_seed(cell)
         box = geometry.box(70, 53, cell, rng)
         rng = torch.Generator().manual_seed(cell)
-        start_x, start_y = int(torch.randint(70 - 4 * CROP + 1, (), generator=rng)), int(torch.randint(53 - 3 * CROP + 1, (), generator=rng))
+        start_x = int(torch.randint(70 - 4 * CROP + 1, (), generator=rng))  # 4 columns, 3 rows of cells
+        start_y = int(torch.randint(53 - 3 * CROP + 1, (), generator=rng))
         assert box == patch_box(70, 53, cell, CROP, start_x, start_y)
 
 
@@ -89,8 +90,7 @@ def test_small_images_and_big_batches_still_give_crops():
 
 
 def test_batches_are_reproducible_for_a_seed_and_differ_across_seeds():
-    a, b, c = (collate([d[(1, 5, s)] for s in range(4)]) for d in (dataset(seed=3, flip=True), dataset(seed=3, flip=True),
-                                                                     dataset(seed=4, flip=True)))
+    a, b, c = (collate([dataset(seed=seed, flip=True)[(1, 5, s)] for s in range(4)]) for seed in (3, 3, 4))
     assert torch.equal(a["A"], b["A"]) and torch.equal(a["B"], b["B"])
     assert not torch.equal(a["A"], c["A"])
     assert a["A_name"] == ["a.png"] * 4 and a["skipped"] == [""] * 4

@@ -185,6 +185,7 @@ class StyleGAN2Discriminator(nn.Module, CheckedHubMixin,
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 1) for crops ``x`` (B, C, size, size) in [-1, 1]."""
         if tuple(x.shape[-2:]) != (self.size, self.size):
-            raise ValueError(f"StyleGAN2Discriminator judges {self.size} x {self.size} crops, got {tuple(x.shape[-2:])}")
+            raise ValueError(f"StyleGAN2Discriminator judges {self.size} x {self.size} crops, "
+                             f"got {tuple(x.shape[-2:])}")
         out = self.final_conv(self.convs(x))  # (B, C4, 4, 4)
         return self.final_linear(out.flatten(1))

@@ -101,7 +101,8 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, self.bias)
 
 
-def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, slope: float = 0.2, gain: float = math.sqrt(2)) -> torch.Tensor:
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, slope: float = 0.2,
+                     gain: float = math.sqrt(2)) -> torch.Tensor:
     """``leaky_relu(x + bias) * sqrt(2)``: the gain keeps the signal's variance through the layer."""
     return F.leaky_relu(x + bias, slope) * gain
 
