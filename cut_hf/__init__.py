@@ -1,12 +1,21 @@
-"""cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT) and SimCLR, the Hugging Face way."""
+"""cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT, SinCUT) and SimCLR, the Hugging Face way."""
 
 from .augment import SimCLRAugment
 from .errors import ModelLoadError
 from .loading import load_generator
-from .models import CUTGenerator, PatchDiscriminator, PatchSampler, SimCLR, nce_channels
-from .pipeline import translate
+from .models import (
+    CUTGenerator,
+    PatchDiscriminator,
+    PatchSampler,
+    SimCLR,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    nce_channels,
+)
+from .pipeline import TranslationReport, translate, will_tile
 
 __version__ = "0.1.0"
 
-__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment", "ModelLoadError",
-           "load_generator", "translate", "__version__"]
+__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment",
+           "StyleGAN2Generator", "StyleGAN2Discriminator", "ModelLoadError", "load_generator", "translate",
+           "TranslationReport", "will_tile", "__version__"]
