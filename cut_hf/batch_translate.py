@@ -38,7 +38,6 @@ from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, pil_to_uint8
 from .perf import usable_cores
 from .pipeline import io_channels, translate, will_tile
 
-JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
 # Each job of a launch counts its progress under its own key of the shared store (see Progress).
 _JOB_IDS = itertools.count()
 
@@ -112,8 +111,8 @@ def write_atomic(image: Image.Image, target: Path, ext: str | None = None) -> No
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(target)
     try:
-        kwargs = {"quality": 95} if ext in JPEG_EXTENSIONS else {}
-        image.save(tmp, format=Image.registered_extensions()[ext], **kwargs)
+        fmt = Image.registered_extensions()[ext]  # Pillow's table: no extension list of our own
+        image.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
