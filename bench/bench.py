@@ -371,6 +371,114 @@ def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size:
             "speedup": statistics.median(ratios)}
 
 
+# ------------------------------------------------------------------ the paper path (baseline)
+def official_reference() -> Any:
+    """``tests/official_reference.py`` (an independent re-implementation of the official networks and
+    training step), loaded from its path: bench/ is a folder of scripts and imports no test package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("official_reference", REPO / "tests" / "official_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_paper_step(mode: str, cfg: Config, device: torch.device, size: int) -> Callable[[], None]:
+    """One training step of the paper's code on a fixed random batch: the official networks, the
+    official ``optimize_parameters`` order (keys from a second encoder pass), official ops, NCHW, fp32."""
+    ref = official_reference()
+    args = train_settings({"mode": mode, "reuse": False, "precision": "fp32"}, cfg, size)
+    opt = ref.cut_options(mode, num_patches=args.num_patches)
+    net_g = ref.official_generator(ngf=args.ngf, n_blocks=args.n_blocks).to(device)
+    net_d = ref.official_discriminator(ndf=args.ndf).to(device)
+    net_f = ref.PatchSampleF(use_mlp=True, nc=args.netf_nc).to(device)
+    model = ref.OfficialCUTModel(net_g, net_d, net_f, opt)
+    gen = torch.Generator().manual_seed(1)  # the batch build_train_case makes
+    batch = {k: (torch.rand(1, 3, size, size, generator=gen) * 2 - 1).to(device) for k in ("A", "B")}
+    model.data_dependent_initialize(batch)
+
+    def step() -> None:
+        model.optimize_parameters()
+        float(torch.as_tensor(model.loss_NCE).detach())  # wait for the device
+    return step
+
+
+def paper_translate(net_g: torch.nn.Module, image: Any, device: torch.device) -> Any:
+    """The paper code's test path for one PIL image: ToTensor + Normalize(0.5, 0.5), G under
+    ``no_grad`` in fp32 NCHW, then ``tensor2im`` ((y + 1) / 2 * 255 as uint8)."""
+    import numpy as np
+    from PIL import Image
+
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)[None].to(device)
+    with torch.no_grad():
+        y = net_g(x)
+    arr = ((y[0].float().cpu().permute(1, 2, 0).numpy() + 1) / 2.0 * 255.0).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def alternate(a: Callable[[], Any], b: Callable[[], Any], device: torch.device, warmup: int,
+              rounds: int) -> dict[str, Any]:
+    """Time ``a`` and ``b`` in turn (a, b, a, b, ...) after ``warmup`` untimed calls of each; the
+    speed-up of b over a is the median of the per-round ratios a/b (steady under a drifting load)."""
+    def timed(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        timed(a)
+        timed(b)
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(timed(a))
+        tb.append(timed(b))
+    ratios = [x / y for x, y in zip(ta, tb)]
+    return {"a": summary(ta), "b": summary(tb), "ratios": [round(r, 4) for r in ratios],
+            "speedup": statistics.median(ratios)}
+
+
+def run_paper_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
+    """One case against the paper path, alternating in this process: a training step (``case["kind"]``
+    ``train``, the case built as train.py builds it) or a ``translate()`` call of one RGB image."""
+    if case["kind"] == "train":
+        paper = build_paper_step(case["mode"], cfg, device, size)
+        _, ours = build_train_case(case, cfg, device, size, reset_state=not cfg.isolate)
+        return alternate(paper, ours, device, cfg.warmup, cfg.pair_rounds)
+    import numpy as np
+    from PIL import Image
+
+    from cut_hf import CUTGenerator, translate
+
+    kwargs = cfg.generator_kwargs()
+    net_g = official_reference().official_generator(**kwargs).to(device).eval()
+    generator = CUTGenerator(**kwargs).eval()  # the defaults: fast ops
+    generator.load_state_dict(net_g.state_dict())  # same weights, same outputs within tolerance
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    result = alternate(lambda: paper_translate(net_g, image, device),
+                       lambda: translate(generator, image, precision=case["precision"], device=device),
+                       device, cfg.warmup, cfg.translate_reps)
+    diff = np.abs(np.asarray(paper_translate(net_g, image, device), dtype=int)
+                  - np.asarray(translate(generator, image, precision=case["precision"], device=device), dtype=int))
+    result["max_grey_level_difference"] = int(diff.max())
+    return result
+
+
+def paper_cases(cfg: Config, device: torch.device) -> list[dict[str, Any]]:
+    """What is compared with the paper path: the training step of CUT and FastCUT with train.py's
+    defaults in fp32 and bf16, and translate() at each translate size in fp32 and bf16."""
+    cases: list[dict[str, Any]] = []
+    for mode in ("cut", "fastcut"):
+        for precision in ("fp32", "bf16"):
+            cases.append({"name": f"{mode} train {precision}", "kind": "train", "mode": mode, "size": cfg.size,
+                          **resolved_defaults(device, precision)})
+    for size in cfg.translate_sizes:
+        for precision in ("fp32", "bf16"):
+            cases.append({"name": f"translate {precision}", "kind": "translate", "size": size,
+                          "precision": precision})
+    return cases
+
+
 # --------------------------------------------------------------------------- translate cases
 def run_translate_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
     """Images/s of ``cut_hf.translate`` on one RGB image of ``size`` x ``size``."""
@@ -595,7 +703,7 @@ def run_case(kind: str, case: dict[str, Any], cfg: Config, device: torch.device,
 
 
 CHILD_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"train": run_train_case, "pair": run_pair_case,
-                                                          "translate": run_translate_case}
+                                                          "translate": run_translate_case, "paper": run_paper_case}
 
 
 def child_main(payload: str) -> int:
@@ -664,6 +772,8 @@ def print_report(report: dict[str, Any]) -> None:
               f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["train"]:
             _print_row(c, c.get("gflops"))
+    if report.get("paper"):
+        print_paper(report)
     if report.get("pairs"):
         print(f"\n(b') paired: the two variants' steps alternate in one process ({report['config']['pair_rounds']} "
               "rounds after warm-up); speed-up = median of the per-round time ratios a/b")
@@ -724,13 +834,47 @@ def selected(name: str, only: str | None) -> bool:
     return not only or bool(set(name.split(" = ")) & {n.strip() for n in only.split(",")})
 
 
+def run_paper_section(report: dict[str, Any], cfg: Config, device: torch.device, args: argparse.Namespace) -> None:
+    """(p): every case of :func:`paper_cases` alternating with the paper path, one process per case."""
+    report["paper"] = []
+    for case in paper_cases(cfg, device):
+        if not selected(case["name"], args.only):
+            continue
+        entry = dict(case)
+        print(f"paper {case['name']} {case['size']} ...", end=" ", flush=True)
+        if perf.emulated_bf16(case["precision"], device) and not args.quick:
+            entry["result"] = {"skipped": "emulated bf16 (no native bf16 on this CPU; bench/RESULTS.md)"}
+        else:
+            entry["result"] = run_case("paper", case, cfg, device, case["size"])
+        r = entry["result"]
+        report["paper"].append(entry)
+        print(r.get("error") or r.get("skipped") or f"x{r['speedup']:.2f} (ratios {r['ratios']})", flush=True)
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(report, indent=1))
+
+
+def print_paper(report: dict[str, Any]) -> None:
+    """The (p) table: each case's time against the paper path's, alternating in one process."""
+    print("\n(p) against the paper path (official networks and step order, official ops, NCHW, fp32, keys "
+          "recomputed), alternating in one process; speed-up = median of the per-round ratios paper/ours")
+    print(f"  {'case':24s} {'size':>4s} {'paper s':>8s} {'ours s':>8s} {'speed-up':>9s}  ratios")
+    for c in report["paper"]:
+        r = c["result"]
+        if "speedup" not in r:
+            print(f"  {c['name']:24s} {c['size']:4d} {r.get('error') or r.get('skipped')}")
+            continue
+        extra = f"  (max grey-level difference {r['max_grey_level_difference']})" if "max_grey_level_difference" in r else ""
+        print(f"  {c['name']:24s} {c['size']:4d} {r['a']['median']:8.3f} {r['b']['median']:8.3f} {r['speedup']:9.2f}  "
+              f"{' '.join(f'{x:.2f}' for x in r['ratios'])}{extra}")
+
+
 # ------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny model and images, in-process: under a minute")
     p.add_argument("--json", dest="json_path", help="write the full report here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--sections", default="roofline,train,pairs,translate,ops", help="comma-separated subset to run "
+    p.add_argument("--sections", default="roofline,paper,train,pairs,translate,ops", help="comma-separated subset to run "
                    "(roofline always runs: the other sections' fractions need it)")
     p.add_argument("--variants", default="one-at-a-time", choices=["one-at-a-time", "grid"])
     p.add_argument("--only", default=None, help="comma-separated case names to run (as the table prints them)")
@@ -781,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     save()
     roof = report["roofline"]
     print(f"roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s", flush=True)
-    defaults = resolved_defaults(device) if sections & {"train", "pairs", "translate"} else {}
+    defaults = resolved_defaults(device) if sections & {"train", "pairs", "translate", "paper"} else {}
     report["defaults"] = defaults
 
     if "train" in sections:
@@ -830,6 +974,9 @@ def main(argv: list[str] | None = None) -> int:
             if r.get("flops"):
                 fractions(entry, r["flops"] / r["seconds"]["median"] / 1e9, roof)
         save()
+
+    if "paper" in sections:
+        run_paper_section(report, cfg, device, args)
 
     if "pairs" in sections:
         report["pairs"] = []

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..hub import CheckedHubMixin, mixin_kwargs
-from .layers import NORMS, Downsample, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
+from .layers import NORMS, Downsample, ReflectionPad2d, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
 
 
 class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
@@ -60,7 +60,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             return norm_layer(norm, channels, fast_ops)
 
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
+            ReflectionPad2d(3),
             nn.Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
             norm_(ngf),
             nn.ReLU(True),
@@ -82,7 +82,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             else:
                 layers += [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=bias),
                            norm_(cout), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
         bad = [i for i in self.nce_layers if not 0 <= i < len(self.model)]
