@@ -335,6 +335,8 @@ def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, si
 
         AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
+    if device.type == "cpu":  # as train.py's setup; process-wide, so a paper path in this process gets it too
+        perf.keep_freed_memory()
     set_seed(0)
     # What train.py builds for these settings (its build_models and setup_training).
     generator = CUTGenerator(ngf=args.ngf, n_blocks=args.n_blocks, fast_ops=case["fast_ops"])

@@ -160,3 +160,15 @@ def test_default_workers_never_exceed_the_usable_cores(monkeypatch):
     assert data.default_num_workers() == 2 and data.default_num_workers(1) == 1
     monkeypatch.setattr(data, "usable_cores", lambda: 16)
     assert data.default_num_workers() == 4
+
+
+def test_keep_freed_memory_takes_glibc_settings_where_there_is_glibc():
+    import sys
+
+    kept = perf.keep_freed_memory()
+    assert isinstance(kept, bool)
+    if sys.platform.startswith("linux") and "glibc" in __import__("platform").libc_ver()[0]:
+        assert kept
+    x = torch.empty(64 << 20, dtype=torch.uint8)  # an allocation above the old threshold still works
+    x.fill_(1)
+    assert int(x[-1]) == 1
