@@ -7,7 +7,9 @@ behind them are in ``bench/RESULTS.md``:
   does (tensor-core kernels are NHWC). On a CPU it depends on the ISA: oneDNN runs NHWC forward
   and data-gradient convolutions with fast brgemm kernels on AVX2, but its NHWC weight-gradient
   kernel there is an older, much slower one; only AVX-512 CPUs have brgemm weight gradients. So
-  fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last.
+  fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last. On AVX-512 it pays only if
+  the map stays channels-last from layer to layer: the fast layers of :mod:`cut_hf.models.layers`
+  keep the layout (and bf16 under autocast), where the plain ones convert to NCHW / float32.
 - :func:`native_bf16`: whether bf16 is computed natively. Without AVX512-BF16 / AMX (CPUs) oneDNN
   has no bf16 convolution at all and PyTorch falls back to slow reference loops; ``train.py``, the
   translate CLI and the app warn then (:func:`emulated_bf16`).
