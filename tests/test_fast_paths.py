@@ -110,3 +110,25 @@ def test_translate_channels_last_fp32_equals_contiguous_and_keeps_the_norms():
     a = np.asarray(translate(g, image, channels_last=True), dtype=int)
     b = np.asarray(translate(g, image, channels_last=False), dtype=int)
     assert np.abs(a - b).max() <= 1
+
+
+def test_downsample_pools_in_bf16_and_match_the_blur_convolution():
+    torch.manual_seed(4)
+    ds = layers.Downsample(8)
+    for shape in ((2, 8, 12, 10), (1, 8, 9, 7)):  # even and odd sides
+        x = torch.randn(*shape).contiguous(memory_format=CL)
+        ref = ds(x)  # float32: the depthwise convolution
+        xb = x.to(torch.bfloat16).requires_grad_()
+        ours = ds(xb)
+        assert ours.dtype == torch.bfloat16 and ours.shape == ref.shape
+        assert ours.is_contiguous(memory_format=CL)
+        # the same blur of the bf16-rounded input, within two bf16 roundings (inputs ~N(0, 1): the
+        # first pool's values reach ~3, whose bf16 half-ulp is 2**-7)
+        torch.testing.assert_close(ours.float(), ds(xb.detach().float()), rtol=2**-7, atol=2**-6)
+        ours.float().sum().backward()
+        assert xb.grad is not None and xb.grad.shape == xb.shape
+    assert not layers.Downsample(8, fast=False).fast
+    plain = layers.Downsample(8, fast=False)
+    xb = torch.randn(1, 8, 10, 10).to(torch.bfloat16)
+    torch.testing.assert_close(plain(xb), torch.nn.functional.conv2d(plain.pad(xb), plain.filt.to(xb.dtype),
+                                                                     stride=2, groups=8), rtol=0, atol=0)

@@ -28,9 +28,10 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         antialias_up: fixed-filter ``Upsample`` + conv instead of transposed convs.
         dropout: dropout 0.5 inside residual blocks.
         nce_layers: Sequential indices whose *outputs* :meth:`encode` returns for PatchNCE.
-        fast_ops: the exact fast equivalents of the official ``Upsample`` (bilinear interpolation)
-            and instance norm (no view) in :mod:`cut_hf.models.layers`; False runs the official
-            operations step by step. Outputs agree to float rounding either way.
+        fast_ops: the exact fast equivalents of the official ``Upsample`` (bilinear interpolation),
+            instance norm (no view; channels-last kept) and, in bf16 on the CPU, ``Downsample``
+            (average pools) in :mod:`cut_hf.models.layers`; False runs the official operations
+            step by step. Outputs agree to float rounding either way.
     """
 
     def __init__(
@@ -69,7 +70,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             cin, cout = ngf * mult, ngf * mult * 2
             if antialias:
                 layers += [nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias), norm_(cout),
-                           nn.ReLU(True), Downsample(cout)]
+                           nn.ReLU(True), Downsample(cout, fast=fast_ops)]
             else:
                 layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=bias), norm_(cout),
                            nn.ReLU(True)]

@@ -54,17 +54,28 @@ class Downsample(nn.Module):
 
     A depthwise [1,2,1] x [1,2,1] blur with reflect padding, applied with stride 2. The kernel is a
     buffer named ``filt`` of shape (C, 1, k, k) so that it appears in the state dict like the original.
+
+    ``fast`` (the default): on a CPU, a bf16 / fp16 map takes an exact reformulation of the default
+    3-tap, stride-2 blur: a 2x2 average pool with stride 1 followed by one with stride 2 is the
+    [1,2,1] x [1,2,1] / 16 filter at stride 2. oneDNN's reduced-precision depthwise-convolution
+    backward is very slow on the CPU and the pools' is not (bench/RESULTS.md); the result equals the
+    convolution's up to one more bf16 rounding (tests/test_fast_paths.py). float32 keeps the
+    convolution, which is faster there.
     """
 
-    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2) -> None:
+    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2, fast: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.stride = stride
+        self.fast = bool(fast)
+        self.pooled = filt_size == 3 and stride == 2  # the exact equivalence above
         lo, hi = (filt_size - 1) // 2, filt_size // 2  # asymmetric for even kernels, as in the original
         self.pad = ReflectionPad2d((lo, hi, lo, hi))
         self.register_buffer("filt", binomial_filter(filt_size)[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast and self.pooled and x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            return F.avg_pool2d(F.avg_pool2d(self.pad(x), 2, stride=1), 2, stride=2)
         return F.conv2d(self.pad(x), self.filt.to(x.dtype), stride=self.stride, groups=x.shape[1])
 
 
