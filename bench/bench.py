@@ -5,6 +5,8 @@
     python bench/bench.py --quick               # a tiny config, under a minute: a smoke check
     python bench/bench.py --json out.json       # also write every figure as JSON
     python bench/bench.py --variants grid       # every combination instead of one switch at a time
+    python bench/bench.py --sections roofline,paper   # only the ratios to the paper path (p)
+    python bench/bench.py --device cuda --quick # the GPU check (g): 256 px, under 5 minutes on one GPU
 
 What it measures, in one run, on the current device:
 
@@ -23,6 +25,17 @@ What it measures, in one run, on the current device:
 (d) **peak memory**: every case runs in its own subprocess and reports its peak resident set
     (``ru_maxrss``) and the growth over the set after building the models (the step's working
     memory); on CUDA, ``torch.cuda.max_memory_allocated``.
+(p) **paper path**: the baseline that stands for the paper's code, built from the independent
+    re-implementation of the official networks and training step in ``tests/official_reference.py``
+    (``OfficialCUTModel.optimize_parameters``: keys from a second encoder pass, official ops, NCHW,
+    fp32; its test path: ToTensor + Normalize, G under ``no_grad``, ``tensor2im``). Each case (the CUT
+    and FastCUT training step with train.py's defaults in fp32 and bf16; ``translate()`` at each
+    translate size in fp32 and bf16) alternates with the paper path in one process; the speed-up
+    is the median of the per-round ratios paper/ours. The machine line names the CPU flags.
+(g) **GPU** (CUDA only): s/iter of CUT and FastCUT at 256 px, batch 1, fp32 and bf16, channels-last,
+    eager, compiled, and compiled with CUDA graphs (``mode="reduce-overhead"``), against the paper's
+    published 0.24 s/iter (CUT) and 0.15 (FastCUT); ``--quick`` keeps it under ``Config.quick_cuda``'s
+    budget (cases past it are reported as skipped).
 (e) **ops**: the single operations behind the fast-path defaults, each way: the official
     transposed-blur ``Upsample`` against bilinear interpolation, ``InstanceNorm2d`` + in-place ReLU
     through a view or not, and a 3x3 convolution's forward, input-gradient and weight-gradient
@@ -91,6 +104,12 @@ class Config:
     @classmethod
     def full(cls) -> Config:
         return cls()
+
+    @classmethod
+    def quick_cuda(cls) -> Config:
+        """The GPU check: the paper's size and model (256 px, batch 1), few steps, one process."""
+        return cls(steps=5, warmup=2, translate_sizes=(256, 1024), translate_reps=3, roofline_seconds=0.5,
+                   budget=270.0, isolate=False, pair_rounds=2)
 
     @classmethod
     def quick(cls) -> Config:
@@ -316,13 +335,19 @@ def build_train_case(case: dict[str, Any], cfg: Config, device: torch.device, si
 
         AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
+    if device.type == "cpu":  # as train.py's setup; process-wide, so a paper path in this process gets it too
+        perf.keep_freed_memory()
     set_seed(0)
     # What train.py builds for these settings (its build_models and setup_training).
     generator = CUTGenerator(ngf=args.ngf, n_blocks=args.n_blocks, fast_ops=case["fast_ops"])
     discriminator = PatchDiscriminator(ndf=args.ndf)
     sampler = PatchSampler(generator.feature_channels(), num_patches=args.num_patches, nc=args.netf_nc)
-    perf.training_fast_paths_(generator, discriminator, accelerator.device, case["channels_last"], case["compile"],
-                              args.mixed_precision)
+    mode = case.get("compile_mode")  # e.g. "reduce-overhead": CUDA graphs on a GPU
+    perf.training_fast_paths_(generator, discriminator, accelerator.device, case["channels_last"],
+                              case["compile"] and not mode, args.mixed_precision)
+    if case["compile"] and mode:
+        perf.compile_generator(generator, mode=mode)
+        discriminator.compile(mode=mode)
     fastcut = case["mode"] == "fastcut"
     config = CUTObjectiveConfig(lambda_nce=10.0 if fastcut else 1.0, nce_idt=not fastcut, flip_equivariance=fastcut,
                                 num_patches=args.num_patches, reuse_features=case["reuse"])
@@ -369,6 +394,114 @@ def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size:
     ratios = [x / y for x, y in zip(ta, tb)]
     return {"a": summary(ta), "b": summary(tb), "ratios": [round(r, 4) for r in ratios],
             "speedup": statistics.median(ratios)}
+
+
+# ------------------------------------------------------------------ the paper path (baseline)
+def official_reference() -> Any:
+    """``tests/official_reference.py`` (an independent re-implementation of the official networks and
+    training step), loaded from its path: bench/ is a folder of scripts and imports no test package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("official_reference", REPO / "tests" / "official_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_paper_step(mode: str, cfg: Config, device: torch.device, size: int) -> Callable[[], None]:
+    """One training step of the paper's code on a fixed random batch: the official networks, the
+    official ``optimize_parameters`` order (keys from a second encoder pass), official ops, NCHW, fp32."""
+    ref = official_reference()
+    args = train_settings({"mode": mode, "reuse": False, "precision": "fp32"}, cfg, size)
+    opt = ref.cut_options(mode, num_patches=args.num_patches)
+    net_g = ref.official_generator(ngf=args.ngf, n_blocks=args.n_blocks).to(device)
+    net_d = ref.official_discriminator(ndf=args.ndf).to(device)
+    net_f = ref.PatchSampleF(use_mlp=True, nc=args.netf_nc).to(device)
+    model = ref.OfficialCUTModel(net_g, net_d, net_f, opt)
+    gen = torch.Generator().manual_seed(1)  # the batch build_train_case makes
+    batch = {k: (torch.rand(1, 3, size, size, generator=gen) * 2 - 1).to(device) for k in ("A", "B")}
+    model.data_dependent_initialize(batch)
+
+    def step() -> None:
+        model.optimize_parameters()
+        float(torch.as_tensor(model.loss_NCE).detach())  # wait for the device
+    return step
+
+
+def paper_translate(net_g: torch.nn.Module, image: Any, device: torch.device) -> Any:
+    """The paper code's test path for one PIL image: ToTensor + Normalize(0.5, 0.5), G under
+    ``no_grad`` in fp32 NCHW, then ``tensor2im`` ((y + 1) / 2 * 255 as uint8)."""
+    import numpy as np
+    from PIL import Image
+
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)[None].to(device)
+    with torch.no_grad():
+        y = net_g(x)
+    arr = ((y[0].float().cpu().permute(1, 2, 0).numpy() + 1) / 2.0 * 255.0).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def alternate(a: Callable[[], Any], b: Callable[[], Any], device: torch.device, warmup: int,
+              rounds: int) -> dict[str, Any]:
+    """Time ``a`` and ``b`` in turn (a, b, a, b, ...) after ``warmup`` untimed calls of each; the
+    speed-up of b over a is the median of the per-round ratios a/b (steady under a drifting load)."""
+    def timed(fn: Callable[[], Any]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        timed(a)
+        timed(b)
+    ta, tb = [], []
+    for _ in range(rounds):
+        ta.append(timed(a))
+        tb.append(timed(b))
+    ratios = [x / y for x, y in zip(ta, tb)]
+    return {"a": summary(ta), "b": summary(tb), "ratios": [round(r, 4) for r in ratios],
+            "speedup": statistics.median(ratios)}
+
+
+def run_paper_case(case: dict[str, Any], cfg: Config, device: torch.device, size: int) -> dict[str, Any]:
+    """One case against the paper path, alternating in this process: a training step (``case["kind"]``
+    ``train``, the case built as train.py builds it) or a ``translate()`` call of one RGB image."""
+    if case["kind"] == "train":
+        paper = build_paper_step(case["mode"], cfg, device, size)
+        _, ours = build_train_case(case, cfg, device, size, reset_state=not cfg.isolate)
+        return alternate(paper, ours, device, cfg.warmup, cfg.pair_rounds)
+    import numpy as np
+    from PIL import Image
+
+    from cut_hf import CUTGenerator, translate
+
+    kwargs = cfg.generator_kwargs()
+    net_g = official_reference().official_generator(**kwargs).to(device).eval()
+    generator = CUTGenerator(**kwargs).eval()  # the defaults: fast ops
+    generator.load_state_dict(net_g.state_dict())  # same weights, same outputs within tolerance
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
+    result = alternate(lambda: paper_translate(net_g, image, device),
+                       lambda: translate(generator, image, precision=case["precision"], device=device),
+                       device, cfg.warmup, cfg.translate_reps)
+    diff = np.abs(np.asarray(paper_translate(net_g, image, device), dtype=int)
+                  - np.asarray(translate(generator, image, precision=case["precision"], device=device), dtype=int))
+    result["max_grey_level_difference"] = int(diff.max())
+    return result
+
+
+def paper_cases(cfg: Config, device: torch.device) -> list[dict[str, Any]]:
+    """What is compared with the paper path: the training step of CUT and FastCUT with train.py's
+    defaults in fp32 and bf16, and translate() at each translate size in fp32 and bf16."""
+    cases: list[dict[str, Any]] = []
+    for mode in ("cut", "fastcut"):
+        for precision in ("fp32", "bf16"):
+            cases.append({"name": f"{mode} train {precision}", "kind": "train", "mode": mode, "size": cfg.size,
+                          **resolved_defaults(device, precision)})
+    for size in cfg.translate_sizes:
+        for precision in ("fp32", "bf16"):
+            cases.append({"name": f"translate {precision}", "kind": "translate", "size": size,
+                          "precision": precision})
+    return cases
 
 
 # --------------------------------------------------------------------------- translate cases
@@ -595,7 +728,7 @@ def run_case(kind: str, case: dict[str, Any], cfg: Config, device: torch.device,
 
 
 CHILD_RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {"train": run_train_case, "pair": run_pair_case,
-                                                          "translate": run_translate_case}
+                                                          "translate": run_translate_case, "paper": run_paper_case}
 
 
 def child_main(payload: str) -> int:
@@ -664,6 +797,10 @@ def print_report(report: dict[str, Any]) -> None:
               f"{'adj%':>5s} {'peakMiB':>8s} {'stepMiB':>8s} {'load':>5s}")
         for c in report["train"]:
             _print_row(c, c.get("gflops"))
+    if report.get("gpu"):
+        print_gpu(report)
+    if report.get("paper"):
+        print_paper(report)
     if report.get("pairs"):
         print(f"\n(b') paired: the two variants' steps alternate in one process ({report['config']['pair_rounds']} "
               "rounds after warm-up); speed-up = median of the per-round time ratios a/b")
@@ -724,14 +861,104 @@ def selected(name: str, only: str | None) -> bool:
     return not only or bool(set(name.split(" = ")) & {n.strip() for n in only.split(",")})
 
 
+#: The paper's published training speed (s/iter, 256 px, batch 1, on its GPU): CUT and FastCUT.
+PAPER_S_PER_ITER = {"cut": 0.24, "fastcut": 0.15}
+
+
+def gpu_cases() -> list[dict[str, Any]]:
+    """The GPU check's training cases: CUT and FastCUT, fp32 and bf16, channels-last, eager, compiled,
+    and compiled with CUDA graphs (``mode="reduce-overhead"``), most informative first."""
+    cases = []
+    for variant, comp, mode in (("eager", False, None), ("compiled", True, None),
+                                ("compiled+cudagraphs", True, "reduce-overhead")):
+        for precision in ("bf16", "fp32"):
+            for cut_mode in ("cut", "fastcut"):
+                cases.append({"name": f"{cut_mode} {precision} {variant}", "mode": cut_mode, "precision": precision,
+                              "channels_last": True, "compile": comp, "compile_mode": mode, "reuse": True,
+                              "fast_ops": True})
+    return cases
+
+
+def run_gpu_section(report: dict[str, Any], cfg: Config, device: torch.device, args: argparse.Namespace) -> None:
+    """(g): s/iter of each :func:`gpu_cases` case at ``cfg.size`` against the paper's published figure;
+    cases left when ``cfg.budget`` seconds have passed are reported as skipped (the check stays short)."""
+    report["gpu"] = []
+    start = time.perf_counter()
+    for case in gpu_cases():
+        if not selected(case["name"], args.only):
+            continue
+        entry = {**case, "size": cfg.size, "paper_s_per_iter": PAPER_S_PER_ITER[case["mode"]]}
+        print(f"gpu {case['name']} ...", end=" ", flush=True)
+        if time.perf_counter() - start > cfg.budget:
+            entry["result"] = {"skipped": f"over the check's {cfg.budget:.0f} s budget"}
+        else:
+            entry["result"] = run_case("train", case, cfg, device, cfg.size)
+        r = entry["result"]
+        report["gpu"].append(entry)
+        print(r.get("error") or r.get("skipped") or f"{r['seconds']['median']:.4f} s/iter", flush=True)
+
+
+def print_gpu(report: dict[str, Any]) -> None:
+    """The (g) table: s/iter against the paper's published s/iter (ratio > 1: faster than the paper)."""
+    print(f"\n(g) GPU training step, {report['config']['size']} px, batch 1, channels-last (median of "
+          f"{report['config']['steps']} steps after {report['config']['warmup']} warm-up / compile steps)")
+    print(f"  {'case':32s} {'s/iter':>8s} {'paper':>6s} {'paper/ours':>10s} {'peakMiB':>8s}")
+
+    def row(c: dict[str, Any], r: dict[str, Any]) -> str:
+        s = r["seconds"]["median"]
+        return (f"  {c['name']:32s} {s:8.4f} {c['paper_s_per_iter']:6.2f} {c['paper_s_per_iter'] / s:10.2f} "
+                f"{r['memory']['peak_mib']:8.0f}")
+    print_rows(report["gpu"], "seconds", row)
+
+
+def print_rows(entries: list[dict[str, Any]], done_key: str, row: Callable[[dict[str, Any], dict[str, Any]], str]) -> None:
+    """One line per entry: ``row(entry, result)`` where the result has ``done_key``, else its error or skip."""
+    for c in entries:
+        r = c["result"]
+        print(row(c, r) if done_key in r else f"  {c['name']:24s} {r.get('error') or r.get('skipped')}")
+
+
+def run_paper_section(report: dict[str, Any], cfg: Config, device: torch.device, args: argparse.Namespace) -> None:
+    """(p): every case of :func:`paper_cases` alternating with the paper path, one process per case."""
+    report["paper"] = []
+    for case in paper_cases(cfg, device):
+        if not selected(case["name"], args.only):
+            continue
+        entry = dict(case)
+        print(f"paper {case['name']} {case['size']} ...", end=" ", flush=True)
+        if perf.emulated_bf16(case["precision"], device) and not args.quick:
+            entry["result"] = {"skipped": "emulated bf16 (no native bf16 on this CPU; bench/RESULTS.md)"}
+        else:
+            entry["result"] = run_case("paper", case, cfg, device, case["size"])
+        r = entry["result"]
+        report["paper"].append(entry)
+        print(r.get("error") or r.get("skipped") or f"x{r['speedup']:.2f} (ratios {r['ratios']})", flush=True)
+        if args.json_path:
+            Path(args.json_path).write_text(json.dumps(report, indent=1))
+
+
+def print_paper(report: dict[str, Any]) -> None:
+    """The (p) table: each case's time against the paper path's, alternating in one process."""
+    print("\n(p) against the paper path (official networks and step order, official ops, NCHW, fp32, keys "
+          "recomputed), alternating in one process; speed-up = median of the per-round ratios paper/ours")
+    print(f"  {'case':24s} {'size':>4s} {'paper s':>8s} {'ours s':>8s} {'speed-up':>9s}  ratios")
+
+    def row(c: dict[str, Any], r: dict[str, Any]) -> str:
+        extra = f"  (max grey-level difference {r['max_grey_level_difference']})" if "max_grey_level_difference" in r else ""
+        return (f"  {c['name']:24s} {c['size']:4d} {r['a']['median']:8.3f} {r['b']['median']:8.3f} "
+                f"{r['speedup']:9.2f}  {' '.join(f'{x:.2f}' for x in r['ratios'])}{extra}")
+    print_rows(report["paper"], "speedup", row)
+
+
 # ------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny model and images, in-process: under a minute")
     p.add_argument("--json", dest="json_path", help="write the full report here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--sections", default="roofline,train,pairs,translate,ops", help="comma-separated subset to run "
-                   "(roofline always runs: the other sections' fractions need it)")
+    p.add_argument("--sections", default=None, help="comma-separated subset to run (roofline always runs: the "
+                   "other sections' fractions need it; default on a CPU roofline,paper,train,pairs,translate,ops; on "
+                   "CUDA roofline,gpu,paper,train,pairs,translate, with --quick roofline,gpu,translate)")
     p.add_argument("--variants", default="one-at-a-time", choices=["one-at-a-time", "grid"])
     p.add_argument("--only", default=None, help="comma-separated case names to run (as the table prints them)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile cases (each compiles "
@@ -753,7 +980,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = perf.set_threads(args.threads)
     if args._child:
         return child_main(args._child)
-    cfg = Config.quick() if args.quick else Config.full()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    cfg = (Config.quick_cuda() if cuda else Config.quick()) if args.quick else Config.full()
     for name in ("size", "steps", "warmup", "budget"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
@@ -763,8 +992,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg.isolate = False
     if args.threads and cfg.isolate:
         os.environ["OMP_NUM_THREADS"] = str(threads)  # children set it from --threads too
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sections = set(args.sections.split(","))
+    default_sections = ("roofline,gpu,translate" if args.quick else "roofline,gpu,paper,train,pairs,translate") \
+        if cuda else "roofline,paper,train,pairs,translate,ops"
+    sections = set((args.sections or default_sections).split(","))
     report: dict[str, Any] = {
         "command": " ".join(["python bench/bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": perf.machine_description(), "device": str(device), "config": dataclasses.asdict(cfg),
@@ -781,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
     save()
     roof = report["roofline"]
     print(f"roofline: fp32 {fmt(roof['fp32'], '.1f')} GFLOP/s, bf16 {fmt(roof['bf16'], '.1f')} GFLOP/s", flush=True)
-    defaults = resolved_defaults(device) if sections & {"train", "pairs", "translate"} else {}
+    defaults = resolved_defaults(device) if sections & {"train", "pairs", "translate", "paper"} else {}
     report["defaults"] = defaults
 
     if "train" in sections:
@@ -830,6 +1060,12 @@ def main(argv: list[str] | None = None) -> int:
             if r.get("flops"):
                 fractions(entry, r["flops"] / r["seconds"]["median"] / 1e9, roof)
         save()
+
+    if "gpu" in sections:
+        run_gpu_section(report, cfg, device, args)
+        save()
+    if "paper" in sections:
+        run_paper_section(report, cfg, device, args)
 
     if "pairs" in sections:
         report["pairs"] = []

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain", action="store_true", help="the plain path (official ops, keys recomputed)")
     p.add_argument("--mode", default="cut", choices=["cut", "fastcut"])
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the defaults' precision (not with --plain)")
     p.add_argument("--steps", type=int, default=2, help="profiled steps (after one warm-up step)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--top", type=int, default=20, help="ops listed")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     perf.set_threads(args.threads)
     device = torch.device("cpu")
-    defaults = bench.resolved_defaults(device)
+    defaults = bench.resolved_defaults(device, args.precision)
     case = dict(bench.PLAIN if args.plain else defaults, mode=args.mode)
     _, step = bench.build_train_case(case, bench.Config.full(), device, args.size)
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         step()
     for op, n in counter.get_flop_counts()["Global"].items():
         flops["conv" if "convolution" in str(op) else "other"] += n
-    roof_fn = bench.roofline_conv(device, "fp32", "channels_last" if defaults["channels_last"] else "contiguous")
+    roof_fn = bench.roofline_conv(device, case["precision"], "channels_last" if case["channels_last"] else "contiguous")
     roof = bench.ROOF_FLOPS / min(bench.time_calls(roof_fn, device, 2.0, max_calls=10)) / 1e9
     conv_rate = flops["conv"] / conv_time / 1e9
     print(f"\nconvolution passes: {conv_time:.2f} s/step for {flops['conv'] / 1e9:.0f} GFLOP = {conv_rate:.1f} GFLOP/s, "

@@ -38,6 +38,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .images import uint8_to_unit
+from .models.layers import InstanceNorm2d
 from .precision import autocast, autocast_dtype
 
 #: Largest image (after resizing, in pixels) run in one piece when no tile size is given; bigger
@@ -232,9 +233,19 @@ def swap_norms(module: nn.Module, make: Callable[[str, nn.InstanceNorm2d], nn.Mo
     return clone
 
 
+def keeps_channels_last(norm: nn.Module, device: torch.device) -> bool:
+    """Whether ``norm`` already keeps a channels-last map channels-last on ``device`` (the fast
+    :class:`cut_hf.models.layers.InstanceNorm2d` on the CPU, with one batch-norm kernel per image)."""
+    return (device.type == "cpu" and isinstance(norm, InstanceNorm2d) and norm.fast and not norm.affine
+            and not norm.track_running_stats)
+
+
 def layout_keeping(model: nn.Module, runner: Runner) -> nn.Module:
     """``model`` itself, or in channels-last a copy whose instance norms keep that layout."""
-    return swap_norms(model, lambda name, norm: StatsInstanceNorm(norm)) if runner.channels_last else model
+    if not runner.channels_last:
+        return model
+    return swap_norms(model, lambda name, norm: norm if keeps_channels_last(norm, runner.device)
+                      else StatsInstanceNorm(norm))
 
 
 # ------------------------------------------------------------------------------------- tiled path

@@ -7,10 +7,14 @@ behind them are in ``bench/RESULTS.md``:
   does (tensor-core kernels are NHWC). On a CPU it depends on the ISA: oneDNN runs NHWC forward
   and data-gradient convolutions with fast brgemm kernels on AVX2, but its NHWC weight-gradient
   kernel there is an older, much slower one; only AVX-512 CPUs have brgemm weight gradients. So
-  fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last.
+  fp32 training on AVX2 stays NCHW; emulated bf16 goes channels-last. On AVX-512 it pays only if
+  the map stays channels-last from layer to layer: the fast layers of :mod:`cut_hf.models.layers`
+  keep the layout (and bf16 under autocast), where the plain ones convert to NCHW / float32.
 - :func:`native_bf16`: whether bf16 is computed natively. Without AVX512-BF16 / AMX (CPUs) oneDNN
   has no bf16 convolution at all and PyTorch falls back to slow reference loops; ``train.py``, the
   translate CLI and the app warn then (:func:`emulated_bf16`).
+- :func:`keep_freed_memory`: glibc keeps freed tensor memory mapped between training steps (no
+  page faults on every step's large activations).
 - :func:`channels_last_`, :func:`compile_generator`, :func:`set_threads`: the helpers themselves.
   ``torch.compile`` stays off by default (slower on the CPUs measured, after a long compilation).
   The exact fast operations are chosen when a generator is built (``CUTGenerator(fast_ops=...)``).
@@ -19,8 +23,10 @@ Precision names and autocast live in :mod:`cut_hf.precision`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import sys
 from typing import Any
 
 import torch
@@ -114,6 +120,32 @@ def machine_description() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ the switches
+#: Tensors up to this size come from the heap, and freed memory is kept for the next step.
+HEAP_LIMIT = 1 << 30
+
+
+def keep_freed_memory(limit: int = HEAP_LIMIT) -> bool:
+    """Make glibc keep freed tensor memory for reuse instead of returning it to the OS (CPU runs).
+
+    glibc serves allocations above its mmap threshold (at most 32 MiB, adapted at run time) with
+    fresh ``mmap`` pages and unmaps them on free, so every training step page-faults its large
+    activations in again: hundreds of thousands of zero-filled page faults per 256 px step
+    (bench/RESULTS.md). Raising the mmap and trim thresholds to ``limit`` keeps the step's working
+    set mapped; the resident size then stays at the peak between steps, which a training process
+    reaches every step anyway. Returns whether glibc took the settings (False elsewhere: musl,
+    macOS, Windows). Process-wide; call once before training.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(limit))) and bool(mallopt(m_trim_threshold, int(2 * limit)))
+
+
 def set_threads(n: int | None = None) -> int:
     """Use ``n`` intra-op threads (default: the usable cores, not the logical CPUs of the host,
     which oversubscribes containers); returns the number set."""

@@ -70,3 +70,35 @@ def test_quick_bench_runs_and_reports_every_section(tmp_path):
         assert "error" not in r, (case["name"], r)
         if "skipped" not in r:
             assert r["images_per_s"] > 0 and r["flops"] > 0
+
+    paper = {(c["name"], c["size"]): c["result"] for c in report["paper"]}
+    assert {("cut train fp32", 32), ("fastcut train bf16", 32), ("translate fp32", 64)} <= set(paper)
+    for name, r in paper.items():
+        assert "error" not in r, (name, r)
+        if "skipped" not in r:
+            assert r["speedup"] > 0 and len(r["ratios"]) >= 1 and r["a"]["median"] > 0
+    assert "(p) against the paper path" in proc.stdout
+
+
+def test_gpu_check_is_prepared_at_the_papers_size_and_its_section_runs_here(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_module", ROOT / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_module"] = bench
+    spec.loader.exec_module(bench)
+    cfg = bench.Config.quick_cuda()
+    assert cfg.size == 256 and not cfg.model_flags and cfg.budget < 300  # the paper's size and model
+    names = {c["name"] for c in bench.gpu_cases()}
+    assert {"cut fp32 eager", "fastcut bf16 compiled", "cut bf16 compiled+cudagraphs"} <= names
+    # the (g) section itself, on the CPU with the tiny config (CUDA graphs and timing need a GPU)
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--device", "cpu", "--threads",
+                           "1", "--sections", "roofline,gpu", "--only", "cut fp32 eager,fastcut fp32 eager",
+                           "--json", str(out)], capture_output=True, text=True, cwd=str(ROOT), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gpu = json.loads(out.read_text())["gpu"]
+    assert [c["name"] for c in gpu] == ["cut fp32 eager", "fastcut fp32 eager"]
+    assert all(c["result"]["seconds"]["median"] > 0 and c["paper_s_per_iter"] in (0.24, 0.15) for c in gpu)
+    assert "(g) GPU training step" in proc.stdout

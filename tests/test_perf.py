@@ -160,3 +160,19 @@ def test_default_workers_never_exceed_the_usable_cores(monkeypatch):
     assert data.default_num_workers() == 2 and data.default_num_workers(1) == 1
     monkeypatch.setattr(data, "usable_cores", lambda: 16)
     assert data.default_num_workers() == 4
+
+
+def test_keep_freed_memory_takes_glibc_settings_where_there_is_glibc():
+    import platform
+    import subprocess
+    import sys
+
+    # in a child process: the setting is process-wide and would outlive this test
+    code = ("import torch; from cut_hf import perf; kept = perf.keep_freed_memory(); "
+            "x = torch.empty(64 << 20, dtype=torch.uint8); x.fill_(1); print(kept, int(x[-1]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept, last = out.stdout.split()
+    assert last == "1" and kept in ("True", "False")
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert kept == "True"

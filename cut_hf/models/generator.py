@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..hub import CheckedHubMixin, mixin_kwargs
-from .layers import NORMS, Downsample, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
+from .layers import NORMS, Downsample, ReflectionPad2d, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
 
 
 class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
@@ -28,9 +28,10 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         antialias_up: fixed-filter ``Upsample`` + conv instead of transposed convs.
         dropout: dropout 0.5 inside residual blocks.
         nce_layers: Sequential indices whose *outputs* :meth:`encode` returns for PatchNCE.
-        fast_ops: the exact fast equivalents of the official ``Upsample`` (bilinear interpolation)
-            and instance norm (no view) in :mod:`cut_hf.models.layers`; False runs the official
-            operations step by step. Outputs agree to float rounding either way.
+        fast_ops: the exact fast equivalents of the official ``Upsample`` (bilinear interpolation),
+            instance norm (no view; channels-last kept) and, in bf16 on the CPU, ``Downsample``
+            (average pools) in :mod:`cut_hf.models.layers`; False runs the official operations
+            step by step. Outputs agree to float rounding either way.
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             return norm_layer(norm, channels, fast_ops)
 
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
+            ReflectionPad2d(3),
             nn.Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
             norm_(ngf),
             nn.ReLU(True),
@@ -69,7 +70,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             cin, cout = ngf * mult, ngf * mult * 2
             if antialias:
                 layers += [nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias), norm_(cout),
-                           nn.ReLU(True), Downsample(cout)]
+                           nn.ReLU(True), Downsample(cout, fast=fast_ops)]
             else:
                 layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=bias), norm_(cout),
                            nn.ReLU(True)]
@@ -82,7 +83,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             else:
                 layers += [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=bias),
                            norm_(cout), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
+        layers += [ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
         bad = [i for i in self.nce_layers if not 0 <= i < len(self.model)]

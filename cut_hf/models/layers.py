@@ -7,6 +7,8 @@ only if every registered tensor keeps the name and shape the original code gave 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,22 +26,56 @@ def binomial_filter(size: int) -> torch.Tensor:
     return filt / filt.sum()
 
 
+def _autocast_off(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """A context that turns autocast off for ``x``'s device if it is on (else nothing).
+
+    CPU autocast runs padding and interpolation in float32: a bf16 map goes in, a float32 copy
+    (often in the contiguous layout) comes out, and the next convolution casts it back to bf16 and
+    to channels-last: three full copies of the map per layer. Padding is exact in any dtype, so
+    running it in the input's dtype changes no value the convolution sees.
+    """
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d`` that pads in its input's dtype and memory format under autocast too
+    (see :func:`_autocast_off`); bit-identical outputs, no state."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _autocast_off(x):
+            return super().forward(x)
+
+
 class Downsample(nn.Module):
     """Blur then subsample (Zhang, "Making Convolutional Networks Shift-Invariant Again", 2019).
 
     A depthwise [1,2,1] x [1,2,1] blur with reflect padding, applied with stride 2. The kernel is a
     buffer named ``filt`` of shape (C, 1, k, k) so that it appears in the state dict like the original.
+
+    ``fast`` (the default): on a CPU, a bf16 / fp16 map takes an exact reformulation of the default
+    3-tap, stride-2 blur: a 2x2 average pool with stride 1 followed by one with stride 2 is the
+    [1,2,1] x [1,2,1] / 16 filter at stride 2. oneDNN's reduced-precision depthwise-convolution
+    backward is very slow on the CPU and the pools' is not (bench/RESULTS.md); the result equals the
+    convolution's up to one more bf16 rounding (tests/test_fast_paths.py). float32 keeps the
+    convolution, which is faster there.
     """
 
-    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2) -> None:
+    def __init__(self, channels: int, filt_size: int = 3, stride: int = 2, fast: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.stride = stride
+        self.fast = bool(fast)
+        self.pooled = filt_size == 3 and stride == 2  # the exact equivalence above
         lo, hi = (filt_size - 1) // 2, filt_size // 2  # asymmetric for even kernels, as in the original
-        self.pad = nn.ReflectionPad2d((lo, hi, lo, hi))
+        self.pad = ReflectionPad2d((lo, hi, lo, hi))
         self.register_buffer("filt", binomial_filter(filt_size)[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast and self.pooled and x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            return F.avg_pool2d(F.avg_pool2d(self.pad(x), 2, stride=1), 2, stride=2)
         return F.conv2d(self.pad(x), self.filt.to(x.dtype), stride=self.stride, groups=x.shape[1])
 
 
@@ -71,7 +107,8 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bilinear and self.fast:
-            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            with _autocast_off(x):  # in the input's dtype: the next convolution would round to it anyway
+                return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         return self.transposed_blur(x)
 
     def transposed_blur(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,10 +141,28 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         if not self.fast or x.dim() != 4 or self.affine or self.track_running_stats:
             return super().forward(x)
         b, c, h, w = x.shape
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() and x.device.type == "cpu":
+            return self._channels_last(x)
         # exactly ATen's instance_norm: batch norm over (1, B*C, H, W) with the input's statistics
         out = torch.batch_norm(x.reshape(1, b * c, h, w), None, None, None, None, True, 0.0, self.eps,
                                torch.backends.cudnn.enabled)
         return torch.ops.aten._unsafe_view(out, (b, c, h, w))
+
+    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance norm of a channels-last map that stays channels-last (CPU).
+
+        The (1, B*C, H, W) view of a channels-last batch does not exist: ``reshape`` copies it to
+        the contiguous layout, and every later op and the next convolution pay a layout change.
+        Each image is instead batch-normalised on its own (a (1, C, H, W) slice is a view, and the
+        CPU batch norm has channels-last kernels); equal to the contiguous path up to float
+        rounding (another summation order; tests/test_fast_paths.py).
+        """
+        def norm(v: torch.Tensor) -> torch.Tensor:
+            return torch.batch_norm(v, None, None, None, None, True, 0.0, self.eps, False)
+
+        if x.shape[0] == 1:
+            return norm(x)
+        return torch.cat([norm(v) for v in x.split(1)])  # split's backward is one cat, no zero-filled maps
 
 
 def norm_layer(norm: str, channels: int, fast: bool = True) -> nn.Module:
@@ -142,14 +197,14 @@ class ResnetBlock(nn.Module):
         super().__init__()
         bias = conv_bias(norm)
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(1),
+            ReflectionPad2d(1),
             nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
             norm_layer(norm, dim, fast),
             nn.ReLU(True),
         ]
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
+        layers += [ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
                    norm_layer(norm, dim, fast)]
         self.conv_block = nn.Sequential(*layers)
         self.dim = dim

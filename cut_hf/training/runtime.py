@@ -111,6 +111,8 @@ def setup_accelerator(config: RunConfig) -> Any:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
     if config.threads:
         perf.set_threads(config.threads)
+    if accelerator.device.type == "cpu":
+        perf.keep_freed_memory()  # no page faults on every step's activations (bench/RESULTS.md)
     set_seed(config.seed)  # the same on every process: identical initial weights and random draws
     return accelerator
 
