@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..hub import CheckedHubMixin, mixin_kwargs
+from .stylegan2 import StyleGAN2Generator
 from .layers import NORMS, Downsample, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
 
 
@@ -155,7 +157,14 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         return out
 
 
+def generator_class(generator_config: Mapping[str, Any]) -> type[CUTGenerator] | type[StyleGAN2Generator]:
+    """The class a generator's ``config.json`` describes: :class:`StyleGAN2Generator` (SinCUT) for
+    a config with ``num_downsampling``, else :class:`CUTGenerator`."""
+    return StyleGAN2Generator if "num_downsampling" in generator_config else CUTGenerator
+
+
 def nce_channels(generator_config: dict) -> list[int]:
-    """``PatchSampler`` input channels for a generator config (e.g. a loaded ``config.json``)."""
+    """``PatchSampler`` input channels for a generator config (e.g. a loaded ``config.json``) of
+    either generator class."""
     with torch.device("meta"):  # no memory, no init cost: only the layer list is needed
-        return CUTGenerator(**generator_config).feature_channels()
+        return generator_class(generator_config)(**generator_config).feature_channels()
