@@ -179,7 +179,7 @@ def test_three_steps_outputs_load_and_translate_at_the_image_size(images, tmp_pa
     demo = load_demo_model(out)
     assert "StyleGAN2Generator ngf 4" in demo.describe() and demo.sampler is not None
     with Image.open(odd) as im:
-        assert len(patch_similarity(demo.generator, im, 10, 20, demo.sampler).heatmaps) == 3
+        assert len(patch_similarity(demo.generator, im, 10, 20, demo.sampler).layers) == 3
     from cut_hf.cli.translate import main as translate_main
 
     assert translate_main(["--model", str(out), "--input", str(odd), "--output", str(tmp_path / "t")]) == 0
