@@ -20,6 +20,7 @@ from cut_hf.models.generator import nce_channels
 from cut_hf.training import CheckpointManager
 
 from conftest import load_root_script
+from test_train import _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - the fixture applies here too
 from official_sincut_reference import StyleGAN2Discriminator as OfficialD
 from official_sincut_reference import StyleGAN2Generator as OfficialG
 
@@ -28,28 +29,6 @@ train = load_root_script("train")
 TINY = ["--mode", "sincut", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "4", "--batch-size", "2",
         "--netf-nc", "16", "--num-workers", "0", "--report-to", "none", "--epoch-crops", "6", "--n-epochs", "1",
         "--n-epochs-decay", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_fresh_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-def run_main(argv: list[str]) -> int:
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        return train.main(argv)
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def write_image(path: Path, size: tuple[int, int], seed: int) -> Path:

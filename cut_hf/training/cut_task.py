@@ -175,10 +175,14 @@ class CUTTask(TrainingTask):
             record = {**self.seen, "generator_sha256": weights_digest(self.objective.generator)}
             (folder / f"rank{self.accelerator.process_index}.json").write_text(json.dumps(record, indent=1))
 
+    def save(self, summary: dict[str, Any], grid: torch.Tensor | None) -> None:
+        """Write the three model folders with their card (:func:`save_outputs`)."""
+        save_outputs(self.config, self.objective, summary, grid)
+
     def write_outputs(self, summary: dict[str, Any], batch: Any) -> tuple[str, Path, dict[str, Path]]:
         out = Path(self.config.output_dir)
         grid = self.samples(batch)["samples"] if self.objective.last is not None else None
-        save_outputs(self.config, self.objective, summary, grid)
+        self.save(summary, grid)
         return (f"{out / 'generator'} (+ sampler/, discriminator/)", out / "generator",
                 {"sampler": out / "sampler", "discriminator": out / "discriminator"})
 

@@ -70,12 +70,8 @@ class SinCUTTask(CUTTask):
     def fixed_settings(self) -> tuple[str, ...]:
         return SINCUT_ARCH_KEYS
 
-    def write_outputs(self, summary: dict[str, Any], batch: Any) -> tuple[str, Path, dict[str, Path]]:
-        out = Path(self.config.output_dir)
-        grid = self.samples(batch)["samples"] if self.objective.last is not None else None
+    def save(self, summary: dict[str, Any], grid: torch.Tensor | None) -> None:
         save_sincut_outputs(self.config, self.objective, summary, grid)
-        return (f"{out / 'generator'} (+ sampler/, discriminator/)", out / "generator",
-                {"sampler": out / "sampler", "discriminator": out / "discriminator"})
 
 
 def image_names(c: CUTTrainConfig) -> tuple[str, str]:
@@ -108,19 +104,16 @@ def save_sincut_outputs(c: CUTTrainConfig, objective: CUTObjective, summary: dic
         "GAN loss": c.gan_mode,
         "seed": c.seed,
     }
-    losses = {f"{k} (mean of last {summary['loss_window']} steps)": f"{v:.4f}"
-              for k, v in summary["final_losses"].items()}
+    window = summary["loss_window"]
     card = dict(
-        model_name=f"SinCUT {name_a} → {name_b}",
-        domain_a=name_a,
-        domain_b=name_b,
+        model_name=f"SinCUT {name_a} → {name_b}", domain_a=name_a, domain_b=name_b,
+        losses={f"{k} (mean of last {window} steps)": f"{v:.4f}" for k, v in summary["final_losses"].items()},
         description=(f"Trained with cut-hf's `train.py --mode sincut` for {summary['step']} steps on crops of "
                      f"two images, `{file_a}` and `{file_b}`: it translates images like the first into the "
                      "style of the second (best on the first image itself)."
                      + (" The run ended early (--max-steps): this is not a fully trained model."
                         if summary["stopped_early"] else "")),
         training=training,
-        losses=losses,
         provenance=f"Trained from scratch with:\n\n```bash\n{c.command}\n```",
         sample_image="samples.png" if grid is not None else None,
         repo_id=c.hub_model_id,
