@@ -20,7 +20,7 @@ from cut_hf.models.generator import nce_channels
 from cut_hf.training import CheckpointManager
 
 from conftest import load_root_script
-from test_train import _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - the fixture applies here too
+from test_train import _event_tags, _LocalHub, _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - fixture
 from official_sincut_reference import StyleGAN2Discriminator as OfficialD
 from official_sincut_reference import StyleGAN2Generator as OfficialG
 
@@ -212,6 +212,31 @@ def test_data_dir_form_and_its_errors(tmp_path: Path, capsys):
     assert run_main(["--image-a", str(a), "--image-b", str(b), "--output-dir", str(out), *TINY,
                      "--crop-size", "24"]) == 1
     assert "power-of-two --crop-size" in capsys.readouterr().err
+
+
+def test_tensorboard_hub_upload_and_nan_guard(images, tmp_path: Path, monkeypatch, capsys):
+    """The runtime's features reach SinCUT: R1/identity scalars and samples in TensorBoard, the
+    three folders on the Hub (generator at the root), and a NaN in a SinCUT term stops the run."""
+    import huggingface_hub
+
+    import cut_hf.objectives.sincut as sincut
+
+    a, b = images
+    _LocalHub.remote_root, _LocalHub.instances = tmp_path / "hub", []
+    monkeypatch.setattr(huggingface_hub, "HfApi", _LocalHub)
+    common = ["--image-a", str(a), "--image-b", str(b), *TINY]
+    assert run_main([*common, "--output-dir", str(tmp_path / "o"), "--max-steps", "2", "--report-to", "tensorboard",
+                     "--log-every", "1", "--sample-every", "2", "--push-to-hub", "--hub-model-id", "me/sincut"]) == 0
+    scalars, pictures = _event_tags(tmp_path / "o" / "logs")
+    assert {"D_R1", "idt", "NCE", "NCE_Y", "G_GAN", "lr"} <= scalars and "samples" in pictures
+    repo = tmp_path / "hub" / "me" / "sincut"
+    assert isinstance(load_generator(repo), StyleGAN2Generator)
+    StyleGAN2Discriminator.from_pretrained(repo / "discriminator", strict=True)
+    real = sincut.identity_loss
+    monkeypatch.setattr(sincut, "identity_loss", lambda *args: real(*args) * float("nan"))
+    capsys.readouterr()
+    assert run_main([*common, "--output-dir", str(tmp_path / "nan"), "--max-steps", "2"]) == 1
+    assert "step 1: loss idt is nan" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- convert --mode sincut
