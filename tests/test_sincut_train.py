@@ -212,6 +212,9 @@ def test_data_dir_form_and_its_errors(tmp_path: Path, capsys):
     assert run_main(["--image-a", str(a), "--image-b", str(b), "--output-dir", str(out), *TINY,
                      "--crop-size", "24"]) == 1
     assert "power-of-two --crop-size" in capsys.readouterr().err
+    assert run_main(["--image-a", str(a), "--image-b", str(b), "--output-dir", str(out), *TINY,
+                     "--n-blocks", "2"]) == 1  # NCE layer 4 needs 2 encoder blocks
+    assert "layers [4] out of range" in capsys.readouterr().err
 
 
 def test_tensorboard_hub_upload_and_nan_guard(images, tmp_path: Path, monkeypatch, capsys):

@@ -32,13 +32,16 @@ def build_sincut_models(c: CUTTrainConfig) -> tuple[StyleGAN2Generator, StyleGAN
     """SinCUT's G, D and F (the PatchSampler's MLPs built for G's ``nce_layers``).
 
     Raises :class:`~cut_hf.training.runtime.ConfigError` for a crop size that is not a power of two
-    (D judges exactly ``2 ** round(log2(crop_size))`` px crops)."""
+    (D judges exactly ``2 ** round(log2(crop_size))`` px crops) and for settings G refuses."""
     if c.crop_size & (c.crop_size - 1) or c.crop_size < 8:
         raise ConfigError(f"--mode sincut needs a power-of-two --crop-size >= 8 (D judges whole crops), "
                           f"got {c.crop_size}")
-    generator = StyleGAN2Generator(input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, n_blocks=c.n_blocks,
-                                   num_downsampling=c.num_downsampling, crop_size=c.crop_size,
-                                   nce_layers=list(c.nce_layers))
+    try:
+        generator = StyleGAN2Generator(input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, n_blocks=c.n_blocks,
+                                       num_downsampling=c.num_downsampling, crop_size=c.crop_size,
+                                       nce_layers=list(c.nce_layers))
+    except ValueError as err:  # e.g. --nce-layers beyond a shallow encoder (--n-blocks)
+        raise ConfigError(f"--mode sincut: {err}") from err
     discriminator = StyleGAN2Discriminator(input_nc=c.output_nc, ndf=c.ndf, crop_size=c.crop_size)
     sampler = PatchSampler(generator.feature_channels(), num_patches=c.num_patches, nc=c.netf_nc)
     return generator, discriminator, sampler
