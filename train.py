@@ -51,18 +51,15 @@ from cut_hf.training import (
     setup_accelerator,
 )
 from cut_hf.training.cut_task import CUTTask, CUTTrainConfig, Evaluator
-from cut_hf.training.sincut_task import SinCUTTask, build_sincut_models, single_image_data
+from cut_hf.training.sincut_task import SinCUTTask, build_sincut_models, sincut_flag_defaults, single_image_data
 
 # ----------------------------------------------------------------------------- configuration
 # `--mode` fills in whatever was not given on the command line, as the paper's --CUT_mode does.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cut": dict(lambda_nce=1.0, nce_idt=True, flip_equivariance=False, n_epochs=200, n_epochs_decay=200),
     "fastcut": dict(lambda_nce=10.0, nce_idt=False, flip_equivariance=True, n_epochs=150, n_epochs_decay=50),
-    # The paper's --model sincut: StyleGAN2 G and D, 64 px crops of two images; epochs of 100,000 crops.
-    "sincut": dict(lambda_nce=4.0, nce_idt=True, flip_equivariance=False, n_epochs=8, n_epochs_decay=8, lr=0.002,
-                   beta1=0.0, beta2=0.99, batch_size=16, crop_size=64, load_size=1024, gan_mode="nonsaturating",
-                   num_patches=1, nce_negatives_from_batch=True, nce_layers="0,2,4", ngf=10, ndf=8, n_blocks=6,
-                   channels_last=False),  # perf.channels_last_ cannot convert the modulated conv's 5-D weight
+    # The paper's --model sincut (SinCUTConfig): StyleGAN2 G and D, 64 px crops of two images, epochs of 100,000 crops.
+    "sincut": sincut_flag_defaults(),
 }
 # The objective class of each mode.
 OBJECTIVES: dict[str, type[CUTObjective]] = {"cut": CUTObjective, "fastcut": CUTObjective, "sincut": SinCUTObjective}

@@ -85,21 +85,22 @@ def identity_loss(idt_b: torch.Tensor, real_b: torch.Tensor, weight: float = 1.0
 
 @dataclass(frozen=True)
 class SinCUTObjectiveConfig(CUTObjectiveConfig):
-    """:class:`~cut_hf.objectives.cut.CUTObjectiveConfig` with SinCUT's defaults and its two weights.
+    """:class:`~cut_hf.objectives.cut.CUTObjectiveConfig` with SinCUT's defaults (from :class:`SinCUTConfig`)
+    and its two weights.
 
     Attributes:
         lambda_r1: weight of the R1 penalty on real B in D's loss (0: none).
         lambda_identity: weight of the identity L1 ``|G(B) - B|`` in G's loss (0: none; needs ``nce_idt``).
     """
 
-    lambda_nce: float = 4.0
-    gan_mode: str = "nonsaturating"
-    num_patches: int = 1
+    lambda_nce: float = SinCUTConfig.lambda_nce
+    gan_mode: str = SinCUTConfig.gan_mode
+    num_patches: int = SinCUTConfig.num_patches
     # One patch per crop and layer: the negatives must be the other crops' patches. Each of NCE and
     # NCE_Y is computed on its own crops (as the official calculate_NCE_loss), never on cat(A, B).
-    nce_negatives_from_batch: bool = True
-    lambda_r1: float = 1.0
-    lambda_identity: float = 1.0
+    nce_negatives_from_batch: bool = SinCUTConfig.nce_negatives_from_batch
+    lambda_r1: float = SinCUTConfig.lambda_r1
+    lambda_identity: float = SinCUTConfig.lambda_identity
 
     def __post_init__(self) -> None:
         super().__post_init__()

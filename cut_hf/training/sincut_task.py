@@ -13,6 +13,7 @@ three things swapped, each built here from the same :class:`~cut_hf.training.cut
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,27 @@ import torch
 
 from ..models import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
 from ..objectives.cut import CUTObjective
+from ..objectives.sincut import SinCUTConfig
 from ..single_image import SingleImageDataset, SingleImageSampler, ZoomAndPatch, load_single_images
 from .runtime import ConfigError
 from .cut_task import ARCH_KEYS, CUTTask, CUTTrainConfig, write_model_folders
 
 # The StyleGAN2 networks' widths depend on the crop size, and their depth on the downsamplings.
 SINCUT_ARCH_KEYS = ARCH_KEYS + ("crop_size", "num_downsampling")
+
+
+def sincut_flag_defaults() -> dict[str, Any]:
+    """``train.py``'s flag values for ``--mode sincut``: :class:`~cut_hf.objectives.sincut.SinCUTConfig`
+    (the paper's ``--model sincut``) under the flags' names, plus the StyleGAN2 generator's 6 blocks.
+
+    Channels-last stays off: ``perf.channels_last_`` converts whole modules, and the modulated
+    convolution's official 5-D weight (1, out, in, k, k) has no channels-last layout.
+    """
+    values = asdict(SinCUTConfig())
+    values["beta1"], values["beta2"] = values.pop("betas")
+    values["nce_t"] = values.pop("nce_temperature")
+    values["nce_layers"] = ",".join(map(str, values["nce_layers"]))
+    return {**values, "n_blocks": 6, "channels_last": False}
 
 
 def build_sincut_models(c: CUTTrainConfig) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator, PatchSampler]:
