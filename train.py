@@ -1,15 +1,17 @@
-"""Train CUT or FastCUT (Park et al., ECCV 2020) with 🤗 Accelerate.
+"""Train CUT, FastCUT or SinCUT (Park et al., ECCV 2020) with 🤗 Accelerate.
 
     python train.py --data-dir datasets/horse2zebra --output-dir outputs/h2z             # one device
+    python train.py --mode sincut --image-a photo.jpg --image-b painting.jpg             # one image per domain
     accelerate launch train.py --data-dir datasets/horse2zebra --mode fastcut            # many GPUs / nodes
     torchrun --nproc_per_node 4 train.py --data-dir datasets/horse2zebra                 # the same with torchrun
     python train.py --task simclr --data images/ ...                                     # SimCLR (train_simclr.py)
 
 Reads top to bottom: the flags, the frozen configuration they make (``--mode`` fills the defaults
-the paper's ``--CUT_mode`` sets), then ``run``: data, models, the objective
+the paper's ``--CUT_mode`` and ``--model sincut`` set), then ``run``: data, models, the objective
 (:class:`cut_hf.objectives.cut.CUTObjective`, the paper's step) and the loop, which is the runtime
 every objective shares (:class:`cut_hf.training.Trainer`: resume, checkpoints, logs, outputs, Hub).
-A new objective (SinCUT) is a subclass of the objective, an entry in ``OBJECTIVES`` and ``MODE_DEFAULTS``.
+A new objective is a subclass of the objective, an entry in ``OBJECTIVES`` and ``MODE_DEFAULTS``;
+SinCUT also swaps the data, the networks and the task (:mod:`cut_hf.training.sincut_task`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from cut_hf.evaluate import EvaluationError
 from cut_hf.losses import GAN_MODES
 from cut_hf.metrics import MetricsUnavailable
 from cut_hf.objectives.cut import CUTObjective, build_optimizers
+from cut_hf.objectives.sincut import SinCUTObjective
 from cut_hf.optim import linear_decay
 from cut_hf.training import (
     CheckpointError,
@@ -48,23 +51,26 @@ from cut_hf.training import (
     setup_accelerator,
 )
 from cut_hf.training.cut_task import CUTTask, CUTTrainConfig, Evaluator
+from cut_hf.training.sincut_task import SinCUTTask, build_sincut_models, sincut_flag_defaults, single_image_data
 
 # ----------------------------------------------------------------------------- configuration
 # `--mode` fills in whatever was not given on the command line, as the paper's --CUT_mode does.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cut": dict(lambda_nce=1.0, nce_idt=True, flip_equivariance=False, n_epochs=200, n_epochs_decay=200),
     "fastcut": dict(lambda_nce=10.0, nce_idt=False, flip_equivariance=True, n_epochs=150, n_epochs_decay=50),
+    # The paper's --model sincut (SinCUTConfig): StyleGAN2 G and D, 64 px crops of two images, epochs of 100,000 crops.
+    "sincut": sincut_flag_defaults(),
 }
-# The objective class of each mode (SinCUT adds "sincut": its subclass).
-OBJECTIVES: dict[str, type[CUTObjective]] = {"cut": CUTObjective, "fastcut": CUTObjective}
+# The objective class of each mode.
+OBJECTIVES: dict[str, type[CUTObjective]] = {"cut": CUTObjective, "fastcut": CUTObjective, "sincut": SinCUTObjective}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train CUT / FastCUT with Accelerate.",
+    p = argparse.ArgumentParser(description="Train CUT / FastCUT / SinCUT with Accelerate.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--task", default="cut", choices=["cut", "simclr"], help="what to train (simclr: train_simclr.py)")
-    a("--mode", default="cut", choices=list(MODE_DEFAULTS), help="the paper's CUT or FastCUT preset")
+    a("--mode", default="cut", choices=list(MODE_DEFAULTS), help="the paper's CUT, FastCUT or SinCUT preset")
     # data
     d = p.add_argument_group("data").add_argument
     d("--data-dir", help="folder with trainA/ and trainB/ (the official layout)")
@@ -76,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     d("--split", default="train", help="--dataset split")
     d("--label-a", help="name of domain A in the model card (default: from the data source)")
     d("--label-b", help="name of domain B in the model card")
+    d("--image-a", help="SinCUT: the one image of domain A (or --data-dir with one image in trainA/ and trainB/)")
+    d("--image-b", help="SinCUT: the one image of domain B")
+    d("--random-scale-max", type=float, default=3.0, help="SinCUT: zoom each image out by up to this factor")
+    d("--epoch-crops", type=int, default=100_000, help="SinCUT: crops in one epoch")
     d("--preprocess", default="resize_and_crop", choices=PREPROCESS_MODES)
     d("--load-size", type=int, default=286, help="resize to this before cropping")
     d("--crop-size", type=int, default=256, help="training image size")
@@ -96,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     m("--no-antialias-up", action="store_true", help="transposed convs instead of blur upsampling")
     m("--dropout", action="store_true", help="dropout in the generator's residual blocks")
     m("--netf-nc", type=int, default=256, help="PatchSampler embedding size")
+    m("--num-downsampling", type=int, default=1, help="SinCUT: stride-2 stages of the StyleGAN2 generator")
     # objective
     o = p.add_argument_group("objective (defaults marked * come from --mode)").add_argument
     o("--lambda-gan", type=float, default=1.0, help="weight of the GAN loss")
@@ -107,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     o("--nce-t", type=float, default=0.07, help="PatchNCE temperature")
     o("--nce-negatives-from-batch", action="store_true", help="negatives from all images of the batch")
     o("--gan-mode", default="lsgan", choices=GAN_MODES)
+    o("--lambda-r1", type=float, default=1.0, help="SinCUT: weight of the R1 penalty on real B")
+    o("--lambda-identity", type=float, default=1.0, help="SinCUT: weight of the identity L1 |G(B) - B|")
     o("--no-reuse-features", dest="reuse_features", action="store_false",
       help="recompute PatchNCE keys with a second encoder pass instead of reusing the forward pass's")
     add_run_flags(p)
@@ -158,10 +171,8 @@ def parse_args(argv: list[str] | None = None) -> CUTTrainConfig:
     """Parse flags, fill the ``--mode`` defaults, check the combination; returns the frozen config."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    parser.set_defaults(**MODE_DEFAULTS[parser.parse_known_args(argv)[0].mode])  # flags given still win
     values = vars(parser.parse_args(argv))
-    for key, value in MODE_DEFAULTS[values["mode"]].items():
-        if values[key] is None:
-            values[key] = value
     try:
         values["nce_layers"] = tuple(sorted({int(i) for i in str(values["nce_layers"]).split(",") if i.strip()}))
     except ValueError:
@@ -200,13 +211,20 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
         parser.error("--batch-size must be >= 1 and epochs >= 0")
     if c.lambda_gan <= 0 and c.lambda_nce <= 0:
         parser.error("nothing to train: --lambda-gan and --lambda-nce are both 0")
+    if c.mode != "sincut" and (c.image_a or c.image_b):
+        parser.error("--image-a/--image-b are SinCUT's: add --mode sincut")
+    if c.mode == "sincut" and (c.eval_every or c.channels_last or (c.lambda_identity > 0 and not c.nce_idt)):
+        parser.error("--mode sincut has no --eval-every or --channels-last, and its identity loss needs --nce-idt "
+                     "(or --lambda-identity 0)")
 
 
 # ----------------------------------------------------------------------------- models and objective
 
 
 def build_models(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, PatchSampler]:
-    """G, D and F (the PatchSampler, built here with its MLPs: nothing is created lazily)."""
+    """G, D and F (the PatchSampler, built here with its MLPs: nothing is created lazily); StyleGAN2 for SinCUT."""
+    if c.mode == "sincut":
+        return build_sincut_models(c)
     generator = CUTGenerator(input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm_g,
                              antialias=not c.no_antialias, antialias_up=not c.no_antialias_up, dropout=c.dropout,
                              nce_layers=list(c.nce_layers), fast_ops=c.fast_ops)
@@ -232,24 +250,32 @@ def setup_training(c: CUTTrainConfig, accelerator: Any) -> tuple[CUTObjective, t
 # ----------------------------------------------------------------------------- training
 
 
+def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, UnpairedSampler, str]:
+    """The dataset, the sampler of process ``rank`` and a line about the data: the unpaired
+    domains, or SinCUT's zoom-and-patch crops of two images. Raises DataError."""
+    if c.mode == "sincut":
+        return single_image_data(c, num_processes, rank)
+    images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split)
+    check_enough_images(images_a, images_b, c.batch_size, num_processes)
+    pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
+    pre_b = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.output_nc)
+    dataset = UnpairedImageDataset(images_a, images_b, pre_a, pre_b, seed=c.seed, finetune_from_epoch=c.n_epochs)
+    sampler = UnpairedSampler(len(dataset), c.batch_size, num_processes, rank, seed=c.seed)
+    return dataset, sampler, (f"A {len(images_a)} images ({images_a.description}), "
+                              f"B {len(images_b)} images ({images_b.description})")
+
+
 def run(c: CUTTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     accelerator = setup_accelerator(c)
 
     # -- data: every process sees different items of the same epoch
-    images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split)
-    check_enough_images(images_a, images_b, c.batch_size, accelerator.num_processes)
-    pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
-    pre_b = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.output_nc)
-    dataset = UnpairedImageDataset(images_a, images_b, pre_a, pre_b, seed=c.seed, finetune_from_epoch=c.n_epochs)
-    sampler = UnpairedSampler(len(dataset), c.batch_size, accelerator.num_processes, accelerator.process_index,
-                              seed=c.seed)
+    dataset, sampler, about = build_data(c, accelerator.num_processes, accelerator.process_index)
     loader = make_dataloader(dataset, sampler, c.num_workers, pin_memory=accelerator.device.type == "cuda")
     total_epochs = c.n_epochs + c.n_epochs_decay
     planned = total_epochs * sampler.batches_per_epoch
     max_steps = planned if c.max_steps is None else min(planned, c.max_steps)
-    accelerator.print(f"data: A {len(images_a)} images ({images_a.description}), B {len(images_b)} images "
-                      f"({images_b.description}); {sampler.batches_per_epoch} steps per epoch on each of "
+    accelerator.print(f"data: {about}; {sampler.batches_per_epoch} steps per epoch on each of "
                       f"{accelerator.num_processes} process(es); {max_steps} steps in all")
 
     # -- evaluation: folders and feature network checked on every process before any training
@@ -257,7 +283,7 @@ def run(c: CUTTrainConfig) -> dict[str, Any]:
 
     # -- models, objective, optimisers, schedulers; then the loop
     objective, optimizers, schedulers = setup_training(c, accelerator)
-    task = CUTTask(c, objective, optimizers, schedulers, accelerator, evaluator)
+    task = (SinCUTTask if c.mode == "sincut" else CUTTask)(c, objective, optimizers, schedulers, accelerator, evaluator)
     trainer = Trainer(accelerator, c, task, loader, sampler, max_steps, total_epochs, planned)
     return trainer.run()
 

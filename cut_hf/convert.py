@@ -1,7 +1,7 @@
 """Bring official CUT / FastCUT checkpoints (``latest_net_G.pth``, ``_D``, ``_F``) to the Hub format.
 
 ``python -m cut_hf.convert --checkpoint latest_net_G.pth --output DIR [--netD latest_net_D.pth]
-[--netF latest_net_F.pth] [--name horse2zebra --mode cut|fastcut] [--push-to-hub ID]``
+[--netF latest_net_F.pth] [--name horse2zebra --mode cut|fastcut|sincut] [--push-to-hub ID]``
 (the command line is :mod:`cut_hf.cli.convert`). Reading and recognising the checkpoints is
 :mod:`cut_hf.official`; this module writes the folders, their cards, and pushes them.
 
@@ -189,8 +189,8 @@ def convert(
         netD: optional ``latest_net_D.pth`` to convert too.
         netF: optional ``latest_net_F.pth`` to convert too.
         name: dataset name for the card (``horse2zebra``); ``a2b`` names give the card its domains.
-        mode: a :data:`~cut_hf.official.MODES` key, ``"cut"`` or ``"fastcut"`` (recorded in the
-            card; both share one architecture).
+        mode: a :data:`~cut_hf.official.MODES` key: ``"cut"`` or ``"fastcut"`` (recorded in the
+            card; both share one architecture), or ``"sincut"`` (StyleGAN2 networks).
         source: where the checkpoint came from, for the card (the official tarball by default).
         push_to_hub: a Hub repository id to upload the whole folder to.
         private: visibility of a repository created by the push.

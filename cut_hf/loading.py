@@ -7,6 +7,7 @@ Failures are one-line :class:`~cut_hf.errors.ModelLoadError` s.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import torch.nn as nn
 
 from .errors import ModelLoadError
-from .models.generator import CUTGenerator
+from .model_files import DOWNLOAD_KWARGS, resolve_model_dir
+from .models.generator import CUTGenerator, generator_class
 from .runtime import EXPORTED_SUFFIXES, ExportedModelError, load_exported_generator
 
 __all__ = ["ModelLoadError", "load_generator", "load_pretrained"]
@@ -39,6 +41,8 @@ def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> nn.Modu
     Hub id (cached or downloadable; a repository that keeps the model in ``generator/`` works too),
     or an exported ``.onnx`` / ``.pt2`` file (:mod:`cut_hf.export`), run by :mod:`cut_hf.runtime`
     without the model's PyTorch code (keyword arguments are ignored for those).
+    The class is the one the folder's ``config.json`` describes (:func:`~cut_hf.models.generator.generator_class`:
+    a SinCUT :class:`~cut_hf.StyleGAN2Generator` or a :class:`~cut_hf.CUTGenerator`).
     Raises :class:`ModelLoadError` with a one-line reason on any failure. Keyword arguments are
     those of ``CUTGenerator.from_pretrained`` (``map_location``, ``revision``, ``strict``, config
     overrides).
@@ -48,4 +52,13 @@ def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> nn.Modu
             return load_exported_generator(model_id_or_dir)
         except ExportedModelError as err:
             raise ModelLoadError(str(err)) from err
-    return CUTGenerator.from_pretrained(model_id_or_dir, **kwargs)
+    # The class comes from the folder's config.json (SinCUT's StyleGAN2Generator or CUTGenerator).
+    download = {k: kwargs.pop(k) for k in DOWNLOAD_KWARGS if k in kwargs}
+    folder = resolve_model_dir(model_id_or_dir, kwargs.pop("subfolder", None),
+                               fallback_subfolder=CUTGenerator.output_subfolder, **download)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = {}  # from_pretrained says what is wrong with it
+    cls = generator_class(config) if isinstance(config, dict) else CUTGenerator
+    return cls.from_pretrained(folder, **kwargs)

@@ -28,7 +28,9 @@ import torch
 import torch.nn as nn
 
 from .errors import mismatch_message, one_line
-from .models import CUTGenerator, PatchDiscriminator, PatchSampler
+from .models import CUTGenerator, PatchDiscriminator, PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
+from .official_stylegan2 import (infer_stylegan2_discriminator_config, infer_stylegan2_generator_config,
+                                 is_stylegan2_discriminator, is_stylegan2_generator)
 
 __all__ = [
     "ConversionError",
@@ -294,13 +296,18 @@ class CheckpointKind:
 
 
 #: Networks we read, in the order they are tried by :func:`checkpoint_kind` (netF's MLP keys
-#: are the most specific). SinCUT's StyleGAN2 networks are one entry each.
+#: are the most specific). SinCUT's StyleGAN2 networks (:mod:`cut_hf.official_stylegan2`) are one entry each.
 KINDS: dict[str, CheckpointKind] = {
     "sampler": CheckpointKind("a PatchNCE sampler (netF)", "--netF", PatchSampler, infer_sampler_config, _is_sampler),
     "generator": CheckpointKind("a CUT generator (netG)", "--checkpoint", CUTGenerator, infer_generator_config,
                                 _is_generator),
     "discriminator": CheckpointKind("a PatchGAN discriminator (netD)", "--netD", PatchDiscriminator,
                                     infer_discriminator_config, _is_discriminator),
+    "stylegan2_generator": CheckpointKind("a SinCUT StyleGAN2 generator (netG)", "--checkpoint and --mode sincut",
+                                          StyleGAN2Generator, infer_stylegan2_generator_config, is_stylegan2_generator),
+    "stylegan2_discriminator": CheckpointKind("a SinCUT StyleGAN2 discriminator (netD)", "--netD and --mode sincut",
+                                              StyleGAN2Discriminator, infer_stylegan2_discriminator_config,
+                                              is_stylegan2_discriminator),
 }
 
 
@@ -314,7 +321,8 @@ class Mode:
     sampler: str = "sampler"  #: kind of ``--netF`` (written to ``sampler/``)
 
 
-MODES: dict[str, Mode] = {"cut": Mode("CUT"), "fastcut": Mode("FastCUT")}
+MODES: dict[str, Mode] = {"cut": Mode("CUT"), "fastcut": Mode("FastCUT"),
+                          "sincut": Mode("SinCUT", "stylegan2_generator", "stylegan2_discriminator")}
 
 
 def checkpoint_kind(state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -353,7 +361,6 @@ def drop_stale_instance_norm_stats(state_dict: dict[str, torch.Tensor]) -> list[
     return removed
 
 
-
 def load_official(path: str | os.PathLike, kind: str = "generator") -> nn.Module:
     """Our model holding the weights of an official checkpoint of ``kind`` (a :data:`KINDS` key), in eval mode.
 
@@ -365,7 +372,12 @@ def load_official(path: str | os.PathLike, kind: str = "generator") -> nn.Module
     state_dict = load_state_dict_file(path)
     _expect_kind(state_dict, path, kind)
     drop_stale_instance_norm_stats(state_dict)
-    model = KINDS[kind].model_class(**KINDS[kind].infer_config(state_dict))
+    try:
+        model = KINDS[kind].model_class(**KINDS[kind].infer_config(state_dict))
+    except ConversionError:
+        raise
+    except ValueError as err:  # official_stylegan2's inference and the models' own checks
+        raise ConversionError(f"{path.name}: {one_line(err)}") from err
     problem = mismatch_message(model, state_dict, f"{path.name} does not match the inferred {type(model).__name__}")
     if problem:
         raise ConversionError(problem)

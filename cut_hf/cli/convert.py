@@ -1,4 +1,4 @@
-"""``python -m cut_hf.convert``: official CUT / FastCUT checkpoints in, ``from_pretrained`` folders out.
+"""``python -m cut_hf.convert``: official CUT / FastCUT / SinCUT checkpoints in, ``from_pretrained`` folders out.
 
 The work is :func:`cut_hf.convert.convert`; this is its command line.
 """
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m cut_hf.convert``."""
     p = argparse.ArgumentParser(
         prog="python -m cut_hf.convert",
-        description="Convert official CUT/FastCUT checkpoints (latest_net_G.pth, ...) to a from_pretrained folder.",
+        description="Convert official CUT/FastCUT/SinCUT checkpoints (latest_net_G.pth, ...) to a from_pretrained folder.",
     )
     p.add_argument("--checkpoint", required=True, help="the generator: latest_net_G.pth of the official release")
     p.add_argument("--netD", help="also convert this discriminator (latest_net_D.pth) into OUTPUT/discriminator/")

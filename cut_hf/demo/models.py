@@ -22,6 +22,7 @@ from ..errors import ModelLoadError
 from ..loading import load_generator, load_pretrained
 from ..models.generator import CUTGenerator
 from ..models.patch_sampler import PatchSampler
+from ..models.stylegan2 import StyleGAN2Generator
 from .catalog import SHIPPED_MODEL, display_name
 from .errors import DemoError
 
@@ -33,7 +34,7 @@ class DemoModel:
     """A loaded generator, its sampler (None when the model has none) and where they came from."""
 
     name: str
-    generator: CUTGenerator
+    generator: CUTGenerator | StyleGAN2Generator
     sampler: PatchSampler | None
 
     def describe(self) -> str:
@@ -41,7 +42,7 @@ class DemoModel:
         g = self.generator
         n = sum(p.numel() for p in g.parameters())
         sampler = "with its PatchSampler" if self.sampler is not None else "no PatchSampler (raw features)"
-        return (f"**{self.name}** — CUTGenerator ngf {g.ngf}, {g.n_blocks} blocks, {n / 1e6:.2f} M parameters, "
+        return (f"**{self.name}** — {type(g).__name__} ngf {g.ngf}, {g.n_blocks} blocks, {n / 1e6:.2f} M parameters, "
                 f"NCE layers {list(g.nce_layers)}, {sampler}")
 
 

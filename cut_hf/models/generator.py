@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ..hub import CheckedHubMixin, mixin_kwargs
 from .layers import NORMS, Downsample, ReflectionPad2d, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
+from .stylegan2 import StyleGAN2Generator
 
 
 class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
@@ -156,7 +158,14 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         return out
 
 
+def generator_class(generator_config: Mapping[str, Any]) -> type[CUTGenerator] | type[StyleGAN2Generator]:
+    """The class a generator's ``config.json`` describes: :class:`StyleGAN2Generator` (SinCUT) for
+    a config with ``num_downsampling``, else :class:`CUTGenerator`."""
+    return StyleGAN2Generator if "num_downsampling" in generator_config else CUTGenerator
+
+
 def nce_channels(generator_config: dict) -> list[int]:
-    """``PatchSampler`` input channels for a generator config (e.g. a loaded ``config.json``)."""
+    """``PatchSampler`` input channels for a generator config (e.g. a loaded ``config.json``) of
+    either generator class."""
     with torch.device("meta"):  # no memory, no init cost: only the layer list is needed
-        return CUTGenerator(**generator_config).feature_channels()
+        return generator_class(generator_config)(**generator_config).feature_channels()

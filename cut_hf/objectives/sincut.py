@@ -15,9 +15,13 @@ identity_loss(idt_B, real_B)``, each NCE the mean over layers of ``lambda_nce`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ..losses import gan_loss
+from .cut import CUTObjective, CUTObjectiveConfig
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,68 @@ def r1_penalty(real_pred: torch.Tensor, real: torch.Tensor, weight: float = 1.0)
 def identity_loss(idt_b: torch.Tensor, real_b: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """``weight * mean |G(B) - B|``: SinCUT's identity-preservation L1 (in float32 under autocast)."""
     return F.l1_loss(idt_b.float(), real_b.float()) * weight
+
+
+@dataclass(frozen=True)
+class SinCUTObjectiveConfig(CUTObjectiveConfig):
+    """:class:`~cut_hf.objectives.cut.CUTObjectiveConfig` with SinCUT's defaults (from :class:`SinCUTConfig`)
+    and its two weights.
+
+    Attributes:
+        lambda_r1: weight of the R1 penalty on real B in D's loss (0: none).
+        lambda_identity: weight of the identity L1 ``|G(B) - B|`` in G's loss (0: none; needs ``nce_idt``).
+    """
+
+    lambda_nce: float = SinCUTConfig.lambda_nce
+    gan_mode: str = SinCUTConfig.gan_mode
+    num_patches: int = SinCUTConfig.num_patches
+    # One patch per crop and layer: the negatives must be the other crops' patches. Each of NCE and
+    # NCE_Y is computed on its own crops (as the official calculate_NCE_loss), never on cat(A, B).
+    nce_negatives_from_batch: bool = SinCUTConfig.nce_negatives_from_batch
+    lambda_r1: float = SinCUTConfig.lambda_r1
+    lambda_identity: float = SinCUTConfig.lambda_identity
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lambda_identity > 0 and not self.nce_idt:
+            raise ValueError("the identity loss translates real B: it needs nce_idt (G runs on cat(A, B))")
+
+
+class SinCUTObjective(CUTObjective):
+    """CUT's step with SinCUT's two extra terms, as the official ``SinCUTModel``.
+
+    D's loss gains ``D_R1`` (:func:`r1_penalty` of D's logits for real B, which must therefore be
+    computed on a copy of real B that requires grad, with the graph kept); G's loss gains ``idt``
+    (:func:`identity_loss`). Everything else (forward on cat(A, B), PatchNCE, the order of the
+    updates) is :class:`~cut_hf.objectives.cut.CUTObjective`'s.
+
+    Under DistributedDataParallel the penalty's ``autograd.grad`` asks only for the input's gradient,
+    so no parameter gradient (and no DDP all-reduce hook) fires there; D's parameters get their
+    gradients, R1's second-order part included, in the one ``backward`` of the total loss, where
+    DDP averages them once, as for CUT's two D passes.
+    """
+
+    config: SinCUTObjectiveConfig
+
+    def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(D_fake + D_real) / 2 + D_R1, the official ``compute_D_loss`` of SinCUT."""
+        cfg = self.config
+        loss_fake = gan_loss(self.net_d(fake_b.detach()), False, cfg.gan_mode)
+        real = real_b.detach().requires_grad_(cfg.lambda_r1 > 0)  # (B, C, H, W): R1 differentiates w.r.t. it
+        pred_real = self.net_d(real)  # (B, 1)
+        loss_real = gan_loss(pred_real, True, cfg.gan_mode)
+        terms = {"D_fake": loss_fake, "D_real": loss_real}
+        loss = (loss_fake + loss_real) * 0.5
+        if cfg.lambda_r1 > 0:
+            terms["D_R1"] = r1_penalty(pred_real, real, cfg.lambda_r1)
+            loss = loss + terms["D_R1"]
+        return loss, terms
+
+    def generator_loss(self, real_a: torch.Tensor, real_b: torch.Tensor,
+                       out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CUT's G_GAN + (NCE + NCE_Y) / 2, plus ``idt`` = lambda_identity x L1(G(B), B)."""
+        loss, terms = super().generator_loss(real_a, real_b, out)
+        if self.config.lambda_identity > 0:
+            terms["idt"] = identity_loss(out["idt_B"], real_b, self.config.lambda_identity)
+            loss = loss + terms["idt"]
+        return loss, terms

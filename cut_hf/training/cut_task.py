@@ -17,6 +17,8 @@ from ..evaluate import evaluate_folders, list_images
 from ..metrics import TinyFeatureExtractor, inception_feature_extractor
 from ..models import CUTGenerator
 from ..objectives.cut import CUTObjective, CUTObjectiveConfig
+from ..objectives.sincut import SinCUTObjectiveConfig
+from ..single_image import EPOCH_CROPS
 from .logs import image_grid, save_image, weights_digest
 from .runtime import RunConfig, TrainingTask
 
@@ -94,11 +96,20 @@ class CUTTrainConfig(RunConfig):
     eval_paired: bool
     command: str
     task: str = "cut"
+    # SinCUT (--mode sincut, cut_hf.training.sincut_task): its two images, zoom, epoch, networks, weights
+    image_a: str | None = None
+    image_b: str | None = None
+    random_scale_max: float = 3.0
+    epoch_crops: int = EPOCH_CROPS
+    num_downsampling: int = 1
+    lambda_r1: float = 1.0
+    lambda_identity: float = 1.0
 
     def objective(self) -> CUTObjectiveConfig:
-        """The objective's part of the configuration."""
-        names = {f.name for f in fields(CUTObjectiveConfig)}
-        return CUTObjectiveConfig(**{k: v for k, v in asdict(self).items() if k in names})
+        """The objective's part of the configuration (SinCUT's for ``--mode sincut``)."""
+        cls = SinCUTObjectiveConfig if self.mode == "sincut" else CUTObjectiveConfig
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in asdict(self).items() if k in names})
 
 
 class CUTTask(TrainingTask):
@@ -164,10 +175,14 @@ class CUTTask(TrainingTask):
             record = {**self.seen, "generator_sha256": weights_digest(self.objective.generator)}
             (folder / f"rank{self.accelerator.process_index}.json").write_text(json.dumps(record, indent=1))
 
+    def save(self, summary: dict[str, Any], grid: torch.Tensor | None) -> None:
+        """Write the three model folders with their card (:func:`save_outputs`)."""
+        save_outputs(self.config, self.objective, summary, grid)
+
     def write_outputs(self, summary: dict[str, Any], batch: Any) -> tuple[str, Path, dict[str, Path]]:
         out = Path(self.config.output_dir)
         grid = self.samples(batch)["samples"] if self.objective.last is not None else None
-        save_outputs(self.config, self.objective, summary, grid)
+        self.save(summary, grid)
         return (f"{out / 'generator'} (+ sampler/, discriminator/)", out / "generator",
                 {"sampler": out / "sampler", "discriminator": out / "discriminator"})
 
@@ -320,6 +335,11 @@ def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[st
         sample_image="samples.png" if grid is not None else None,
         repo_id=args.hub_model_id,
     )
+    return write_model_folders(out, objective, card, grid)
+
+
+def write_model_folders(out: Path, objective: CUTObjective, card: dict[str, Any], grid: torch.Tensor | None) -> Path:
+    """OUTPUT/generator (with the card ``card`` and the sample grid), OUTPUT/sampler, OUTPUT/discriminator."""
     folder = out / "generator"
     for sub, model, kwargs in (("generator", objective.generator, card), ("sampler", objective.sampler, {}),
                                ("discriminator", objective.discriminator, {})):
