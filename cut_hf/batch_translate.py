@@ -35,7 +35,6 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, pil_to_uint8
-from .perf import usable_cores
 from .pipeline import io_channels, translate, will_tile
 
 # Each job of a launch counts its progress under its own key of the shared store (see Progress).
@@ -80,11 +79,6 @@ class Summary:
         """One line for people: counts and speed."""
         return (f"translated {self.translated} of {total} image(s) into {where}: {self.skipped} skipped (output "
                 f"already there), {self.failed} failed; {self.seconds:.1f} s, {self.images_per_second:.2f} images/s")
-
-
-def default_num_workers(processes_per_machine: int = 1) -> int:
-    """DataLoader workers per process: the usable cores left after one per process, at most 4."""
-    return max(0, min(4, usable_cores() // max(1, processes_per_machine) - 1))
 
 
 # -------------------------------------------------------------------------------------- outputs

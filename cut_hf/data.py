@@ -247,10 +247,11 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
                         "none use --batch-size 1, or crop to a fixed size") from e
 
 
-def default_num_workers(wanted: int = 4) -> int:
-    """DataLoader workers per process: ``wanted``, but never more than the cores this process may
-    use (more workers than cores make PyTorch warn that the loader might freeze, and buy nothing)."""
-    return max(0, min(wanted, usable_cores()))
+def default_num_workers(wanted: int = 4, processes_per_machine: int = 1, spare: int = 0) -> int:
+    """DataLoader workers per process: ``wanted``, but never more than this process's share of the
+    usable cores (``processes_per_machine`` share them) less ``spare`` cores kept for the main
+    process's own work; more workers than cores make PyTorch warn that the loader might freeze."""
+    return max(0, min(wanted, usable_cores() // max(1, processes_per_machine) - spare))
 
 
 def make_dataloader(dataset: Dataset, sampler: UnpairedSampler, num_workers: int = 0, pin_memory: bool = False,

@@ -30,8 +30,9 @@ import torch
 from PIL import Image
 
 from ..batch_translate import (
-    BatchOptions, Summary, default_num_workers, job_device, job_state, translate_files,
+    BatchOptions, Summary, job_device, job_state, translate_files,
 )
+from ..data import default_num_workers
 from ..errors import ModelLoadError
 from ..loading import load_generator
 from ..images import DEFAULT_MAX_PIXELS, find_images
@@ -158,7 +159,10 @@ def _options(args: argparse.Namespace, state: object) -> BatchOptions:
     if args.dataset and not (args.output_dataset or args.push_to_hub):
         raise UsageError("--dataset needs --output-dataset and/or --push-to-hub")
     per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))  # set by torchrun
-    workers = default_num_workers(per_machine) if args.num_workers is None else args.num_workers
+    # Decoding runs beside the model: one core per process stays with the main process.
+    workers = args.num_workers
+    if workers is None:
+        workers = default_num_workers(processes_per_machine=per_machine, spare=1)
     return BatchOptions(size=args.size, keep_size=not args.no_keep_size, batch_size=args.batch_size,
                         precision=args.precision, tile=args.tile, max_pixels=args.max_pixels,
                         num_workers=workers, overwrite=args.overwrite, ext=ext)
