@@ -230,7 +230,7 @@ def build_models(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, P
                              nce_layers=list(c.nce_layers), fast_ops=c.fast_ops)
     discriminator = PatchDiscriminator(input_nc=c.output_nc, ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm_d,
                                        antialias=not c.no_antialias)
-    sampler = PatchSampler(generator.feature_channels(), num_patches=c.num_patches, nc=c.netf_nc)
+    sampler = PatchSampler.for_generator(generator, num_patches=c.num_patches, nc=c.netf_nc)
     return generator, discriminator, sampler
 
 

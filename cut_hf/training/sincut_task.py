@@ -59,7 +59,7 @@ def build_sincut_models(c: CUTTrainConfig) -> tuple[StyleGAN2Generator, StyleGAN
     except ValueError as err:  # e.g. --nce-layers beyond a shallow encoder (--n-blocks)
         raise ConfigError(f"--mode sincut: {err}") from err
     discriminator = StyleGAN2Discriminator(input_nc=c.output_nc, ndf=c.ndf, crop_size=c.crop_size)
-    sampler = PatchSampler(generator.feature_channels(), num_patches=c.num_patches, nc=c.netf_nc)
+    sampler = PatchSampler.for_generator(generator, num_patches=c.num_patches, nc=c.netf_nc)
     return generator, discriminator, sampler
 
 
