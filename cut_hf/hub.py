@@ -21,7 +21,7 @@ from .errors import ModelLoadError, mismatch_message, one_line
 from .model_files import DOWNLOAD_KWARGS, check_local_model_dir, resolve_model_dir
 
 __all__ = ["ModelLoadError", "CheckedHubMixin", "mixin_kwargs", "model_card_template", "check_local_model_dir",
-           "PAPER_URL", "CODE_URL", "SIMCLR_PAPER_URL", "SIMCLR_CODE_URL", "DOCS_URL", "CUT_TAGS"]
+           "read_config", "PAPER_URL", "CODE_URL", "SIMCLR_PAPER_URL", "SIMCLR_CODE_URL", "DOCS_URL", "CUT_TAGS"]
 
 PAPER_URL = "https://arxiv.org/abs/2007.15651"
 #: The paper's own code (the official release); cut-hf links to it, not to a home of its own.
@@ -135,7 +135,7 @@ class CheckedHubMixin(PyTorchModelHubMixin):
             raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}")
         folder = resolve_model_dir(pretrained_model_name_or_path, subfolder, fallback_subfolder=cls.output_subfolder,
                                    **download)
-        config = _read_config(folder)
+        config = read_config(folder)
         init_kwargs = {k: v for k, v in config.items() if k in params}  # extra keys ignored, as the stock mixin
         init_kwargs.update(kwargs)
         try:
@@ -175,7 +175,7 @@ class CheckedHubMixin(PyTorchModelHubMixin):
         return card
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
     """``config.json`` of a model folder as a dict, or a one-line :class:`ModelLoadError`."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

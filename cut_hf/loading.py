@@ -7,7 +7,6 @@ Failures are one-line :class:`~cut_hf.errors.ModelLoadError` s.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from .errors import ModelLoadError
+from .hub import read_config
 from .model_files import DOWNLOAD_KWARGS, resolve_model_dir
 from .models.generator import CUTGenerator, generator_class
 from .runtime import EXPORTED_SUFFIXES, ExportedModelError, load_exported_generator
@@ -57,8 +57,7 @@ def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> nn.Modu
     folder = resolve_model_dir(model_id_or_dir, kwargs.pop("subfolder", None),
                                fallback_subfolder=CUTGenerator.output_subfolder, **download)
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = read_config(folder)
+    except ModelLoadError:
         config = {}  # from_pretrained says what is wrong with it
-    cls = generator_class(config) if isinstance(config, dict) else CUTGenerator
-    return cls.from_pretrained(folder, **kwargs)
+    return generator_class(config).from_pretrained(folder, **kwargs)
