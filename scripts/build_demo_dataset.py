@@ -38,6 +38,8 @@ SPLITS = ("trainA", "trainB", "testA", "testB")
 
 # Coat colours of domain A (RGB, 0-255): chestnut, bay, dark bay, dun.
 COATS = np.array([[150, 78, 38], [112, 62, 32], [72, 42, 26], [176, 124, 74]], dtype=np.float32)
+# Side of the ground's crop from the 512 px texture, in texture pixels (see --ground-crop).
+GROUND_CROP = (160, 400)
 # Ground tints (RGB multipliers of the grey texture): grass is green, gravel grey-brown.
 GROUNDS = {"grass": np.array([95, 140, 58], np.float32), "gravel": np.array([150, 140, 124], np.float32)}
 
@@ -92,13 +94,16 @@ def _pixel_centres(n: int) -> tuple[np.ndarray, np.ndarray]:
     return qy, qx
 
 
-def _render_ground(rng: np.random.Generator, n: int, name: str) -> np.ndarray:
-    """A random crop of a ground texture, tinted and lit: float32 (n, n, 3) in [0, 1]."""
+def _render_ground(rng: np.random.Generator, n: int, name: str, crop: tuple[int, int] = (160, 400)) -> np.ndarray:
+    """A random crop of a ground texture, tinted and lit: float32 (n, n, 3) in [0, 1].
+
+    ``crop`` is the range of the crop's side in texture pixels (of 512): the larger, the finer the
+    ground's grain in the picture."""
     tex = ground_texture(name)
-    side = int(rng.integers(160, 400))
+    side = int(rng.integers(*crop))
     y0, x0 = (int(v) for v in rng.integers(0, tex.shape[0] - side, size=2))
-    crop = Image.fromarray(tex[y0:y0 + side, x0:x0 + side]).resize((n, n), Image.BILINEAR)
-    grey = np.asarray(crop, dtype=np.float32)
+    patch = Image.fromarray(tex[y0:y0 + side, x0:x0 + side]).resize((n, n), Image.BILINEAR)
+    grey = np.asarray(patch, dtype=np.float32)
     contrast = rng.uniform(0.7, 1.2)
     grey = 0.5 + (grey - 0.5) * contrast
     # Brightness and a little hue jitter of the tint (per channel, kept small: no pink gravel).
@@ -124,7 +129,8 @@ def _stripes(u: np.ndarray, v: np.ndarray, period: float, phase: float) -> np.nd
 
 
 def render_scene(
-    rng: np.random.Generator, domain: str, size: int = 64, supersample: int = 3
+    rng: np.random.Generator, domain: str, size: int = 64, supersample: int = 3,
+    ground_crop: tuple[int, int] = GROUND_CROP,
 ) -> tuple[Image.Image, np.ndarray, SceneParams]:
     """Draw one scene.
 
@@ -133,6 +139,7 @@ def render_scene(
         domain: ``"A"`` (plain horse) or ``"B"`` (zebra-striped horse).
         size: output side in pixels.
         supersample: render at ``size * supersample`` and box-filter down (anti-aliasing).
+        ground_crop: range of the side (texture pixels) of the ground's crop, see ``--ground-crop``.
 
     Returns:
         ``(image, mask, params)``: RGB image (size, size), bool mask (size, size) with True on the
@@ -181,7 +188,7 @@ def render_scene(
         fg = np.clip((white * (1 - dark) + black * dark) * (0.85 + 0.15 * shade), 0, 1)
         fg = np.repeat(fg, 3, axis=2) if fg.shape[2] == 1 else fg
 
-    bg = _render_ground(rng, n, ground)
+    bg = _render_ground(rng, n, ground, ground_crop)
     img = bg * (1 - alpha[..., None]) + fg * alpha[..., None]
     # Global colour jitter: brightness and saturation.
     img = img * np.float32(rng.uniform(0.9, 1.1))
@@ -197,7 +204,8 @@ def render_scene(
     return image, np.asarray(alpha_small) >= 128, params
 
 
-def build(output: str | Path, size: int = 64, n_train: int = 400, n_test: int = 50, seed: int = 0) -> dict:
+def build(output: str | Path, size: int = 64, n_train: int = 400, n_test: int = 50, seed: int = 0,
+          ground_crop: tuple[int, int] = GROUND_CROP) -> dict:
     """Write the dataset under ``output`` and return a summary (also written to ``OUT/params.json``).
 
     Each split has its own seeded stream (``seed`` + split index), so growing one split leaves the
@@ -205,14 +213,14 @@ def build(output: str | Path, size: int = 64, n_train: int = 400, n_test: int = 
     """
     out = Path(output)
     counts = {"trainA": n_train, "trainB": n_train, "testA": n_test, "testB": n_test}
-    summary: dict = {"size": size, "seed": seed, "counts": counts, "scenes": {}}
+    summary: dict = {"size": size, "seed": seed, "ground_crop": list(ground_crop), "counts": counts, "scenes": {}}
     for k, split in enumerate(SPLITS):
         (out / split).mkdir(parents=True, exist_ok=True)
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([seed, k])
         scenes = []
         for i in range(counts[split]):
-            image, mask, params = render_scene(rng, split[-1], size)
+            image, mask, params = render_scene(rng, split[-1], size, ground_crop=ground_crop)
             name = f"{split}_{i:04d}.png"
             image.save(out / split / name)
             Image.fromarray(mask.astype(np.uint8) * 255, "L").save(out / "masks" / split / name)
@@ -229,11 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=400, help="training images per domain")
     parser.add_argument("--n-test", type=int, default=50, help="test images per domain")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ground-crop", type=int, nargs=2, default=list(GROUND_CROP), metavar=("MIN", "MAX"),
+                        help="side of the ground texture's crop, in texture pixels (of 512): smaller is coarser grain")
     args = parser.parse_args(argv)
     if args.size < 16 or args.n_train < 1 or args.n_test < 1:
         parser.error("need --size >= 16 and at least one image per split")
+    if not 8 <= args.ground_crop[0] < args.ground_crop[1] <= 512:
+        parser.error("--ground-crop needs 8 <= MIN < MAX <= 512")
     start = time.perf_counter()
-    summary = build(args.output, args.size, args.n_train, args.n_test, args.seed)
+    summary = build(args.output, args.size, args.n_train, args.n_test, args.seed, tuple(args.ground_crop))
     total = sum(summary["counts"].values())
     print(f"wrote {total} images of {args.size}x{args.size} to {args.output} in {time.perf_counter() - start:.1f} s")
     return 0
