@@ -56,8 +56,10 @@ from cut_hf.training.sincut_task import SinCUTTask, build_sincut_models, sincut_
 # ----------------------------------------------------------------------------- configuration
 # `--mode` fills in whatever was not given on the command line, as the paper's --CUT_mode does.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cut": dict(lambda_nce=1.0, nce_idt=True, flip_equivariance=False, n_epochs=200, n_epochs_decay=200),
-    "fastcut": dict(lambda_nce=10.0, nce_idt=False, flip_equivariance=True, n_epochs=150, n_epochs_decay=50),
+    "cut": dict(lambda_nce=1.0, nce_idt=True, flip_equivariance=False, n_epochs=200, n_epochs_decay=200,
+                lambda_identity=0.0),
+    "fastcut": dict(lambda_nce=10.0, nce_idt=False, flip_equivariance=True, n_epochs=150, n_epochs_decay=50,
+                    lambda_identity=0.0),
     # The paper's --model sincut (SinCUTConfig): StyleGAN2 G and D, 64 px crops of two images, epochs of 100,000 crops.
     "sincut": sincut_flag_defaults(),
 }
@@ -105,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     m("--no-antialias", action="store_true", help="strided convs instead of blur-pool downsampling")
     m("--no-antialias-up", action="store_true", help="transposed convs instead of blur upsampling")
     m("--dropout", action="store_true", help="dropout in the generator's residual blocks")
+    m("--residual", action="store_true",
+      help="generator output tanh(last conv + atanh(input)): changes learnt as differences (not the paper's)")
     m("--netf-nc", type=int, default=256, help="PatchSampler embedding size")
     m("--num-downsampling", type=int, default=1, help="SinCUT: stride-2 stages of the StyleGAN2 generator")
     # objective
@@ -119,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     o("--nce-negatives-from-batch", action="store_true", help="negatives from all images of the batch")
     o("--gan-mode", default="lsgan", choices=GAN_MODES)
     o("--lambda-r1", type=float, default=1.0, help="SinCUT: weight of the R1 penalty on real B")
-    o("--lambda-identity", type=float, default=1.0, help="SinCUT: weight of the identity L1 |G(B) - B|")
+    o("--lambda-identity", type=float, default=None,
+      help="* weight of the identity L1 |G(B) - B| (cut 0, fastcut 0, sincut 1; needs --nce-idt)")
     o("--no-reuse-features", dest="reuse_features", action="store_false",
       help="recompute PatchNCE keys with a second encoder pass instead of reusing the forward pass's")
     add_run_flags(p)
@@ -213,9 +218,10 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
         parser.error("nothing to train: --lambda-gan and --lambda-nce are both 0")
     if c.mode != "sincut" and (c.image_a or c.image_b):
         parser.error("--image-a/--image-b are SinCUT's: add --mode sincut")
-    if c.mode == "sincut" and (c.eval_every or c.channels_last or (c.lambda_identity > 0 and not c.nce_idt)):
-        parser.error("--mode sincut has no --eval-every or --channels-last, and its identity loss needs --nce-idt "
-                     "(or --lambda-identity 0)")
+    if c.lambda_identity > 0 and not c.nce_idt:
+        parser.error("the identity loss translates B images: --lambda-identity needs --nce-idt (or --lambda-identity 0)")
+    if c.mode == "sincut" and (c.eval_every or c.channels_last):
+        parser.error("--mode sincut has no --eval-every or --channels-last")
 
 
 # ----------------------------------------------------------------------------- models and objective
@@ -227,7 +233,7 @@ def build_models(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, P
         return build_sincut_models(c)
     generator = CUTGenerator(input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm_g,
                              antialias=not c.no_antialias, antialias_up=not c.no_antialias_up, dropout=c.dropout,
-                             nce_layers=list(c.nce_layers), fast_ops=c.fast_ops)
+                             nce_layers=list(c.nce_layers), fast_ops=c.fast_ops, residual=c.residual)
     discriminator = PatchDiscriminator(input_nc=c.output_nc, ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm_d,
                                        antialias=not c.no_antialias)
     sampler = PatchSampler.for_generator(generator, num_patches=c.num_patches, nc=c.netf_nc)

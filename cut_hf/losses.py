@@ -188,3 +188,8 @@ def gan_loss(prediction: torch.Tensor, target_is_real: bool, mode: str = "lsgan"
     if mode == "nonsaturating":
         return F.softplus(-pred).mean() if target_is_real else F.softplus(pred).mean()
     raise ValueError(f"gan mode must be one of {GAN_MODES}, got {mode!r}")
+
+
+def identity_loss(idt_b: torch.Tensor, real_b: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """``weight * mean |G(B) - B|``: the identity-preservation L1 (CycleGAN's, SinCUT's), in float32 under autocast."""
+    return F.l1_loss(idt_b.float(), real_b.float()) * weight

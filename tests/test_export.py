@@ -152,6 +152,13 @@ def test_other_generator_classes_export_with_their_size_multiple(tmp_path) -> No
         export_program(g, tmp_path / "bad.pt2", example_size=(11, 12))
 
 
+def test_residual_generator_exports_exactly(tmp_path) -> None:
+    g = _generator(residual=True)
+    for path in (export_onnx(g, tmp_path / "r.onnx", example_size=TRACED),
+                 export_program(g, tmp_path / "r.pt2", example_size=TRACED)):
+        assert max_difference(g, load_exported_generator(path), (48, 40), 2) <= 1e-4
+
+
 def test_fp16_onnx_runs_in_onnxruntime(generator, tmp_path) -> None:
     path = export_onnx(generator, tmp_path / "half.onnx", precision="fp16", example_size=TRACED)
     runtime = OnnxGenerator(path)

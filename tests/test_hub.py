@@ -43,6 +43,25 @@ def test_generator_round_trip_is_identical(saved_generator, images):
         assert torch.equal(loaded.state_dict()[k], v), k
 
 
+def test_residual_generator_round_trip_and_identity_at_zero(tmp_path, images):
+    g = CUTGenerator(ngf=4, n_blocks=1, residual=True).eval()
+    g.save_pretrained(tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["residual"] is True
+    loaded = CUTGenerator.from_pretrained(tmp_path / "r", strict=True)
+    assert loaded.residual
+    with torch.no_grad():
+        assert torch.equal(loaded(images), g(images))
+        out, _ = g.forward_with_features(images)
+        assert torch.equal(out, g(images))
+        last = g.model[-2]  # the last conv: with zero weights the generator is the identity (up to the clamp)
+        last.weight.zero_(), last.bias.zero_()
+        x = images.clamp(-0.999, 0.999)
+        torch.testing.assert_close(g(images), x, atol=1e-6, rtol=0)
+        assert not torch.equal(CUTGenerator(ngf=4, n_blocks=1).eval()(images), images)
+    with pytest.raises(ValueError, match="input_nc == output_nc"):
+        CUTGenerator(input_nc=1, output_nc=3, residual=True)
+
+
 def test_discriminator_and_sampler_round_trip_are_identical(tmp_path):
     d = PatchDiscriminator(**D_CFG).eval()
     d.save_pretrained(tmp_path / "d")

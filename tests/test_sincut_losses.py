@@ -9,7 +9,8 @@ import torch
 
 from cut_hf import StyleGAN2Discriminator
 from cut_hf.losses import patch_nce_loss
-from cut_hf.objectives.sincut import SinCUTConfig, identity_loss, r1_penalty
+from cut_hf.losses import identity_loss
+from cut_hf.objectives.sincut import SinCUTConfig, r1_penalty
 from official_reference import PatchNCELoss, patchnce_opt
 from official_sincut_reference import r1_loss
 

@@ -222,7 +222,7 @@ def test_tensorboard_hub_upload_and_nan_guard(images, tmp_path: Path, monkeypatc
     three folders on the Hub (generator at the root), and a NaN in a SinCUT term stops the run."""
     import huggingface_hub
 
-    import cut_hf.objectives.sincut as sincut
+    import cut_hf.objectives.cut as cut_objective
 
     a, b = images
     _LocalHub.remote_root, _LocalHub.instances = tmp_path / "hub", []
@@ -235,8 +235,8 @@ def test_tensorboard_hub_upload_and_nan_guard(images, tmp_path: Path, monkeypatc
     repo = tmp_path / "hub" / "me" / "sincut"
     assert isinstance(load_generator(repo), StyleGAN2Generator)
     StyleGAN2Discriminator.from_pretrained(repo / "discriminator", strict=True)
-    real = sincut.identity_loss
-    monkeypatch.setattr(sincut, "identity_loss", lambda *args: real(*args) * float("nan"))
+    real = cut_objective.identity_loss
+    monkeypatch.setattr(cut_objective, "identity_loss", lambda *args: real(*args) * float("nan"))
     capsys.readouterr()
     assert run_main([*common, "--output-dir", str(tmp_path / "nan"), "--max-steps", "2"]) == 1
     assert "step 1: loss idt is nan" in capsys.readouterr().err

@@ -132,6 +132,21 @@ def test_fastcut_flip_follows_official_code():
     torch.testing.assert_close(terms["NCE"], expected, rtol=1e-6, atol=1e-6)
 
 
+def test_identity_l1_and_residual_generator_options():
+    _, objective, _, real_a, real_b = _tiny_setup(["--lambda-identity", "2.5", "--residual"])
+    assert objective.generator.residual and objective.config.lambda_identity == 2.5
+    torch.manual_seed(3)
+    out = objective.forward(real_a, real_b)
+    torch.manual_seed(4)
+    loss, terms = objective.generator_loss(real_a, real_b, out)
+    idt = (out["idt_B"] - real_b).abs().mean() * 2.5
+    torch.testing.assert_close(terms["idt"], idt)
+    torch.testing.assert_close(loss, terms["G_GAN"] + (terms["NCE"] + terms["NCE_Y"]) * 0.5 + idt)
+    # The paper's CUT has no such term: the same step without the flag leaves it out.
+    _, plain, _, real_a, real_b = _tiny_setup()
+    assert "idt" not in plain.generator_loss(real_a, real_b, plain.forward(real_a, real_b))[1]
+
+
 def test_training_step_updates_d_first_and_g_with_frozen_d():
     args, models, optimizers, real_a, real_b = _tiny_setup()
     from accelerate.state import AcceleratorState
@@ -214,6 +229,9 @@ def test_mode_presets_and_overrides():
     assert (fast.lambda_nce, fast.nce_idt, fast.flip_equivariance, fast.n_epochs, fast.n_epochs_decay) == (10.0, False, True, 150, 50)
     over = train.parse_args(["--data-dir", "x", "--mode", "fastcut", "--lambda-nce", "2", "--nce-idt", "--n-epochs", "7"])
     assert (over.lambda_nce, over.nce_idt, over.n_epochs) == (2.0, True, 7)
+    assert cut.lambda_identity == fast.lambda_identity == 0.0 and not cut.residual  # the paper's: no L1 term
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data-dir", "x", "--mode", "fastcut", "--lambda-identity", "1"])  # needs --nce-idt
     with pytest.raises(SystemExit):
         train.parse_args(["--data-dir", "x", "--input-nc", "1"])  # identity loss needs equal channels
     with pytest.raises(SystemExit):

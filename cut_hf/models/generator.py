@@ -34,6 +34,11 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
             instance norm (no view; channels-last kept) and, in bf16 on the CPU, ``Downsample``
             (average pools) in :mod:`cut_hf.models.layers`; False runs the official operations
             step by step. Outputs agree to float rounding either way.
+        residual: add the input to the last layer's pre-activation, ``tanh(conv(h) + atanh(x))``,
+            so that a generator that has learnt nothing returns its input and every change is
+            learnt as a difference (not in the paper; the shipped demo model uses it to keep
+            backgrounds whose fine grain a small generator cannot redraw). Needs
+            ``input_nc == output_nc``; the layers and weights are the paper's either way.
     """
 
     def __init__(
@@ -48,15 +53,20 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         dropout: bool = False,
         nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
         fast_ops: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if n_blocks < 0 or ngf < 1:
             raise ValueError(f"need ngf >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
+        if residual and input_nc != output_nc:
+            raise ValueError(f"residual=True adds the input to the output: needs input_nc == output_nc, "
+                             f"got {input_nc} and {output_nc}")
         self.input_nc, self.output_nc, self.ngf, self.n_blocks = input_nc, output_nc, ngf, n_blocks
         self.nce_layers = tuple(int(i) for i in nce_layers)
         self.fast_ops = bool(fast_ops)
+        self.residual = bool(residual)
         bias = conv_bias(norm)
 
         def norm_(channels: int) -> nn.Module:
@@ -95,7 +105,18 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Translate ``x`` (B, C, H, W) in [-1, 1], H and W multiples of 4, to (B, C', H, W) in [-1, 1]."""
-        return self.model(x)
+        if not self.residual:
+            return self.model(x)
+        return self._residual_output(self.model[:-1](x), x)
+
+    @staticmethod
+    def _residual_output(pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``tanh(pre + atanh(x))``: the last Tanh applied to the pre-activation plus the input's own.
+
+        The input is clamped to +-0.999 first so that atanh stays finite (+-3.8) on pure black or
+        white pixels."""
+        # In float32: bf16 rounds 0.999 to 1.0, where atanh is infinite.
+        return torch.tanh(pre.float() + torch.atanh(x.float().clamp(-0.999, 0.999))).to(pre.dtype)
 
     def _wanted_layers(self, layers: Sequence[int] | None) -> list[int]:
         """Sorted, de-duplicated layer indices, checked against the Sequential's length."""
@@ -140,11 +161,15 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         """
         wanted = set(self._wanted_layers(layers))
         feats: list[torch.Tensor] = []
+        h = x
         for i, layer in enumerate(self.model):
-            x = layer(x)
+            if self.residual and i == len(self.model) - 1:
+                h = self._residual_output(h, x)  # in place of the last Tanh
+            else:
+                h = layer(h)
             if i in wanted:
-                feats.append(x)
-        return x, feats
+                feats.append(h)
+        return h, feats
 
     def feature_channels(self, layers: Sequence[int] | None = None) -> list[int]:
         """Channel count of each :meth:`encode` output, computed from the layer list (no forward)."""

@@ -8,7 +8,7 @@ share one optimiser (two parameter groups) so that a single fp16 GradScaler scal
 
 A variant is a subclass: it may widen :class:`CUTObjectiveConfig`, and override
 :meth:`CUTObjective.discriminator_loss` / :meth:`CUTObjective.generator_loss` by calling ``super()``
-and adding its terms (SinCUT adds an R1 penalty to the first and an identity L1 to the second).
+and adding its terms (SinCUT adds an R1 penalty to the first; its identity L1 is an option of every mode here).
 The generator's ``nce_layers`` is the one list of PatchNCE layers; the objective never keeps its own.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..losses import GAN_MODES, gan_loss, patch_nce_loss
+from ..losses import GAN_MODES, gan_loss, identity_loss, patch_nce_loss
 from ..models import CUTGenerator, PatchDiscriminator, PatchSampler
 
 
@@ -38,6 +38,9 @@ class CUTObjectiveConfig:
         num_patches: patches per layer and image.
         nce_negatives_from_batch: negatives from every image of the batch, not only the same one.
         reuse_features: PatchNCE keys from the forward pass instead of a second encoder pass.
+        lambda_identity: weight of the identity L1 ``|G(B) - B|`` (0 in the paper's CUT and FastCUT;
+            SinCUT's 1; CycleGAN's option for keeping colours and backgrounds). Needs ``nce_idt``,
+            which makes the forward pass translate B.
     """
 
     lambda_gan: float = 1.0
@@ -49,10 +52,13 @@ class CUTObjectiveConfig:
     num_patches: int = 256
     nce_negatives_from_batch: bool = False
     reuse_features: bool = True
+    lambda_identity: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gan_mode not in GAN_MODES:
             raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
+        if self.lambda_identity > 0 and not self.nce_idt:
+            raise ValueError("the identity loss translates real B: it needs nce_idt (G runs on cat(A, B))")
 
 
 class GeneratorWithFeatures(nn.Module):
@@ -157,7 +163,8 @@ class CUTObjective:
 
     def generator_loss(self, real_a: torch.Tensor, real_b: torch.Tensor,
                        out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """G_GAN + NCE, or G_GAN + (NCE + NCE_Y) / 2 with the identity loss, as the official compute_G_loss."""
+        """G_GAN + NCE, or G_GAN + (NCE + NCE_Y) / 2 with the NCE identity loss, as the official compute_G_loss;
+        plus ``idt`` = lambda_identity x L1(G(B), B) when that weight is set (SinCUT's term)."""
         cfg = self.config
         terms: dict[str, torch.Tensor] = {}
         zero = real_a.new_zeros(())
@@ -178,7 +185,11 @@ class CUTObjective:
                 keys_b = [f[n:] for f in out["feats"]] if reuse else None
                 terms["NCE_Y"] = self.nce_loss(real_b, out["idt_B"], out["flipped"], keys_b)
                 loss_nce = (terms["NCE"] + terms["NCE_Y"]) * 0.5
-        return loss_gan + loss_nce, terms
+        loss = loss_gan + loss_nce
+        if cfg.lambda_identity > 0:
+            terms["idt"] = identity_loss(out["idt_B"], real_b, cfg.lambda_identity)
+            loss = loss + terms["idt"]
+        return loss, terms
 
     # -- the step
     def training_step(self, batch: dict[str, torch.Tensor], optimizers: tuple[Any, Any],

@@ -15,10 +15,7 @@ identity_loss(idt_B, real_B)``, each NCE the mean over layers of ``lambda_nce`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 
 from ..losses import gan_loss
 from .cut import CUTObjective, CUTObjectiveConfig
@@ -78,19 +75,13 @@ def r1_penalty(real_pred: torch.Tensor, real: torch.Tensor, weight: float = 1.0)
     return grad.float().pow(2).flatten(1).sum(1).mean() * (0.5 * weight)
 
 
-def identity_loss(idt_b: torch.Tensor, real_b: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
-    """``weight * mean |G(B) - B|``: SinCUT's identity-preservation L1 (in float32 under autocast)."""
-    return F.l1_loss(idt_b.float(), real_b.float()) * weight
-
-
 @dataclass(frozen=True)
 class SinCUTObjectiveConfig(CUTObjectiveConfig):
-    """:class:`~cut_hf.objectives.cut.CUTObjectiveConfig` with SinCUT's defaults (from :class:`SinCUTConfig`)
-    and its two weights.
+    """:class:`~cut_hf.objectives.cut.CUTObjectiveConfig` with SinCUT's defaults (from :class:`SinCUTConfig`,
+    the identity L1 on) and its R1 weight.
 
     Attributes:
         lambda_r1: weight of the R1 penalty on real B in D's loss (0: none).
-        lambda_identity: weight of the identity L1 ``|G(B) - B|`` in G's loss (0: none; needs ``nce_idt``).
     """
 
     lambda_nce: float = SinCUTConfig.lambda_nce
@@ -102,18 +93,14 @@ class SinCUTObjectiveConfig(CUTObjectiveConfig):
     lambda_r1: float = SinCUTConfig.lambda_r1
     lambda_identity: float = SinCUTConfig.lambda_identity
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.lambda_identity > 0 and not self.nce_idt:
-            raise ValueError("the identity loss translates real B: it needs nce_idt (G runs on cat(A, B))")
-
 
 class SinCUTObjective(CUTObjective):
     """CUT's step with SinCUT's two extra terms, as the official ``SinCUTModel``.
 
     D's loss gains ``D_R1`` (:func:`r1_penalty` of D's logits for real B, which must therefore be
     computed on a copy of real B that requires grad, with the graph kept); G's loss gains ``idt``
-    (:func:`identity_loss`). Everything else (forward on cat(A, B), PatchNCE, the order of the
+    (:func:`~cut_hf.losses.identity_loss`, switched on by the config's ``lambda_identity`` of 1, the
+    term itself is :class:`~cut_hf.objectives.cut.CUTObjective`'s). Everything else (forward on cat(A, B), PatchNCE, the order of the
     updates) is :class:`~cut_hf.objectives.cut.CUTObjective`'s.
 
     Under DistributedDataParallel the penalty's ``autograd.grad`` asks only for the input's gradient,
@@ -138,11 +125,3 @@ class SinCUTObjective(CUTObjective):
             loss = loss + terms["D_R1"]
         return loss, terms
 
-    def generator_loss(self, real_a: torch.Tensor, real_b: torch.Tensor,
-                       out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """CUT's G_GAN + (NCE + NCE_Y) / 2, plus ``idt`` = lambda_identity x L1(G(B), B)."""
-        loss, terms = super().generator_loss(real_a, real_b, out)
-        if self.config.lambda_identity > 0:
-            terms["idt"] = identity_loss(out["idt_B"], real_b, self.config.lambda_identity)
-            loss = loss + terms["idt"]
-        return loss, terms

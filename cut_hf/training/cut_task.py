@@ -62,6 +62,7 @@ class CUTTrainConfig(RunConfig):
     no_antialias: bool
     no_antialias_up: bool
     dropout: bool
+    residual: bool = False
     netf_nc: int
     nce_layers: tuple[int, ...]
     # objective
@@ -96,6 +97,7 @@ class CUTTrainConfig(RunConfig):
     eval_paired: bool
     command: str
     task: str = "cut"
+    lambda_identity: float = 0.0  # identity L1 |G(B) - B| (every mode; 1 in SinCUT's preset)
     # SinCUT (--mode sincut, cut_hf.training.sincut_task): its two images, zoom, epoch, networks, weights
     image_a: str | None = None
     image_b: str | None = None
@@ -103,7 +105,6 @@ class CUTTrainConfig(RunConfig):
     epoch_crops: int = EPOCH_CROPS
     num_downsampling: int = 1
     lambda_r1: float = 1.0
-    lambda_identity: float = 1.0
 
     def objective(self) -> CUTObjectiveConfig:
         """The objective's part of the configuration (SinCUT's for ``--mode sincut``)."""
