@@ -407,11 +407,11 @@ def test_patch_similarity_shapes_and_errors(tiny_model_dir: Path) -> None:
 
 def test_shipped_model_hottest_spot_is_the_clicked_point() -> None:
     """On the shipped model, the translation's location most similar to an input patch is that
-    patch's own place (PatchNCE's positive): always at trunk layer 12 and nearly always at 16
-    (within one cell of 4 px; 16 queries: 16/16 and 15/16 measured), at layer 8 for 7 of 16 (one
-    cell of 2 px; a random location would be that near 1% of the time), on the horse and on the
-    ground alike. Layers 0 and 4 see a few pixels of colour, which recur all over the image, so
-    their peaks may lie anywhere."""
+    patch's own place (PatchNCE's positive): always at trunk layers 12 and 16 (within one cell of
+    4 px; 16 queries: 16/16 measured), at layer 8 for 14 of 16 (one cell of 2 px; a random
+    location would be that near 1% of the time) and at layer 4 for 12 of 16, on the horse and on
+    the ground alike. Layer 0 sees a few pixels of colour, which recur all over the image, so its
+    peak may lie anywhere."""
     assert (SHIPPED_MODEL / "model.safetensors").is_file(), "the shipped model is missing"
     model = load_demo_model(SHIPPED_MODEL)
     assert model.sampler is not None
@@ -425,8 +425,8 @@ def test_shipped_model_hottest_spot_is_the_clicked_point() -> None:
             for layer in res.layers:
                 distances.setdefault(layer.layer, []).append(layer.peak_distance)
     near = {layer: float(np.mean(np.asarray(d) <= 1.5)) for layer, d in distances.items()}
-    assert near[12] == 1.0 and near[16] >= 14 / 16, distances
-    assert near[8] >= 6 / 16, distances[8]
+    assert near[12] == 1.0 and near[16] >= 15 / 16, distances
+    assert near[8] >= 12 / 16 and near[4] >= 10 / 16, distances
 
 
 # -------------------------------------------------------------------------------- app.py
@@ -562,16 +562,19 @@ def test_shipped_model_folder_and_card() -> None:
 
 def test_shipped_model_puts_stripes_on_the_horse(mini_dataset: Path) -> None:
     """The shipped model on test images it never saw: strong stripe energy inside the horse
-    (many times the input's), as the card reports."""
+    (many times the input's) and the ground kept outside it (background PSNR, 26.6 dB on the
+    50 test images; the paper's recipe repainted it, 16.9 dB), as the card reports."""
     ev = _script("eval_demo_model")
     model = load_demo_model(SHIPPED_MODEL)
-    ratios = []
+    ratios, psnrs = [], []
     for path in sorted((mini_dataset / "testA").glob("*.png")):
         img = Image.open(path).convert("RGB")
         mask = np.asarray(Image.open(mini_dataset / "masks" / "testA" / path.name)) > 127
-        out = run_translation(model, img).after
-        ratios.append(ev.stripe_energy(np.asarray(out), mask) / max(ev.stripe_energy(np.asarray(img), mask), 1e-3))
+        out = np.asarray(run_translation(model, img).after)
+        ratios.append(ev.stripe_energy(out, mask) / max(ev.stripe_energy(np.asarray(img), mask), 1e-3))
+        psnrs.append(ev.background_psnr(out, np.asarray(img), mask))
     assert np.median(ratios) > 5, ratios
+    assert min(psnrs) > 23, psnrs
 
 
 def test_eval_script_end_to_end(tmp_path: Path, mini_dataset: Path, capsys) -> None:

@@ -288,6 +288,18 @@ def test_end_to_end_outputs_card_tensorboard_and_reload(data_dir: Path, tmp_path
     assert {"G_GAN", "D_real", "D_fake", "NCE", "NCE_Y", "lr"} <= scalars
     assert "samples" in images
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_00000002.png", "step_00000004.png"]
+    assert "identity L1" not in card and "residual generator" not in card  # the paper's recipe
+
+
+def test_residual_identity_run_saves_loads_and_says_so(data_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "res"
+    rc = run_main(["--data-dir", str(data_dir), "--output-dir", str(out), *TINY, "--max-steps", "2",
+                   "--residual", "--lambda-identity", "0.5", "--n-layers-d", "2", "--report-to", "none"])
+    assert rc == 0, capsys.readouterr().err
+    g = CUTGenerator.from_pretrained(out / "generator", strict=True)
+    assert g.residual
+    card = (out / "generator" / "README.md").read_text()
+    assert "identity L1 |G(B) - B| (lambda_identity) | 0.5 |" in card and "residual generator" in card
 
 
 def test_resume_is_bit_identical_and_counter_continues(data_dir: Path, tmp_path: Path):

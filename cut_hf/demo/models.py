@@ -42,8 +42,9 @@ class DemoModel:
         g = self.generator
         n = sum(p.numel() for p in g.parameters())
         sampler = "with its PatchSampler" if self.sampler is not None else "no PatchSampler (raw features)"
-        return (f"**{self.name}** — {type(g).__name__} ngf {g.ngf}, {g.n_blocks} blocks, {n / 1e6:.2f} M parameters, "
-                f"NCE layers {list(g.nce_layers)}, {sampler}")
+        residual = " (residual output: learns changes to its input)" if getattr(g, "residual", False) else ""
+        return (f"**{self.name}** — {type(g).__name__}{residual} ngf {g.ngf}, {g.n_blocks} blocks, "
+                f"{n / 1e6:.2f} M parameters, NCE layers {list(g.nce_layers)}, {sampler}")
 
 
 def _sampler_dirs(model: str) -> list[Path]:

@@ -306,6 +306,11 @@ def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[st
         "GAN loss": args.gan_mode,
         "seed": args.seed,
     }
+    # The two options outside the paper's recipe, shown only when used.
+    if args.lambda_identity > 0:
+        training["identity L1 |G(B) - B| (lambda_identity)"] = args.lambda_identity
+    if args.residual:
+        training["residual generator (output tanh(conv + atanh(input)))"] = True
     if summary.get("skipped_files"):
         training["unreadable files skipped"] = summary["skipped_files"]
     metrics: dict[str, str] = {}
