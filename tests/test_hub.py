@@ -53,6 +53,7 @@ def test_residual_generator_round_trip_and_identity_at_zero(tmp_path, images):
         assert torch.equal(loaded(images), g(images))
         out, _ = g.forward_with_features(images)
         assert torch.equal(out, g(images))
+        assert torch.equal(g.encode(images, [len(g.model) - 1])[0], out)  # the last layer is the residual output
         last = g.model[-2]  # the last conv: with zero weights the generator is the identity (up to the clamp)
         last.weight.zero_(), last.bias.zero_()
         x = images.clamp(-0.999, 0.999)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -107,7 +107,15 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         """Translate ``x`` (B, C, H, W) in [-1, 1], H and W multiples of 4, to (B, C', H, W) in [-1, 1]."""
         if not self.residual:
             return self.model(x)
-        return self._residual_output(self.model[:-1](x), x)
+        return self.forward_with_features(x, ())[0]
+
+    def _layer_outputs(self, x: torch.Tensor, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(i, output of layer i)`` for layers 0..``stop``: the one loop of :meth:`forward` (residual),
+        :meth:`encode` and :meth:`forward_with_features`, so all three apply ``residual`` alike."""
+        h, last = x, len(self.model) - 1
+        for i, layer in enumerate(self.model[: stop + 1]):
+            h = self._residual_output(h, x) if self.residual and i == last else layer(h)  # in place of the Tanh
+            yield i, h
 
     @staticmethod
     def _residual_output(pre: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -146,10 +154,9 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         stop = wanted[-1]
         while stop + 1 < len(self.model) and getattr(self.model[stop + 1], "inplace", False):
             stop += 1  # run the in-place ReLU that overwrites the last feature (see above)
-        for i, layer in enumerate(self.model[: stop + 1]):
-            x = layer(x)
+        for i, h in self._layer_outputs(x, stop):
             if i in wanted:
-                feats.append(x)
+                feats.append(h)
         return feats
 
     def forward_with_features(
@@ -161,12 +168,7 @@ class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):
         """
         wanted = set(self._wanted_layers(layers))
         feats: list[torch.Tensor] = []
-        h = x
-        for i, layer in enumerate(self.model):
-            if self.residual and i == len(self.model) - 1:
-                h = self._residual_output(h, x)  # in place of the last Tanh
-            else:
-                h = layer(h)
+        for i, h in self._layer_outputs(x, len(self.model) - 1):
             if i in wanted:
                 feats.append(h)
         return h, feats

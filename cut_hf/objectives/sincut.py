@@ -15,6 +15,7 @@ identity_loss(idt_B, real_B)``, each NCE the mean over layers of ``lambda_nce`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 from ..losses import gan_loss
@@ -99,9 +100,9 @@ class SinCUTObjective(CUTObjective):
 
     D's loss gains ``D_R1`` (:func:`r1_penalty` of D's logits for real B, which must therefore be
     computed on a copy of real B that requires grad, with the graph kept); G's loss gains ``idt``
-    (:func:`~cut_hf.losses.identity_loss`, switched on by the config's ``lambda_identity`` of 1, the
-    term itself is :class:`~cut_hf.objectives.cut.CUTObjective`'s). Everything else (forward on cat(A, B), PatchNCE, the order of the
-    updates) is :class:`~cut_hf.objectives.cut.CUTObjective`'s.
+    (:func:`~cut_hf.losses.identity_loss`, which :class:`~cut_hf.objectives.cut.CUTObjective` adds
+    for any ``lambda_identity`` above 0; SinCUT's config sets it to 1). Everything else (forward on
+    cat(A, B), PatchNCE, the order of the updates) is :class:`~cut_hf.objectives.cut.CUTObjective`'s.
 
     Under DistributedDataParallel the penalty's ``autograd.grad`` asks only for the input's gradient,
     so no parameter gradient (and no DDP all-reduce hook) fires there; D's parameters get their
