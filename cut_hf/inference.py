@@ -236,8 +236,7 @@ def swap_norms(module: nn.Module, make: Callable[[str, nn.InstanceNorm2d], nn.Mo
 def keeps_channels_last(norm: nn.Module, device: torch.device) -> bool:
     """Whether ``norm`` already keeps a channels-last map channels-last on ``device`` (the fast
     :class:`cut_hf.models.layers.InstanceNorm2d` on the CPU, with one batch-norm kernel per image)."""
-    return (device.type == "cpu" and isinstance(norm, InstanceNorm2d) and norm.fast and not norm.affine
-            and not norm.track_running_stats)
+    return isinstance(norm, InstanceNorm2d) and norm.keeps_channels_last(device)
 
 
 def layout_keeping(model: nn.Module, runner: Runner) -> nn.Module:

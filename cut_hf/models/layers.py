@@ -137,11 +137,22 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         super().__init__(num_features, *args, **kwargs)
         self.fast = bool(fast)
 
+    @property
+    def fast_path(self) -> bool:
+        """Whether batched maps take the fast path (``fast``, no affine, no running statistics)."""
+        return self.fast and not self.affine and not self.track_running_stats
+
+    def keeps_channels_last(self, device: torch.device) -> bool:
+        """Whether a channels-last map stays channels-last through this norm on ``device`` (the CPU
+        fast path, one batch-norm kernel per image: :meth:`_channels_last`)."""
+        return self.fast_path and device.type == "cpu"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.fast or x.dim() != 4 or self.affine or self.track_running_stats:
+        if not self.fast_path or x.dim() != 4:
             return super().forward(x)
         b, c, h, w = x.shape
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() and x.device.type == "cpu":
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if channels_last and self.keeps_channels_last(x.device):
             return self._channels_last(x)
         # exactly ATen's instance_norm: batch norm over (1, B*C, H, W) with the input's statistics
         out = torch.batch_norm(x.reshape(1, b * c, h, w), None, None, None, None, True, 0.0, self.eps,
