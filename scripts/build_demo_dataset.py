@@ -94,7 +94,7 @@ def _pixel_centres(n: int) -> tuple[np.ndarray, np.ndarray]:
     return qy, qx
 
 
-def _render_ground(rng: np.random.Generator, n: int, name: str, crop: tuple[int, int] = (160, 400)) -> np.ndarray:
+def _render_ground(rng: np.random.Generator, n: int, name: str, crop: tuple[int, int] = GROUND_CROP) -> np.ndarray:
     """A random crop of a ground texture, tinted and lit: float32 (n, n, 3) in [0, 1].
 
     ``crop`` is the range of the crop's side in texture pixels (of 512): the larger, the finer the
