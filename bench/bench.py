@@ -26,7 +26,7 @@ What it measures, in one run, on the current device:
     (``ru_maxrss``) and the growth over the set after building the models (the step's working
     memory); on CUDA, ``torch.cuda.max_memory_allocated``.
 (p) **paper path**: the baseline that stands for the paper's code, built from the independent
-    re-implementation of the official networks and training step in ``tests/official_reference.py``
+    re-implementation of the official networks and training step in ``tests/reference/official.py``
     (``OfficialCUTModel.optimize_parameters``: keys from a second encoder pass, official ops, NCHW,
     fp32; its test path: ToTensor + Normalize, G under ``no_grad``, ``tensor2im``). Each case (the CUT
     and FastCUT training step with train.py's defaults in fp32 and bf16; ``translate()`` at each
@@ -398,11 +398,11 @@ def run_pair_case(case: dict[str, Any], cfg: Config, device: torch.device, size:
 
 # ------------------------------------------------------------------ the paper path (baseline)
 def official_reference() -> Any:
-    """``tests/official_reference.py`` (an independent re-implementation of the official networks and
+    """``tests/reference/official.py`` (an independent re-implementation of the official networks and
     training step), loaded from its path: bench/ is a folder of scripts and imports no test package."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("official_reference", REPO / "tests" / "official_reference.py")
+    spec = importlib.util.spec_from_file_location("official_reference", REPO / "tests" / "reference" / "official.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from cut_hf import CUTGenerator, translate
-from cut_hf.export import export_onnx
-from cut_hf.runtime import OnnxGenerator
+from cut_hf.translation.export import export_onnx
+from cut_hf.translation.exported import OnnxGenerator
 
 
 def _median_seconds(fn, runs: int) -> float:

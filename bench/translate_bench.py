@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Sharded folder translation: ``python -m cut_hf.translate`` with 1 process against 2 processes.
+"""Sharded folder translation: ``cut-hf translate`` with 1 process against 2 processes.
 
     python bench/translate_bench.py                     # 48 images of 256 x 256, 2 rounds
     python bench/translate_bench.py --images 96 --rounds 3 --precision bf16
 
 The default generator (ngf 64, 9 blocks, random weights, ``save_pretrained`` into a temporary
 folder) translates a folder of smooth random 256 x 256 PNGs, once as one process and once as
-``torchrun --nproc_per_node 2 -m cut_hf.translate`` (gloo, one CPU each), every process with one
+``torchrun --nproc_per_node 2 -m cut_hf translate`` (gloo, one CPU each), every process with one
 intra-op thread (``OMP_NUM_THREADS=1``) and the CLI's default ``--num-workers``. The two launches
 alternate for ``--rounds`` rounds (each round writes into fresh output folders), so a drifting
 load on a shared machine falls on both. Reported per launch: the wall time of the whole command
@@ -47,7 +47,7 @@ def make_images(folder: Path, count: int, size: int) -> None:
 
 def launch(processes: int, model: Path, inputs: Path, output: Path, precision: str) -> dict[str, float]:
     """Run the translate CLI with ``processes`` processes; returns wall seconds and the summary's figures."""
-    cli = ["-m", "cut_hf.translate", "--model", str(model), "--input", str(inputs), "--output", str(output),
+    cli = ["-m", "cut_hf", "translate", "--model", str(model), "--input", str(inputs), "--output", str(output),
            "--device", "cpu", "--precision", precision]
     cmd = [sys.executable, *(["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
                              if processes > 1 else []), *cli]

@@ -1,9 +1,9 @@
 """cut-hf: contrastive unpaired image-to-image translation (CUT, FastCUT, SinCUT) and SimCLR, the Hugging Face way."""
 
-from .augment import SimCLRAugment
-from .errors import ModelLoadError
-from .loading import load_generator
-from .models import (
+from cut_hf.data.augment import SimCLRAugment
+from cut_hf.errors import ModelLoadError
+from cut_hf.hub.loading import load_generator
+from cut_hf.models import (
     CUTGenerator,
     PatchDiscriminator,
     PatchSampler,
@@ -12,7 +12,7 @@ from .models import (
     StyleGAN2Generator,
     nce_channels,
 )
-from .pipeline import TranslationReport, translate, will_tile
+from cut_hf.translation.pipeline import TranslationReport, translate, will_tile
 
 __version__ = "0.1.0"
 

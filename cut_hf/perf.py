@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .precision import autocast_dtype
+from cut_hf.precision import autocast_dtype
 
 
 # ------------------------------------------------------------------------------ the machine

@@ -11,7 +11,7 @@ training: the label asks "which scene / texture is this?", not "which pixels are
 ``--source digits``: scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), upscaled
 to ``--size`` (bicubic) as RGB, split per class.
 
-Writes the layout ``cut_hf.evaluate_simclr`` reads and ``cut_hf.simclr_train`` trains on (labels
+Writes the layout ``cut_hf.evaluation.simclr`` reads and ``cut_hf.simclr_train`` trains on (labels
 are ignored there; the class subfolders are simply searched recursively)::
 
     OUT/train/<class>/*.png   OUT/test/<class>/*.png   OUT/info.json

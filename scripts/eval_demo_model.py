@@ -188,7 +188,7 @@ def before_after_figure(inputs: list[np.ndarray], outputs: list[np.ndarray], pat
 def evaluate(model: str, data: Path, limit: int | None = None, seed: int = 0, figure: str | None = None) -> dict:
     """Scores of the model, the identity mapping and the real domain-B test images (the reference)."""
     from cut_hf import load_generator
-    from cut_hf.pipeline import translate
+    from cut_hf.translation.pipeline import translate
 
     start = time.perf_counter()
     files_a = sorted((data / "testA").glob("*.png"))[:limit]

@@ -43,37 +43,3 @@ def hub_offline(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def make_images(folder, n: int, size=(40, 44), seed: int = 0, prefix: str = "img", ext: str = "png") -> list:
-    """``n`` random RGB images of ``size`` (H, W) saved as ``folder/<prefix>_<i>.<ext>``; returns their paths."""
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        p = folder / f"{prefix}_{i}.{ext}"
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
-
-
-def load_root_script(name: str):
-    """A root script (``train``) loaded as a module from its path, without editing ``sys.path``."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look the module up by name
-    spec.loader.exec_module(module)
-    return module

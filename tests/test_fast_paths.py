@@ -19,7 +19,7 @@ import torch.nn as nn
 from PIL import Image
 
 from cut_hf import CUTGenerator, PatchDiscriminator, translate
-from cut_hf.inference import Runner, StatsInstanceNorm, layout_keeping
+from cut_hf.translation.inference import Runner, StatsInstanceNorm, layout_keeping
 from cut_hf.models import layers
 from cut_hf.perf import native_bf16
 

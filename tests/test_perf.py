@@ -141,9 +141,8 @@ def test_autocast_threads_and_machine_description():
 
 
 def test_train_flags_for_the_fast_paths(monkeypatch):
-    from conftest import load_root_script
 
-    train = load_root_script("train")
+    import cut_hf.cli.train as train
 
     args = train.parse_args(["--data-dir", "x"])
     assert args.channels_last is None and args.compile is False and args.fast_ops is True
@@ -154,7 +153,7 @@ def test_train_flags_for_the_fast_paths(monkeypatch):
 
 
 def test_default_workers_never_exceed_the_usable_cores(monkeypatch):
-    from cut_hf import data
+    from cut_hf.data import unpaired as data
 
     monkeypatch.setattr(data, "usable_cores", lambda: 2)
     assert data.default_num_workers() == 2 and data.default_num_workers(1) == 1

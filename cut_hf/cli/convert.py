@@ -1,6 +1,6 @@
-"""``python -m cut_hf.convert``: official CUT / FastCUT / SinCUT checkpoints in, ``from_pretrained`` folders out.
+"""``cut-hf convert``: official CUT / FastCUT / SinCUT checkpoints in, ``from_pretrained`` folders out.
 
-The work is :func:`cut_hf.convert.convert`; this is its command line.
+The work is :func:`cut_hf.official.convert.convert`; this is its command line.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from ..convert import OFFICIAL_PRETRAINED_URL, ConversionError, convert
-from ..errors import one_line
-from ..official import MODES
+from cut_hf.official.convert import OFFICIAL_PRETRAINED_URL, ConversionError, convert
+from cut_hf.errors import one_line
+from cut_hf.official.checkpoints import MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of ``python -m cut_hf.convert``."""
+    """The flags of ``cut-hf convert``."""
     p = argparse.ArgumentParser(
-        prog="python -m cut_hf.convert",
+        prog="cut-hf convert",
         description="Convert official CUT/FastCUT/SinCUT checkpoints (latest_net_G.pth, ...) to a from_pretrained folder.",
     )
     p.add_argument("--checkpoint", required=True, help="the generator: latest_net_G.pth of the official release")
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 refused input or failed push)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    command = "python -m cut_hf.convert " + shlex.join(argv)
+    command = "cut-hf convert " + shlex.join(argv)
     try:
         out = convert(args.checkpoint, args.output, netD=args.netD, netF=args.netF, name=args.name, mode=args.mode,
                       source=args.source, push_to_hub=args.push_to_hub, private=args.private, command=command)

@@ -1,6 +1,6 @@
-"""``python -m cut_hf.evaluate``: translate a test folder and measure FID / KID (PSNR / SSIM with ``--paired``).
+"""``cut-hf evaluate``: translate a test folder and measure FID / KID (PSNR / SSIM with ``--paired``).
 
-The work is :func:`cut_hf.evaluate.evaluate_folders`; this is its command line.
+The work is :func:`cut_hf.evaluation.translation.evaluate_folders`; this is its command line.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import ModelLoadError
-from ..evaluate import EvaluationError, evaluate_folders
-from ..loading import load_generator
-from ..metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
-from ..official import ConversionError, load_official_generator
+from cut_hf.errors import ModelLoadError
+from cut_hf.evaluation.translation import EvaluationError, evaluate_folders
+from cut_hf.hub.loading import load_generator
+from cut_hf.evaluation.metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
+from cut_hf.official.checkpoints import ConversionError, load_official_generator
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of ``python -m cut_hf.evaluate``."""
+    """The flags of ``cut-hf evaluate``."""
     p = argparse.ArgumentParser(
-        prog="python -m cut_hf.evaluate",
+        prog="cut-hf evaluate",
         description="Translate a test folder and measure FID / KID against the target domain "
                     "(PSNR / SSIM with --paired).",
     )
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result = {"model": args.model, "input": args.input, "reference": args.reference, **result,
-              "command": "python -m cut_hf.evaluate " + shlex.join(argv)}
+              "command": "cut-hf evaluate " + shlex.join(argv)}
     text = json.dumps(result, indent=2)
     print(text)
     json_path = Path(args.json) if args.json else (Path(args.output) / "metrics.json" if args.output else None)

@@ -1,6 +1,6 @@
-"""``python -m cut_hf.evaluate_simclr``: kNN and linear-probe accuracy of a SimCLR encoder's frozen features.
+"""``cut-hf evaluate-simclr``: kNN and linear-probe accuracy of a SimCLR encoder's frozen features.
 
-The work is :func:`cut_hf.evaluate_simclr.evaluate`; this is its command line.
+The work is :func:`cut_hf.evaluation.simclr.evaluate`; this is its command line.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from ..data import DataError
-from ..errors import ModelLoadError
-from ..evaluate_simclr import evaluate
-from ..models.simclr import BACKBONES, SimCLR
+from cut_hf.data.unpaired import DataError
+from cut_hf.errors import ModelLoadError
+from cut_hf.evaluation.simclr import evaluate
+from cut_hf.models.simclr import BACKBONES, SimCLR
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of ``python -m cut_hf.evaluate_simclr``."""
-    p = argparse.ArgumentParser(prog="python -m cut_hf.evaluate_simclr",
+    """The flags of ``cut-hf evaluate-simclr``."""
+    p = argparse.ArgumentParser(prog="cut-hf evaluate-simclr",
                                 description="kNN and linear-probe accuracy of a SimCLR encoder's frozen features.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument

@@ -1,6 +1,6 @@
-"""``python -m cut_hf.export``: write a generator as ONNX or as a torch.export program.
+"""``cut-hf export``: write a generator as ONNX or as a torch.export program.
 
-    python -m cut_hf.export --model ID_OR_DIR --format onnx|exported-program --output FILE \\
+    cut-hf export --model ID_OR_DIR --format onnx|exported-program --output FILE \\
         [--opset N] [--precision fp32|fp16|bf16] [--example-size H W] [--no-verify]
 
 ``--model`` takes what :func:`cut_hf.load_generator` takes (Hub id, ``save_pretrained`` folder,
@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..export import (
+from cut_hf.translation.export import (
     DEFAULT_EXAMPLE_SIZE,
     DEFAULT_OPSET,
     FORMATS,
@@ -29,17 +29,17 @@ from ..export import (
     require_onnx,
     size_multiple,
 )
-from ..errors import ModelLoadError
-from ..loading import load_generator
-from ..runtime import load_exported_generator
+from cut_hf.errors import ModelLoadError
+from cut_hf.hub.loading import load_generator
+from cut_hf.translation.exported import load_exported_generator
 
 #: Largest difference from eager PyTorch accepted for an fp32 export, in [-1, 1] units.
 TOLERANCE = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m cut_hf.export``."""
-    p = argparse.ArgumentParser(prog="python -m cut_hf.export",
+    """The argument parser of ``cut-hf export``."""
+    p = argparse.ArgumentParser(prog="cut-hf export",
                                 description="Export a CUT generator to ONNX or to a torch.export program.")
     p.add_argument("--model", required=True, help="Hub id, save_pretrained folder or train.py output folder")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or exported-program (.pt2)")

@@ -1,7 +1,7 @@
-"""``train_simclr.py`` (also ``train.py --task simclr`` and ``python -m cut_hf.simclr_train``): SimCLR with 🤗 Accelerate.
+"""``train_simclr.py`` (also ``train.py --task simclr`` and ``cut-hf train --task simclr``): SimCLR with 🤗 Accelerate.
 
-    python train_simclr.py --data images/ --backbone resnet18 --cifar-stem --image-size 32
-    accelerate launch train_simclr.py --data images/ --batch-size 512 --optimizer lars
+    cut-hf train --task simclr --data images/ --backbone resnet18 --cifar-stem --image-size 32
+    accelerate launch -m cut_hf train --task simclr --data images/ --batch-size 512 --optimizer lars
 
 Reads top to bottom like ``train.py``: the flags, the frozen configuration they make, then ``run``:
 data (an image folder or a 🤗 dataset column; labels are not needed), the model, the objective
@@ -23,14 +23,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..augment import PRESETS, SimCLRAugment
-from ..data import UnpairedSampler, default_num_workers, make_dataloader
-from ..models.simclr import BACKBONES, SimCLR
-from ..objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
-from ..optim import LARS, param_groups, warmup_cosine
-from ..sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
-from ..training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
-from ..training import add_runtime_flags, image_grid, save_image, setup_accelerator
+from cut_hf.data.augment import PRESETS, SimCLRAugment
+from cut_hf.data.unpaired import UnpairedSampler, default_num_workers, make_dataloader
+from cut_hf.models.simclr import BACKBONES, SimCLR
+from cut_hf.objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
+from cut_hf.training.optim import LARS, param_groups, warmup_cosine
+from cut_hf.data.sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
+from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
+from cut_hf.training import add_runtime_flags, image_grid, save_image, setup_accelerator
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
 OPTIMIZER_DEFAULTS = {
@@ -43,7 +43,7 @@ MODEL_SUBFOLDER = "model"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python train_simclr.py", description="Train SimCLR with Accelerate.",
+    p = argparse.ArgumentParser(prog="cut-hf train --task simclr", description="Train SimCLR with Accelerate.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--task", default="simclr", choices=["simclr"], help=argparse.SUPPRESS)  # passed through by train.py
@@ -87,7 +87,7 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
     """Checkpoint, logging, output and Hub flags, and the evaluation after training."""
     r = add_runtime_flags(p, "outputs/simclr", 1000, "view grids in the tracker", "OUTPUT/model").add_argument
     r("--eval-data", default=None,
-      help="labelled folder: after training, kNN and linear-probe accuracy (cut_hf.evaluate_simclr) go in the card")
+      help="labelled folder: after training, kNN and linear-probe accuracy (cut_hf.evaluation.simclr) go in the card")
 
 
 
@@ -146,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
         values["weight_decay"] = OPTIMIZER_DEFAULTS[c.optimizer]["weight_decay"]
     if values["preset"] is None:
         values["preset"] = "cifar" if c.cifar_stem else "simclr"
-    return SimCLRTrainConfig(**values, command="python -m cut_hf.simclr_train " + shlex.join(argv))
+    return SimCLRTrainConfig(**values, command="cut-hf train --task simclr " + shlex.join(argv))
 
 
 # ----------------------------------------------------------------------------- data, model, optimiser
@@ -173,7 +173,7 @@ def make_augment(args: SimCLRTrainConfig) -> SimCLRAugment:
 
 
 def make_optimizer(c: SimCLRTrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """LARS or AdamW over :func:`~cut_hf.optim.param_groups`."""
+    """LARS or AdamW over :func:`~cut_hf.training.optim.param_groups`."""
     groups = param_groups(model, c.weight_decay)
     if c.optimizer == "lars":
         return LARS(groups, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay, eta=c.lars_eta)
@@ -226,7 +226,7 @@ class SimCLRTask(TrainingTask):
         plain = revert_sync_batchnorm(acc.unwrap_model(self.objective.model))
         metrics = None
         if c.eval_data:
-            from ..evaluate_simclr import evaluate
+            from cut_hf.evaluation.simclr import evaluate
 
             result = evaluate(plain, c.eval_data, image_size=c.image_size, device=acc.device)
             summary["eval"] = result

@@ -1,12 +1,12 @@
 """Command line: translate an image, a folder of images or a 🤗 dataset column with a CUT generator.
 
-    python -m cut_hf.translate --model ID_OR_DIR --input FILE_OR_DIR --output DIR \\
+    cut-hf translate --model ID_OR_DIR --input FILE_OR_DIR --output DIR \\
         [--size N] [--batch-size B] [--device D] [--precision fp32|bf16|fp16] [--tile N] [--format png]
         [--num-workers N] [--overwrite]
-    python -m cut_hf.translate --model ID_OR_DIR --dataset ID_OR_DIR [--column image] [--split train] \\
+    cut-hf translate --model ID_OR_DIR --dataset ID_OR_DIR [--column image] [--split train] \\
         [--output-dataset DIR] [--push-to-hub user/name] [--output-column NAME]
 
-(also installed as ``cut-translate``; ``torchrun`` and ``accelerate launch -m cut_hf.translate``
+(also installed as ``cut-translate``; ``torchrun`` and ``accelerate launch -m cut_hf translate``
 shard the inputs over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a
 ``train.py`` output folder (its ``generator/``). Folders are searched recursively; each output keeps
 its input's relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
@@ -29,15 +29,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..batch_translate import (
+from cut_hf.translation.folders import (
     BatchOptions, Summary, job_device, job_state, translate_files,
 )
-from ..data import default_num_workers
-from ..errors import ModelLoadError
-from ..loading import load_generator
-from ..images import DEFAULT_MAX_PIXELS, find_images
-from ..perf import EMULATED_BF16_NOTE, emulated_bf16
-from ..precision import PRECISIONS, autocast_dtype
+from cut_hf.data.unpaired import default_num_workers
+from cut_hf.errors import ModelLoadError
+from cut_hf.hub.loading import load_generator
+from cut_hf.images import DEFAULT_MAX_PIXELS, find_images
+from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
+from cut_hf.precision import PRECISIONS, autocast_dtype
 
 __all__ = ["build_parser", "main", "output_paths"]
 
@@ -51,9 +51,9 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m cut_hf.translate``."""
+    """The argument parser of ``cut-hf translate``."""
     p = argparse.ArgumentParser(
-        prog="python -m cut_hf.translate",
+        prog="cut-hf translate",
         description="Translate images with a CUT / FastCUT generator (Hub id or local folder).",
     )
     p.add_argument("--model", required=True, help="Hub id, save_pretrained folder or train.py output folder")
@@ -186,8 +186,8 @@ def _folder_job(args: argparse.Namespace, ext: str) -> Job:
 
 def _dataset_job(args: argparse.Namespace) -> Job:
     """The dataset job of ``--dataset``; the dataset and its columns are checked now."""
-    from ..data import open_hf_dataset
-    from ..dataset_translate import open_stream, translate_dataset, translate_stream
+    from cut_hf.data.unpaired import open_hf_dataset
+    from cut_hf.translation.datasets import open_stream, translate_dataset, translate_stream
 
     try:  # DataError is a ValueError
         dataset = (open_stream if args.streaming else open_hf_dataset)(args.dataset, args.split)

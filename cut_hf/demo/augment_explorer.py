@@ -20,10 +20,10 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
-from ..augment import PRESETS, SimCLRAugment, ViewParams
-from ..losses import nt_xent_loss
-from .errors import DemoError
-from .render import colormap, draw_boxes, font
+from cut_hf.data.augment import PRESETS, SimCLRAugment, ViewParams
+from cut_hf.objectives.losses import nt_xent_loss
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.render import colormap, draw_boxes, font
 
 VIEW_COLOURS = ("#ff8c1a", "#1ad1ff")  # view 1 orange, view 2 cyan: boxes, labels and matrix marks
 
@@ -32,7 +32,7 @@ CONTROL_NAMES = ("size", "crop", "crop_scale_min", "crop_scale_max", "flip", "fl
                  "jitter_strength", "grayscale", "grayscale_p", "blur", "blur_p", "blur_sigma_min",
                  "blur_sigma_max")
 
-PRESET_LABELS = {"paper": "simclr", "cifar": "cifar"}  # app names -> cut_hf.augment.PRESETS keys
+PRESET_LABELS = {"paper": "simclr", "cifar": "cifar"}  # app names -> cut_hf.data.augment.PRESETS keys
 
 
 def preset_controls(name: str) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def generator_embedding(generator: torch.nn.Module, layer: int | None = None) ->
 @dataclass
 class SimilarityResult:
     """Part 2's output. Rows and columns are ordered [view 1 of images 1..N, view 2 of images 1..N],
-    so the positive of row i is column (i + N) mod 2N, as in :func:`cut_hf.losses.nt_xent_loss`."""
+    so the positive of row i is column (i + N) mod 2N, as in :func:`cut_hf.objectives.losses.nt_xent_loss`."""
 
     similarity: np.ndarray  # (2N, 2N) cosine similarities
     loss: float  # NT-Xent at ``temperature``

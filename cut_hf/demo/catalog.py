@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DemoError
+from cut_hf.demo.errors import DemoError
 
 #: The model ``python app.py`` uses when given none, in a source checkout (``models/`` is not
 #: part of the installed package).

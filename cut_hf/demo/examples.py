@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .catalog import SHIPPED_MODEL
+from cut_hf.demo.catalog import SHIPPED_MODEL
 
 EXAMPLES_DIR = SHIPPED_MODEL / "examples"  # test-split images of the shipped model's dataset
 

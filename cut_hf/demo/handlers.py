@@ -15,14 +15,14 @@ from typing import Any
 
 from PIL import Image
 
-from . import augment_explorer as aug
-from .catalog import ModelCatalog
-from .errors import DemoError
-from .models import DemoModel, ModelCache, warm_up
-from .patch_explorer import patch_similarity, render_heatmaps, render_query
-from .render import upscale
-from .translation import DEFAULT_TILE_ABOVE, run_translation
-from .uploads import UPLOAD_MAX_PIXELS, read_image
+from cut_hf.demo import augment_explorer as aug
+from cut_hf.demo.catalog import ModelCatalog
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.models import DemoModel, ModelCache, warm_up
+from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render_query
+from cut_hf.demo.render import upscale
+from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, run_translation
+from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image
 
 #: How long the model box waits for a load before it answers (the load goes on in the background).
 DEFAULT_LOAD_TIMEOUT = 30.0

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
-from ..models.patch_sampler import PatchSampler, l2_normalize
-from .errors import DemoError
-from .render import draw_marker, overlay_heatmap, upscale
+from cut_hf.models.patch_sampler import PatchSampler, l2_normalize
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.render import draw_marker, overlay_heatmap, upscale
 
 QUERY_COLOUR, PEAK_COLOUR = "#00ff66", "#ffe600"
 

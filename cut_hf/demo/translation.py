@@ -9,16 +9,16 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from ..perf import EMULATED_BF16_NOTE, emulated_bf16
-from ..pipeline import DEFAULT_TILE, PRECISIONS, resized_shape, translate
-from .errors import DemoError
-from .models import DemoModel
+from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
+from cut_hf.translation.pipeline import DEFAULT_TILE, PRECISIONS, resized_shape, translate
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.models import DemoModel
 
 #: Resolution choices of the tab: keep the upload's size, or resize its shorter side to N pixels.
 RESOLUTIONS = ("original", "64", "128", "256", "512", "1024")
 
 #: Images with more pixels than this go through translate's tiled path (whole-image norm
-#: statistics, :data:`~cut_hf.pipeline.DEFAULT_TILE` px tiles), so memory stays bounded however
+#: statistics, :data:`~cut_hf.translation.pipeline.DEFAULT_TILE` px tiles), so memory stays bounded however
 #: large the upload.
 DEFAULT_TILE_ABOVE = 1 << 20
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..hub import CheckedHubMixin, mixin_kwargs
-from .layers import NORMS, Downsample, conv_bias, init_weights, norm_layer
+from cut_hf.hub.mixin import CheckedHubMixin, mixin_kwargs
+from cut_hf.models.layers import NORMS, Downsample, conv_bias, init_weights, norm_layer
 
 
 class PatchDiscriminator(nn.Module, CheckedHubMixin, **mixin_kwargs("patch_discriminator")):

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..hub import CheckedHubMixin, mixin_kwargs
-from .layers import NORMS, Downsample, ReflectionPad2d, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
-from .stylegan2 import StyleGAN2Generator
+from cut_hf.hub.mixin import CheckedHubMixin, mixin_kwargs
+from cut_hf.models.layers import NORMS, Downsample, ReflectionPad2d, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
+from cut_hf.models.stylegan2 import StyleGAN2Generator
 
 
 class CUTGenerator(nn.Module, CheckedHubMixin, **mixin_kwargs("cut_generator")):

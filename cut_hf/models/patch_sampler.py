@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..hub import CheckedHubMixin, mixin_kwargs
-from .layers import init_weights
+from cut_hf.hub.mixin import CheckedHubMixin, mixin_kwargs
+from cut_hf.models.layers import init_weights
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

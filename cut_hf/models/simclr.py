@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from ..hub import SIMCLR_CODE_URL, SIMCLR_PAPER_URL, CheckedHubMixin, mixin_kwargs
+from cut_hf.hub.mixin import SIMCLR_CODE_URL, SIMCLR_PAPER_URL, CheckedHubMixin, mixin_kwargs
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SIMCLR_TAGS = ["simclr", "contrastive-learning", "self-supervised-learning", "image-feature-extraction", "resnet"]

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from ..hub import CheckedHubMixin, mixin_kwargs
-from .stylegan2_layers import (
+from cut_hf.hub.mixin import CheckedHubMixin, mixin_kwargs
+from cut_hf.models.stylegan2_layers import (
     ConvLayer,
     EqualLinear,
     ResBlock,

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..losses import GAN_MODES, gan_loss, identity_loss, patch_nce_loss
-from ..models import CUTGenerator, PatchDiscriminator, PatchSampler
+from cut_hf.objectives.losses import GAN_MODES, gan_loss, identity_loss, patch_nce_loss
+from cut_hf.models import CUTGenerator, PatchDiscriminator, PatchSampler
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ..augment import SimCLRAugment
-from ..data import item_generator, load_readable, to_channels
-from ..distributed import gather_with_grad, rank, world_size
-from ..losses import nt_xent_loss_for_anchors
-from ..models.simclr import SimCLR
-from ..sources import ImageList
+from cut_hf.data.augment import SimCLRAugment
+from cut_hf.data.unpaired import item_generator, load_readable, to_channels
+from cut_hf.training.distributed import gather_with_grad, rank, world_size
+from cut_hf.objectives.losses import nt_xent_loss_for_anchors
+from cut_hf.models.simclr import SimCLR
+from cut_hf.data.sources import ImageList
 
 
 class SimCLRViewDataset(Dataset):

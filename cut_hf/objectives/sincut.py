@@ -3,7 +3,7 @@
 SinCUT is CUT with a StyleGAN2 generator and discriminator, the non-saturating GAN loss, an R1
 penalty on real B for the discriminator and an identity L1 loss G(B) vs B for the generator,
 PatchNCE with one patch per crop and layer whose negatives are the other crops of the minibatch,
-trained on zoom-and-patch crops of two single images (:mod:`cut_hf.single_image`).
+trained on zoom-and-patch crops of two single images (:mod:`cut_hf.data.single_image`).
 
 The step, as the official ``SinCUTModel`` orders it: G translates ``cat(real_A, real_B)`` (fake_B
 and idt_B); D's loss is ``(GAN(D(fake_B.detach()), fake) + GAN(D(real_B), real)) / 2 +
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..losses import gan_loss
-from .cut import CUTObjective, CUTObjectiveConfig
+from cut_hf.objectives.losses import gan_loss
+from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class SinCUTObjective(CUTObjective):
 
     D's loss gains ``D_R1`` (:func:`r1_penalty` of D's logits for real B, which must therefore be
     computed on a copy of real B that requires grad, with the graph kept); G's loss gains ``idt``
-    (:func:`~cut_hf.losses.identity_loss`, which :class:`~cut_hf.objectives.cut.CUTObjective` adds
+    (:func:`~cut_hf.objectives.losses.identity_loss`, which :class:`~cut_hf.objectives.cut.CUTObjective` adds
     for any ``lambda_identity`` above 0; SinCUT's config sets it to 1). Everything else (forward on
     cat(A, B), PatchNCE, the order of the updates) is :class:`~cut_hf.objectives.cut.CUTObjective`'s.
 

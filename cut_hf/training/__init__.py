@@ -1,7 +1,7 @@
 """The training runtime every objective shares (see :mod:`cut_hf.training.runtime`), its checkpoints and logs."""
 
-from .checkpoints import COMPLETE_MARKER, TRAINER_STATE, CheckpointError, CheckpointManager
-from .logs import (
+from cut_hf.training.checkpoints import COMPLETE_MARKER, TRAINER_STATE, CheckpointError, CheckpointManager
+from cut_hf.training.logs import (
     NonFiniteLossError,
     check_finite,
     image_grid,
@@ -11,7 +11,7 @@ from .logs import (
     tracker_config,
     weights_digest,
 )
-from .runtime import ConfigError, RunConfig, Trainer, TrainingTask, add_runtime_flags, setup_accelerator
+from cut_hf.training.runtime import ConfigError, RunConfig, Trainer, TrainingTask, add_runtime_flags, setup_accelerator
 
 __all__ = ["COMPLETE_MARKER", "TRAINER_STATE", "CheckpointError", "CheckpointManager", "NonFiniteLossError",
            "check_finite", "image_grid", "log_images", "push_folders_to_hub", "save_image", "tracker_config",

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from .. import perf
-from .checkpoints import CheckpointError, CheckpointManager
-from .logs import check_finite, log_images, push_folders_to_hub, save_image, tracker_config
+from cut_hf import perf
+from cut_hf.training.checkpoints import CheckpointError, CheckpointManager
+from cut_hf.training.logs import check_finite, log_images, push_folders_to_hub, save_image, tracker_config
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from cut_hf import PatchDiscriminator
-from official_reference import official_discriminator
+from tests.reference.official import official_discriminator
 
 BLUR_DOWN = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from cut_hf import CUTGenerator
-from official_reference import official_generator
+from tests.reference.official import official_generator
 
 # --- the layout table of DESIGN.md, written out by hand -------------------------------------
 BLUR_DOWN = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cut_hf import CUTGenerator, PatchSampler, nce_channels
-from official_reference import PatchSampleF
+from tests.reference.official import PatchSampleF
 
 
 def feature_maps(channels=(3, 8, 16), size=(12, 10), batch=2, seed=0) -> list[torch.Tensor]:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cut_hf import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator, translate
-from official_sincut_reference import StyleGAN2Discriminator as OfficialD
-from official_sincut_reference import StyleGAN2Generator as OfficialG
+from tests.reference.official_sincut import StyleGAN2Discriminator as OfficialD
+from tests.reference.official_sincut import StyleGAN2Generator as OfficialG
 
 
 def layout(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:

@@ -1,0 +1,201 @@
+"""Where training images come from: image folders and 🤗 dataset columns, read one image at a time.
+
+An :class:`ImageList` loads image i on request, so an unreadable file is met where the caller can
+skip it (:func:`load_readable`); :func:`load_domains` gives the two domains of unpaired training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cut_hf.images import IMAGE_EXTENSIONS, ImageLoadError, find_images, open_image
+
+logger = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """The training data cannot be used; the message says why and what to do."""
+
+
+class ImageList:
+    """An ordered collection of images of one domain; ``load(i)`` may raise on a bad file."""
+
+    description: str = ""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, i: int) -> Image.Image:
+        raise NotImplementedError
+
+    def name(self, i: int) -> str:
+        raise NotImplementedError
+
+
+class FolderImages(ImageList):
+    """Image files found (recursively, sorted) under a folder: :func:`cut_hf.images.find_images`."""
+
+    def __init__(self, folder: str | os.PathLike, role: str = "") -> None:
+        self.folder = Path(folder).expanduser()
+        what = f"{role} folder" if role else "folder"
+        if not self.folder.exists():
+            raise DataError(f"{what} {str(self.folder)!r} does not exist")
+        if not self.folder.is_dir():
+            raise DataError(f"{what} {str(self.folder)!r} is not a directory")
+        self.paths = find_images(self.folder)
+        self.description = str(self.folder)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, i: int) -> Image.Image:
+        return open_image(self.paths[i])  # decoded now: a truncated file fails here, inside the caller's try
+
+    def name(self, i: int) -> str:
+        return str(self.paths[i].relative_to(self.folder))
+
+
+class DatasetColumnImages(ImageList):
+    """The non-empty entries of one column of a 🤗 ``datasets.Dataset`` (Image feature or file paths).
+
+    The column is read undecoded (bytes and paths), so a corrupt image is met by :meth:`load`,
+    where it can be skipped, instead of crashing inside ``datasets``.
+    """
+
+    def __init__(self, dataset: Any, column: str, label: str) -> None:
+        import datasets  # a training dependency only
+
+        if column not in dataset.column_names:
+            raise DataError(f"{label} has no column {column!r}; its columns are {dataset.column_names}")
+        feature = dataset.features[column]
+        if isinstance(feature, datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
+        self.dataset = dataset.select_columns([column])
+        self.column = column
+        valid = self.dataset.with_format("arrow")[column].is_valid()  # rows with an image (A and B may differ in length)
+        self.rows = np.flatnonzero(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool))
+        self.description = f"{label} column {column!r}"
+        self._label = label
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, i: int) -> Image.Image:
+        value = self.dataset[int(self.rows[i])][self.column]
+        if isinstance(value, dict):  # the undecoded Image feature: {"bytes": ..., "path": ...}
+            value = value.get("bytes") or value.get("path")
+        if not isinstance(value, (bytes, str, os.PathLike, Image.Image)):
+            raise ImageLoadError(f"{self.name(i)}: a {type(value).__name__}, not an image")
+        return open_image(value)
+
+    def name(self, i: int) -> str:
+        return f"{self._label}/{self.column}/{int(self.rows[i])}"
+
+
+def load_domains(
+    data_dir: str | None = None,
+    domain_a: str | None = None,
+    domain_b: str | None = None,
+    dataset: str | None = None,
+    column_a: str = "imageA",
+    column_b: str = "imageB",
+    split: str = "train",
+    phase: str = "train",
+) -> tuple[ImageList, ImageList]:
+    """The two domains' images from exactly one of the three sources; raises :class:`DataError`.
+
+    ``phase`` picks ``trainA``/``trainB`` or ``testA``/``testB`` under ``data_dir``.
+    """
+    given = [name for name, v in (("--data-dir", data_dir), ("--domain-a/--domain-b", domain_a or domain_b),
+                                  ("--dataset", dataset)) if v]
+    if len(given) != 1:
+        raise DataError("give the training data in exactly one way: --data-dir D (with trainA/ and trainB/), "
+                        f"--domain-a DIR --domain-b DIR, or --dataset ID --column-a A --column-b B (got {given or 'none'})")
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise DataError(f"--data-dir {str(root)!r} does not exist or is not a directory")
+        for sub in (f"{phase}A", f"{phase}B"):
+            if not (root / sub).is_dir():
+                raise DataError(f"{str(root / sub)!r} not found: --data-dir expects the official layout "
+                                f"{phase}A/ and {phase}B/ (found: {sorted(p.name for p in root.iterdir())})")
+        images_a, images_b = FolderImages(root / f"{phase}A", "domain A"), FolderImages(root / f"{phase}B", "domain B")
+    elif domain_a or domain_b:
+        if not (domain_a and domain_b):
+            raise DataError("--domain-a and --domain-b must be given together")
+        images_a, images_b = FolderImages(domain_a, "domain A"), FolderImages(domain_b, "domain B")
+    else:
+        ds = open_hf_dataset(dataset, split)
+        images_a = DatasetColumnImages(ds, column_a, f"{dataset}[{split}]")
+        images_b = DatasetColumnImages(ds, column_b, f"{dataset}[{split}]")
+    for role, images in (("A", images_a), ("B", images_b)):
+        if len(images) == 0:
+            raise DataError(f"domain {role} ({images.description}) holds no images "
+                            f"(looked for files ending in {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return images_a, images_b
+
+
+def open_hf_dataset(name_or_path: str, split: str) -> Any:
+    """A split of a 🤗 dataset: a ``save_to_disk`` folder, a local folder or a Hub id."""
+    import datasets
+
+    path = Path(name_or_path).expanduser()
+    try:
+        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+            ds = datasets.load_from_disk(str(path))
+        else:
+            ds = datasets.load_dataset(str(path) if path.exists() else name_or_path, split=split)
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
+        raise DataError(f"could not open dataset {name_or_path!r} (split {split!r}): {e}") from e
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"dataset {name_or_path!r} has no split {split!r}; it has {list(ds)}")
+        ds = ds[split]
+    return ds
+
+
+def check_enough_images(images_a: ImageList, images_b: ImageList, batch_size: int, num_processes: int = 1) -> None:
+    """Stop before training when a domain cannot fill one batch, or the epoch one batch per process."""
+    for role, images in (("A", images_a), ("B", images_b)):
+        if len(images) < batch_size:
+            raise DataError(f"domain {role} ({images.description}) has {len(images)} image(s), "
+                            f"fewer than one batch of {batch_size}")
+    epoch = max(len(images_a), len(images_b))
+    if epoch < batch_size * num_processes:
+        raise DataError(f"an epoch has {epoch} items, fewer than one batch of {batch_size} for each of "
+                        f"{num_processes} processes; lower --batch-size or use fewer processes")
+
+
+#: What a file that cannot be decoded raises on the way to a training image.
+UNREADABLE = (ImageLoadError, OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def load_readable(images: ImageList, i: int, next_index: Callable[[int], int], skipped: list[str],
+                  warned: set[str], convert: Callable[[Image.Image], Image.Image] | None = None,
+                  ) -> tuple[Image.Image, int]:
+    """Image i of ``images`` (after ``convert``), or the next readable one by ``next_index``.
+
+    The names of the files that failed are appended to ``skipped`` (the loop counts them) and
+    logged once per name (``warned``); returns the image and its index. Raises :class:`DataError`
+    when no readable image is met after many tries.
+    """
+    for _ in range(max(4 * len(images), 16)):
+        i = i % len(images)
+        try:
+            img = images.load(i)
+            return (convert(img) if convert is not None else img), i
+        except UNREADABLE as e:
+            name = images.name(i)
+            skipped.append(name)
+            if name not in warned:
+                warned.add(name)
+                logger.warning("skipping unreadable image %s: %s", name, e)
+            i = next_index(i)
+    raise DataError(f"no readable image found in {images.description} after many tries; are all files corrupt?")

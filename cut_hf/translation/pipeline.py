@@ -1,0 +1,327 @@
+"""``translate()``: images in, translated PIL images out — any size, any mode, tiles for huge images.
+
+This module turns inputs into tensors and results into images: loading and channel conversion
+(:mod:`cut_hf.images`), scaling to [-1, 1], optional resizing, batching of equal-size images, and
+the choice of whole or tiled running. Running itself, the padding to multiples of 4 and the tiled
+mode with whole-image instance-norm statistics, is :mod:`cut_hf.translation.inference`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, load_image, pil_to_uint8, tensor_to_pil
+from cut_hf.translation.inference import (
+    DEFAULT_MAX_WHOLE_PIXELS,
+    DEFAULT_TILE,
+    DEFAULT_TILE_MARGIN,
+    DEFAULT_TILE_OVERLAP,
+    MULTIPLE,
+    Runner,
+    Tiling,
+    as_float,
+    layout_keeping,
+    needs_tiling,
+    resize,
+    run_tiled,
+    run_whole,
+)
+from cut_hf.perf import channels_last_default
+from cut_hf.precision import PRECISIONS, autocast_dtype
+
+__all__ = [
+    "DEFAULT_MAX_WHOLE_PIXELS", "DEFAULT_TILE", "PRECISIONS", "ImageLike", "TranslationReport", "io_channels",
+    "resized_shape", "resolve_device", "translate", "will_tile",
+]
+
+ImageLike = Union[Image.Image, str, os.PathLike, np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TranslationReport:
+    """What :func:`translate` did (``return_report=True``).
+
+    Attributes:
+        tiled: whether any image ran in tiles.
+        tiles: tiles run over all images (0 when every image ran whole).
+        precision: the precision name it ran in (``fp32``, ``bf16``, ``fp16``).
+        device: the device it ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
+        sizes: the (width, height) each image ran at (after ``size`` resizing), in input order.
+    """
+
+    tiled: bool
+    tiles: int
+    precision: str
+    device: str
+    sizes: list[tuple[int, int]]
+
+
+# ----------------------------------------------------------------------------------------- setup
+def resolve_device(device: str | torch.device | None = None, generator: nn.Module | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; ``None`` picks the generator's device when it is not the CPU,
+    else CUDA when available, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if generator is not None:
+        param = next(iter(generator.parameters()), None)
+        if param is not None and param.device.type != "cpu":
+            return param.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def io_channels(generator: nn.Module) -> tuple[int, int]:
+    """(input, output) channel counts: the ``input_nc``/``output_nc`` attributes of a CUTGenerator,
+    else the first and last convolution."""
+    convs = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    c_in = getattr(generator, "input_nc", None) or (convs[0].in_channels if convs else None)
+    c_out = getattr(generator, "output_nc", None) or (convs[-1].out_channels if convs else None)
+    if c_in is None or c_out is None:
+        raise TypeError(f"cannot tell the channel counts of {type(generator).__name__}: give it input_nc/output_nc")
+    return int(c_in), int(c_out)
+
+
+@contextlib.contextmanager
+def prepared(generator: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """The generator in eval mode on ``device`` for the duration; its mode and device are restored."""
+    was_training = generator.training
+    param = next(iter(generator.parameters()), None)
+    home = param.device if param is not None else device
+    generator.eval()
+    if home != device:
+        generator.to(device)
+    try:
+        yield generator
+    finally:
+        if home != device:
+            generator.to(home)
+        generator.train(was_training)
+
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def _as_list(image_or_images: object) -> tuple[list, bool]:
+    """(items, single): a list/tuple or a (B, C, H, W) tensor is many images, anything else one."""
+    if isinstance(image_or_images, torch.Tensor):
+        if image_or_images.ndim == 3:
+            return [image_or_images], True
+        if image_or_images.ndim == 4:
+            return list(image_or_images), False
+        raise ValueError(f"a tensor input must be (C, H, W) or (B, C, H, W), got shape {tuple(image_or_images.shape)}")
+    if isinstance(image_or_images, (list, tuple)):
+        return list(image_or_images), False
+    return [image_or_images], True
+
+
+def _tensor_input(x: torch.Tensor, channels: int, max_pixels: int | None) -> torch.Tensor:
+    """Check a (C, H, W) tensor; return it on the CPU as uint8 or as float32 in [-1, 1].
+
+    uint8 tensors are taken as [0, 255] images (scaled when run); float tensors must already be in [-1, 1]
+    (an out-of-range tensor is refused, and an all-non-negative one warns: it is probably [0, 1]).
+    """
+    if x.ndim != 3:
+        raise ValueError(f"each tensor image must be (C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[0] != channels:
+        raise ValueError(f"tensor has {x.shape[0]} channels but the generator takes {channels}")
+    check_pixels(x.shape[2], x.shape[1], max_pixels, "tensor image")
+    if x.dtype == torch.uint8:
+        return x.detach().cpu()
+    if not x.is_floating_point():
+        raise ValueError(f"tensor dtype {x.dtype} not supported: use float in [-1, 1] or uint8 in [0, 255]")
+    x = x.detach().cpu().float()
+    if not torch.isfinite(x).all():
+        raise ValueError("tensor image contains NaN or inf")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1.001 or hi > 1.001:
+        hint = " (looks like [0, 255]: use x / 127.5 - 1)" if hi > 2 else ""
+        raise ValueError(f"tensor values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]{hint}")
+    if lo >= 0.0:
+        warnings.warn(
+            "tensor image has no negative values: translate expects [-1, 1]; if it is in [0, 1], pass x * 2 - 1",
+            stacklevel=3,
+        )
+    return x.clamp_(-1.0, 1.0)
+
+
+def _to_tensor(item: object, channels: int, max_pixels: int | None) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        return _tensor_input(item, channels, max_pixels)
+    if isinstance(item, (Image.Image, str, os.PathLike, np.ndarray, bytes)):
+        return pil_to_uint8(load_image(item, channels, max_pixels=max_pixels))  # (C, H, W) uint8
+    raise ImageLoadError(f"cannot translate a {type(item).__name__}: pass PIL images, paths, arrays or tensors")
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """(H, W) with the shorter side set to ``size`` snapped to the nearest multiple of 4 (halves up,
+    at least 4), the longer side scaled in proportion."""
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    short = max(MULTIPLE, int(size / MULTIPLE + 0.5) * MULTIPLE)
+    scale = short / min(height, width)
+    if height <= width:
+        return short, max(1, int(round(width * scale)))
+    return max(1, int(round(height * scale))), short
+
+
+def will_tile(
+    width: int, height: int, tile: int | None = None, size: int | None = None,
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+) -> bool:
+    """Whether :func:`translate`, given these ``tile``, ``size`` and ``max_whole_pixels`` arguments,
+    runs a ``width`` x ``height`` image in tiles (the rule translate itself applies)."""
+    if size is not None:
+        height, width = resized_shape(height, width, size)
+    return needs_tiling(height, width, tile, max_whole_pixels)
+
+
+# -------------------------------------------------------------------------------------- the work
+@dataclass
+class _Job:
+    """One call's settings and its progress: the pieces every group of equal-size images needs."""
+
+    runner: Runner
+    tiling: Tiling
+    out_channels: int
+    batch_size: int
+    finish: Callable[[int, torch.Tensor], Image.Image]
+    total: int = 0
+    done: int = 0
+    progress: Callable[[int, int], None] | None = None
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _groups(inputs: list[torch.Tensor], tile: int | None, max_whole: int) -> dict[tuple[int, int], tuple[list, bool]]:
+    """Equal sizes grouped in first-seen order: (H, W) -> (input indices, tiled?)."""
+    groups: dict[tuple[int, int], tuple[list, bool]] = {}
+    for i, x in enumerate(inputs):
+        h, w = x.shape[-2:]
+        groups.setdefault((h, w), ([], needs_tiling(h, w, tile, max_whole)))[0].append(i)
+    return groups
+
+
+def _run_groups(model: nn.Module, inputs: list, groups: dict, job: _Job) -> list[Image.Image]:
+    """Translate every group, tiled or in batches; results go back to their input positions."""
+    results: list[Image.Image | None] = [None] * len(inputs)
+    whole = layout_keeping(model, job.runner)
+    for indices, tiled in groups.values():
+        if tiled:
+            for i in indices:
+                y = run_tiled(model, inputs[i][None], job.out_channels, job.tiling, job.runner, on_tile=job.advance)
+                results[i] = job.finish(i, y[0])
+                inputs[i] = None  # free the input early
+            continue
+        for start in range(0, len(indices), job.batch_size):
+            chunk = indices[start : start + job.batch_size]
+            parts = [inputs[i] for i in chunk]
+            if any(t.dtype != parts[0].dtype for t in parts):  # PIL (uint8) and float tensors mixed
+                parts = [as_float(t) for t in parts]
+            for i, yi in zip(chunk, run_whole(whole, torch.stack(parts), job.runner)):
+                results[i] = job.finish(i, yi)
+                inputs[i] = None
+            job.advance(len(chunk))
+    return results  # type: ignore[return-value]
+
+
+# -------------------------------------------------------------------------------------- the call
+def _exported_limits(generator: nn.Module, tile: int | None, channels_last: bool) -> tuple[int | None, bool]:
+    """``tile`` and channels-last for ``generator``: an exported graph (:mod:`cut_hf.translation.exported`) has no
+    norm modules to swap, so it runs whole in the layout it was exported with."""
+    if getattr(generator, "tileable", True):
+        return tile, channels_last
+    if tile:
+        raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): use tile=0")
+    return 0, False
+
+
+def translate(
+    generator: nn.Module,
+    image_or_images: ImageLike | Sequence[ImageLike],
+    *,
+    size: int | None = None,
+    keep_size: bool = True,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    tile: int | None = None,
+    tile_margin: int = DEFAULT_TILE_MARGIN,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    channels_last: bool | None = None,
+    tile_stats: str = "crops",
+    progress: Callable[[int, int], None] | None = None,
+    return_report: bool = False,
+) -> Image.Image | list[Image.Image] | tuple[Image.Image | list[Image.Image], TranslationReport]:
+    """Translate one image or many with a CUT generator.
+
+    Args:
+        generator: a :class:`~cut_hf.CUTGenerator` (or any (B, C, H, W) [-1, 1] generator with
+            ``input_nc``/``output_nc``), left as found: mode and device restored, modules unswapped.
+        image_or_images: one image or a list of them: PIL images (any mode), paths, numpy arrays
+            (uint8/uint16, or float in [0, 1]) or tensors (C, H, W) **in [-1, 1]** (uint8 tensors
+            are [0, 255]); a (B, C, H, W) tensor is B images. Files get their EXIF orientation;
+            every image becomes the generator's ``input_nc`` channels in [-1, 1]. All inputs are
+            loaded up front; for a large folder use :mod:`cut_hf.translation.folders` or the CLI.
+        size: resize the shorter side to ``size`` (snapped to a multiple of 4) first; ``keep_size``:
+            resize the result back to the input's size (default) or not.
+        batch_size: images of equal size run together in batches of this many (order is kept).
+        device: ``"cpu"``, ``"cuda"``, ...; ``None``: :func:`resolve_device`.
+        precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU) or ``"fp16"`` (CUDA only).
+        tile: translate images larger than ``tile`` x ``tile`` in overlapping tiles with
+            whole-image norm statistics (:mod:`cut_hf.translation.inference`), bounding memory. ``None``: tile
+            (with :data:`DEFAULT_TILE`) only images over ``max_whole_pixels``; ``0``: never.
+            :func:`will_tile` tells in advance.
+        tile_margin, tile_overlap: context pixels read around each tile and discarded; width of
+            the cross-faded band between neighbouring tiles.
+        max_whole_pixels: the auto-tiling threshold and the area of the statistics pass.
+        max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
+        channels_last: channels-last memory format; ``None``: :func:`cut_hf.perf.channels_last_default`.
+        tile_stats: statistics over ``max_whole_pixels`` from ``"crops"`` or a ``"downscale"``d copy.
+        progress: called as ``progress(done, total)`` after every tile of a tiled image and after
+            every batch of whole images; the units are tiles plus whole images.
+        return_report: also return a :class:`TranslationReport` of what was done.
+
+    Returns:
+        A PIL image (``RGB`` for 3 output channels, ``L`` for 1) of the input's size, or a list of
+        them for a list or batch input (odd sizes are padded and cropped back); at the working size
+        with ``size`` and ``keep_size=False``. With ``return_report=True``: ``(output, report)``.
+
+    Raises ImageLoadError when an input cannot be read (the message names it) and ValueError for bad
+    arguments, e.g. ``precision="fp16"`` on the CPU or a tensor outside [-1, 1].
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device, generator)
+    autocast_dtype(precision, dev)  # unknown names and fp16 off CUDA fail before any work
+    cl = channels_last_default(dev, precision) if channels_last is None else bool(channels_last)
+    tile, cl = _exported_limits(generator, tile, cl)
+    tiling = Tiling(tile or DEFAULT_TILE, tile_margin, tile_overlap, max_whole_pixels, tile_stats)
+    in_nc, out_nc = io_channels(generator)
+    items, single = _as_list(image_or_images)
+    inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) uint8 or [-1, 1], CPU
+    original = [tuple(x.shape[-2:]) for x in inputs]
+    inputs = [resize(x, resized_shape(*x.shape[-2:], size)) for x in inputs] if size is not None else inputs
+    restore = size is not None and keep_size
+    job = _Job(Runner(dev, precision, cl), tiling, out_nc, batch_size, progress=progress,
+               finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))
+    groups = _groups(inputs, tile, max_whole_pixels)
+    tiles = sum(tiling.count(*hw) * len(ix) for hw, (ix, tiled) in groups.items() if tiled)
+    job.total = tiles + sum(len(ix) for ix, tiled in groups.values() if not tiled)
+    report = TranslationReport(tiles > 0, tiles, precision, str(dev), [(x.shape[-1], x.shape[-2]) for x in inputs])
+    with prepared(generator, dev) as model, torch.inference_mode():
+        results = _run_groups(model, inputs, groups, job)
+    output = results[0] if single else results
+    return (output, report) if return_report else output
