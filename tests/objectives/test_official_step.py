@@ -35,13 +35,11 @@ while the first-step test passes, suspect rounding before the objective.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+import cut_hf.cli.train as train
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
 
 from tests.reference.official import (
@@ -52,18 +50,6 @@ from tests.reference.official import (
     cut_options,
     get_norm_layer,
 )
-
-TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
-
-
-def _train_module():
-    """train.py as a module (a root script: imported from its path, not via sys.path)."""
-    spec = importlib.util.spec_from_file_location("cut_hf_train_script", TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
 
 def our_steps(generator, discriminator, sampler, batches, mode, flags=()):
     """Run cut-hf's training step once per batch; returns (losses per step, state dicts G/D/F).
@@ -78,7 +64,7 @@ def our_steps(generator, discriminator, sampler, batches, mode, flags=()):
 
     from cut_hf.objectives.cut import CUTObjective, build_optimizers
 
-    config = _train_module().parse_args(["--mode", mode, "--nce-layers", ",".join(map(str, generator.nce_layers)),
+    config = train.parse_args(["--mode", mode, "--nce-layers", ",".join(map(str, generator.nce_layers)),
                                          "--num-patches", str(sampler.num_patches), *flags])
     accelerator = Accelerator(cpu=True)
     try:
