@@ -32,6 +32,7 @@ from PIL import Image
 from cut_hf.translation.folders import (
     BatchOptions, Summary, job_device, job_state, translate_files,
 )
+from cut_hf.translation.inference import MIN_TILE, Tiling
 from cut_hf.data.unpaired import default_num_workers
 from cut_hf.errors import ModelLoadError
 from cut_hf.hub.loading import load_generator
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu, cuda, cuda:1, ... (default: the launch's device per process, else cuda if available)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (default), bf16, fp16 (CUDA)")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile images larger than N x N (default: only images over 1 Mpx; 0: never)")
+                   help=f"tile images larger than N x N, N >= {MIN_TILE} (default: only images over 1 Mpx; 0: never)")
     p.add_argument("--format", default="png", help="output file format / extension (default png)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"skip inputs with more pixels than this (default {DEFAULT_MAX_PIXELS})")
@@ -97,8 +98,6 @@ def _check_numbers(args: argparse.Namespace) -> str:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be positive, got {args.size}")
-    if args.tile is not None and args.tile < 0:
-        raise UsageError(f"--tile must be >= 0, got {args.tile}")
     ext = "." + args.format.lower().lstrip(".")
     if Image.registered_extensions().get(ext) not in Image.SAVE:
         raise UsageError(f"--format {args.format!r}: Pillow cannot write this format")
@@ -163,8 +162,12 @@ def _options(args: argparse.Namespace, state: object) -> BatchOptions:
     workers = args.num_workers
     if workers is None:
         workers = default_num_workers(processes_per_machine=per_machine, spare=1)
+    try:
+        tiling = Tiling(tile=args.tile)
+    except ValueError as err:  # a tile below the minimum: one line, before any work
+        raise UsageError(f"--{err}") from None  # "--tile 10 px is too small: ..."
     return BatchOptions(size=args.size, keep_size=not args.no_keep_size, batch_size=args.batch_size,
-                        precision=args.precision, tile=args.tile, max_pixels=args.max_pixels,
+                        precision=args.precision, tiling=tiling, max_pixels=args.max_pixels,
                         num_workers=workers, overwrite=args.overwrite, ext=ext)
 
 
