@@ -35,6 +35,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cut_hf.cli.help import HelpFormatter  # noqa: E402
 from cut_hf.demo import augment_explorer as aug  # noqa: E402
 from cut_hf.demo import texts  # noqa: E402
 from cut_hf.demo.catalog import SHIPPED_MODEL, ModelCatalog  # noqa: E402
@@ -285,7 +286,7 @@ def build_demo(
 
 # ------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=HelpFormatter)
     p.add_argument("--model", action="append", default=None, metavar="ID_OR_FOLDER",
                    help=f"offer this Hub id or local folder (repeatable; the first is the default; the shipped "
                         f"{SHIPPED_MODEL.name} is always offered, and is the default without --model)")
