@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import functools
 import html
+import inspect
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from cut_hf.cli.help import HelpFormatter  # noqa: E402
 from cut_hf.demo import augment_explorer as aug  # noqa: E402
 from cut_hf.demo import texts  # noqa: E402
 from cut_hf.demo.catalog import SHIPPED_MODEL, ModelCatalog  # noqa: E402
@@ -126,7 +130,7 @@ def _tile_progress(progress: gr.Progress, done: int, total: int) -> None:
 def augment_controls() -> list[gr.components.Component]:
     """The explorer's controls in ``CONTROL_NAMES`` order. Each operation's checkbox and each
     slider have a line of their own, so their labels stay whole in the narrow column at any width."""
-    paper = aug.preset_controls("paper")
+    paper = dataclasses.asdict(aug.AugmentControls.preset("paper"))
     controls = {"size": gr.Slider(8, 512, value=paper["size"], step=1, label="View size (px)")}
     operations = [
         ("crop", "Random resized crop", [("crop_scale_min", 0.01, 1, "crop area min"),
@@ -143,6 +147,35 @@ def augment_controls() -> list[gr.components.Component]:
             for key, low, high, text in sliders:
                 controls[key] = gr.Slider(low, high, value=paper[key], label=text)
     return [controls[k] for k in aug.CONTROL_NAMES]
+
+
+def controls_spelled_out(fn: Callable) -> Callable:
+    """``fn`` with its one ``controls`` parameter (an :class:`~cut_hf.demo.augment_explorer.AugmentControls`)
+    spelled out as a parameter per control, defaulting to the paper's preset: the page has one
+    component per control and the API endpoint names each one. The controls are gathered back into
+    one value before ``fn`` runs."""
+    signature, hints = inspect.signature(fn), typing.get_type_hints(fn)
+    paper = dataclasses.asdict(aug.AugmentControls.preset("paper"))
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name == "controls":
+            params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value,
+                                         annotation=type(value)) for name, value in paper.items()]
+        else:
+            params.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+    spelled = signature.replace(parameters=params, return_annotation=hints.get("return", signature.empty))
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = spelled.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        controls = aug.AugmentControls(**{name: values.pop(name) for name in aug.CONTROL_NAMES})
+        return fn(**values, controls=controls)
+
+    call.__signature__ = spelled  # type: ignore[attr-defined]  # what gradio (inspect.signature) reads
+    call.__annotations__ = {p.name: p.annotation for p in params} | {"return": spelled.return_annotation}
+    return call
 
 
 def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
@@ -164,10 +197,10 @@ def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[st
             params_md = gr.Markdown()
             with gr.Accordion("Sampled parameters as JSON", open=False):
                 params_json = gr.JSON()
-    preset.change(lambda name: [aug.preset_controls(name)[k] for k in aug.CONTROL_NAMES], [preset], controls,
+    preset.change(lambda name: list(dataclasses.astuple(aug.AugmentControls.preset(name))), [preset], controls,
                   api_visibility="private")
-    a_button.click(guarded(h.augment), [a_input, *controls, seed], [boxes, view1, view2, params_md, params_json],
-                   api_name="augment", preprocess=False)
+    a_button.click(guarded(controls_spelled_out(h.augment)), [a_input, *controls, seed],
+                   [boxes, view1, view2, params_md, params_json], api_name="augment", preprocess=False)
     gr.Examples(examples, inputs=[a_input], label="Examples", elem_id="augment-examples")
 
     gr.Markdown(texts.BATCH)
@@ -178,8 +211,8 @@ def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[st
     matrix = gr.Image(label="Cosine similarity (blue −1, white 0, red +1; green: positives)", format="png",
                       elem_id="similarity-matrix")
     loss_md = gr.Markdown()
-    b_button.click(guarded(h.augment_batch), [*controls, seed, temperature, embedding, model_box], [matrix, loss_md],
-                   api_name="augment_batch", preprocess=False)
+    b_button.click(guarded(controls_spelled_out(h.augment_batch)), [*controls, seed, temperature, embedding, model_box],
+                   [matrix, loss_md], api_name="augment_batch", preprocess=False)
 
 
 def build_patch_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
@@ -253,7 +286,7 @@ def build_demo(
 
 # ------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=HelpFormatter)
     p.add_argument("--model", action="append", default=None, metavar="ID_OR_FOLDER",
                    help=f"offer this Hub id or local folder (repeatable; the first is the default; the shipped "
                         f"{SHIPPED_MODEL.name} is always offered, and is the default without --model)")

@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cut_hf import CUTGenerator, translate
+from cut_hf import CUTGenerator, Tiling, translate
 from cut_hf.translation.export import export_onnx
 from cut_hf.translation.exported import OnnxGenerator
+
+NEVER = Tiling(tile=0)  # whole images only: an exported graph cannot be tiled
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -67,10 +69,10 @@ def main() -> None:
         rng = np.random.default_rng(0)
         for size in args.sizes:
             image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-            eager = _median_seconds(lambda: translate(generator, image, tile=0), args.runs)
-            onnx = _median_seconds(lambda: translate(runtime, image, tile=0), args.runs)
-            a = np.asarray(translate(generator, image, tile=0), dtype=int)
-            b = np.asarray(translate(runtime, image, tile=0), dtype=int)
+            eager = _median_seconds(lambda: translate(generator, image, tiling=NEVER), args.runs)
+            onnx = _median_seconds(lambda: translate(runtime, image, tiling=NEVER), args.runs)
+            a = np.asarray(translate(generator, image, tiling=NEVER), dtype=int)
+            b = np.asarray(translate(runtime, image, tiling=NEVER), dtype=int)
             print(f"| {size} | {eager:.3f} | {onnx:.3f} | {eager / onnx:.2f}x | {np.abs(a - b).max()} |", flush=True)
         print("\n" + _machine())
 

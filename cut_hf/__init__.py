@@ -12,10 +12,10 @@ from cut_hf.models import (
     StyleGAN2Generator,
     nce_channels,
 )
-from cut_hf.translation.pipeline import TranslationReport, translate, will_tile
+from cut_hf.translation.pipeline import Tiling, TranslationReport, translate, will_tile
 
 __version__ = "0.1.0"
 
 __all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment",
            "StyleGAN2Generator", "StyleGAN2Discriminator", "ModelLoadError", "load_generator", "translate",
-           "TranslationReport", "will_tile", "__version__"]
+           "Tiling", "TranslationReport", "will_tile", "__version__"]

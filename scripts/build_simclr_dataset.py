@@ -11,7 +11,7 @@ training: the label asks "which scene / texture is this?", not "which pixels are
 ``--source digits``: scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), upscaled
 to ``--size`` (bicubic) as RGB, split per class.
 
-Writes the layout ``cut_hf.evaluation.simclr`` reads and ``cut_hf.simclr_train`` trains on (labels
+Writes the layout ``cut_hf.evaluation.simclr`` reads and ``cut-hf train --task simclr`` trains on (labels
 are ignored there; the class subfolders are simply searched recursively)::
 
     OUT/train/<class>/*.png   OUT/test/<class>/*.png   OUT/info.json
@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from cut_hf.cli.help import HelpFormatter
 
 # scikit-image's bundled images (no download): name -> loader name in skimage.data. Small or
 # synthetic ones (page, text, chessboard, logo, horse silhouette, phantom) are left out.
@@ -104,7 +106,7 @@ def build_digits(args: argparse.Namespace, rng: np.random.Generator) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--output", required=True, help="folder to create (replaced if it holds a previous build)")
     p.add_argument("--source", default="photos", choices=["photos", "digits"])
     p.add_argument("--size", type=int, default=32, help="side of the square images")

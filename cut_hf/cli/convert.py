@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.official.convert import OFFICIAL_PRETRAINED_URL, ConversionError, convert
 from cut_hf.errors import one_line
 from cut_hf.official.checkpoints import MODES
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cut-hf convert",
         description="Convert official CUT/FastCUT/SinCUT checkpoints (latest_net_G.pth, ...) to a from_pretrained folder.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="the generator: latest_net_G.pth of the official release")
     p.add_argument("--netD", help="also convert this discriminator (latest_net_D.pth) into OUTPUT/discriminator/")

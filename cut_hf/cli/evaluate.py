@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.errors import ModelLoadError
 from cut_hf.evaluation.translation import EvaluationError, evaluate_folders
 from cut_hf.hub.loading import load_generator
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cut-hf evaluate",
         description="Translate a test folder and measure FID / KID against the target domain "
                     "(PSNR / SSIM with --paired).",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True,
                    help="Hub id, save_pretrained folder, train.py output folder, or an official latest_net_G.pth")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.data.unpaired import DataError
 from cut_hf.errors import ModelLoadError
 from cut_hf.evaluation.simclr import evaluate
@@ -23,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of ``cut-hf evaluate-simclr``."""
     p = argparse.ArgumentParser(prog="cut-hf evaluate-simclr",
                                 description="kNN and linear-probe accuracy of a SimCLR encoder's frozen features.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     a = p.add_argument
-    a("--model", help="SimCLR folder (save_pretrained, or a simclr_train output folder) or Hub id")
+    a("--model", help="SimCLR folder (save_pretrained, or a `cut-hf train --task simclr` output folder) or Hub id")
     a("--data", required=True, help="labelled folder: DIR/train/<class>/ + DIR/test/<class>/, or DIR/<class>/")
     a("--image-size", type=int, default=None, help="input size (default: 32 with the CIFAR stem, else 224)")
     a("--k", type=int, default=200, help="kNN neighbours (capped at the training set size)")
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--probe-c", type=float, default=1.0, help="inverse L2 strength of the logistic-regression probe")
     a("--test-fraction", type=float, default=0.2, help="test share per class when DIR has no train/test split")
     a("--batch-size", type=int, default=256)
-    a("--device", default=None, help="default: cuda when available, else cpu")
+    a("--device", default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     a("--random-init", action="store_true",
       help="baseline: the same architecture with random weights (seeded by --seed) instead of the trained ones")
     a("--backbone", default="resnet18", choices=BACKBONES, help="architecture for --random-init without --model")

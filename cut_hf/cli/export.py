@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.translation.export import (
     DEFAULT_EXAMPLE_SIZE,
     DEFAULT_OPSET,
@@ -40,13 +41,14 @@ TOLERANCE = 1e-4
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cut-hf export``."""
     p = argparse.ArgumentParser(prog="cut-hf export",
-                                description="Export a CUT generator to ONNX or to a torch.export program.")
+                                description="Export a CUT generator to ONNX or to a torch.export program.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="Hub id, save_pretrained folder or train.py output folder")
-    p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx (default) or exported-program (.pt2)")
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="onnx, or exported-program (.pt2)")
     p.add_argument("--output", required=True, help="the file to write (.onnx or .pt2)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="fp32 (default), fp16, bf16 (exported-program only)")
+                   help="bf16: exported-program only")
     p.add_argument("--example-size", type=int, nargs=2, default=list(DEFAULT_EXAMPLE_SIZE), metavar=("H", "W"),
                    help="size of the traced example (multiples of 4; the export takes any such size)")
     p.add_argument("--no-verify", action="store_true", help="skip running the written file against PyTorch")

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.data.augment import PRESETS, SimCLRAugment
 from cut_hf.data.unpaired import UnpairedSampler, default_num_workers, make_dataloader
 from cut_hf.models.simclr import BACKBONES, SimCLR
@@ -44,7 +45,7 @@ MODEL_SUBFOLDER = "model"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cut-hf train --task simclr", description="Train SimCLR with Accelerate.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     a = p.add_argument
     a("--task", default="simclr", choices=["simclr"], help=argparse.SUPPRESS)  # passed through by train.py
     d = p.add_argument_group("data (labels are not needed)").add_argument

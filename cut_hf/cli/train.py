@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
+from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
     DataError,
@@ -69,10 +70,11 @@ OBJECTIVES: dict[str, type[CUTObjective]] = {"cut": CUTObjective, "fastcut": CUT
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cut-hf train", description="Train CUT / FastCUT / SinCUT with Accelerate.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     a = p.add_argument
     a("--task", default="cut", choices=["cut", "simclr"], help="what to train (simclr: SimCLR, whose flags are listed by --task simclr --help)")
-    a("--mode", default="cut", choices=list(MODE_DEFAULTS), help="the paper's CUT, FastCUT or SinCUT preset")
+    a("--mode", default="cut", choices=list(MODE_DEFAULTS),
+      help="the paper's CUT, FastCUT or SinCUT preset (it sets the defaults shown per mode below)")
     # data
     d = p.add_argument_group("data").add_argument
     d("--data-dir", help="folder with trainA/ and trainB/ (the official layout)")
@@ -112,11 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     m("--netf-nc", type=int, default=256, help="PatchSampler embedding size")
     m("--num-downsampling", type=int, default=1, help="SinCUT: stride-2 stages of the StyleGAN2 generator")
     # objective
-    o = p.add_argument_group("objective (defaults marked * come from --mode)").add_argument
+    o = p.add_argument_group("objective").add_argument
     o("--lambda-gan", type=float, default=1.0, help="weight of the GAN loss")
-    o("--lambda-nce", type=float, default=None, help="* weight of PatchNCE (cut 1, fastcut 10)")
-    o("--nce-idt", action=argparse.BooleanOptionalAction, default=None, help="* PatchNCE identity loss on B (cut)")
-    o("--flip-equivariance", action=argparse.BooleanOptionalAction, default=None, help="* FastCUT's flip trick")
+    o("--lambda-nce", type=float, default=None, help="weight of PatchNCE")
+    o("--nce-idt", action=argparse.BooleanOptionalAction, default=None, help="PatchNCE identity loss on B")
+    o("--flip-equivariance", action=argparse.BooleanOptionalAction, default=None, help="FastCUT's flip trick")
     o("--nce-layers", default="0,4,8,12,16", help="generator layers for PatchNCE")
     o("--num-patches", type=int, default=256, help="patches per layer and image")
     o("--nce-t", type=float, default=0.07, help="PatchNCE temperature")
@@ -124,10 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     o("--gan-mode", default="lsgan", choices=GAN_MODES)
     o("--lambda-r1", type=float, default=1.0, help="SinCUT: weight of the R1 penalty on real B")
     o("--lambda-identity", type=float, default=None,
-      help="* weight of the identity L1 |G(B) - B| (cut 0, fastcut 0, sincut 1; needs --nce-idt)")
+      help="weight of the identity L1 |G(B) - B| (needs --nce-idt)")
     o("--no-reuse-features", dest="reuse_features", action="store_false",
       help="recompute PatchNCE keys with a second encoder pass instead of reusing the forward pass's")
     add_run_flags(p)
+    preset_defaults_in_help(p, MODE_DEFAULTS, "--mode")
     return p
 
 
@@ -149,8 +152,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     t("--lr", type=float, default=2e-4)
     t("--beta1", type=float, default=0.5)
     t("--beta2", type=float, default=0.999)
-    t("--n-epochs", type=int, default=None, help="* epochs at the initial learning rate (cut 200, fastcut 150)")
-    t("--n-epochs-decay", type=int, default=None, help="* epochs of linear decay to zero (cut 200, fastcut 50)")
+    t("--n-epochs", type=int, default=None, help="epochs at the initial learning rate")
+    t("--n-epochs-decay", type=int, default=None, help="epochs of linear decay to zero")
     t("--max-steps", type=int, default=None, help="stop after this many steps in all (tests, benchmarks)")
     t("--seed", type=int, default=0)
     t("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")

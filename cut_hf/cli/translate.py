@@ -29,9 +29,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.translation.folders import (
     BatchOptions, Summary, job_device, job_state, translate_files,
 )
+from cut_hf.translation.inference import MIN_TILE, Tiling
 from cut_hf.data.unpaired import default_num_workers
 from cut_hf.errors import ModelLoadError
 from cut_hf.hub.loading import load_generator
@@ -55,34 +57,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cut-hf translate",
         description="Translate images with a CUT / FastCUT generator (Hub id or local folder).",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="Hub id, save_pretrained folder or train.py output folder")
     p.add_argument("--input", help="an image file or a folder (searched recursively)")
     p.add_argument("--output", help="output folder (created; relative paths and stems are kept)")
     p.add_argument("--size", type=int, default=None, help="resize the shorter side to N before translating")
     p.add_argument("--no-keep-size", action="store_true", help="with --size: save at the working size")
-    p.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1, ... (default: the launch's device per process, else cuda if available)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32 (default), bf16, fp16 (CUDA)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp16 needs CUDA")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile images larger than N x N (default: only images over 1 Mpx; 0: never)")
-    p.add_argument("--format", default="png", help="output file format / extension (default png)")
+                   help=f"tile images larger than N x N, N >= {MIN_TILE} (default: only images over 1 Mpx; 0: never)")
+    p.add_argument("--format", default="png", help="output file format / extension")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"skip inputs with more pixels than this (default {DEFAULT_MAX_PIXELS})")
+                   help="skip inputs with more pixels than this")
     p.add_argument("--num-workers", type=int, default=None,
                    help="DataLoader workers decoding inputs per process (default: the usable cores left, at most 4)")
     p.add_argument("--overwrite", action="store_true", help="translate again inputs whose output exists")
     d = p.add_argument_group("🤗 datasets (instead of --input/--output)")
     d.add_argument("--dataset", help="Hub id, save_to_disk folder or local dataset folder")
-    d.add_argument("--column", default="image", help="the image column (default image)")
-    d.add_argument("--split", default="train", help="the split (default train)")
+    d.add_argument("--column", default="image", help="the image column")
+    d.add_argument("--split", default="train", help="the split")
     d.add_argument("--streaming", action="store_true",
                    help="read the dataset as a stream (Hub ids: no full download first; rows come out in the "
                         "order they were translated)")
     d.add_argument("--output-dataset", help="save_to_disk folder for the result (all rows and columns)")
     d.add_argument("--push-to-hub", metavar="USER/NAME", help="push the result to this Hub dataset repository")
-    d.add_argument("--output-column", help="name of the translated column (default <column>_translated)")
+    d.add_argument("--output-column", help="name of the translated column (default: <column>_translated)")
     return p
 
 
@@ -97,8 +100,6 @@ def _check_numbers(args: argparse.Namespace) -> str:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be positive, got {args.size}")
-    if args.tile is not None and args.tile < 0:
-        raise UsageError(f"--tile must be >= 0, got {args.tile}")
     ext = "." + args.format.lower().lstrip(".")
     if Image.registered_extensions().get(ext) not in Image.SAVE:
         raise UsageError(f"--format {args.format!r}: Pillow cannot write this format")
@@ -163,8 +164,12 @@ def _options(args: argparse.Namespace, state: object) -> BatchOptions:
     workers = args.num_workers
     if workers is None:
         workers = default_num_workers(processes_per_machine=per_machine, spare=1)
+    try:
+        tiling = Tiling(tile=args.tile)
+    except ValueError as err:  # a tile below the minimum: one line, before any work
+        raise UsageError(f"--{err}") from None  # "--tile 10 px is too small: ..."
     return BatchOptions(size=args.size, keep_size=not args.no_keep_size, batch_size=args.batch_size,
-                        precision=args.precision, tile=args.tile, max_pixels=args.max_pixels,
+                        precision=args.precision, tiling=tiling, max_pixels=args.max_pixels,
                         num_workers=workers, overwrite=args.overwrite, ext=ext)
 
 

@@ -11,7 +11,7 @@ give it. Two embeddings are offered, neither trained with SimCLR, and the page s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -27,48 +27,65 @@ from cut_hf.demo.render import colormap, draw_boxes, font
 
 VIEW_COLOURS = ("#ff8c1a", "#1ad1ff")  # view 1 orange, view 2 cyan: boxes, labels and matrix marks
 
-# The explorer's controls, in the order the app lays them out and the /augment API takes them.
-CONTROL_NAMES = ("size", "crop", "crop_scale_min", "crop_scale_max", "flip", "flip_p", "jitter", "jitter_p",
-                 "jitter_strength", "grayscale", "grayscale_p", "blur", "blur_p", "blur_sigma_min",
-                 "blur_sigma_max")
-
 PRESET_LABELS = {"paper": "simclr", "cifar": "cifar"}  # app names -> cut_hf.data.augment.PRESETS keys
 
 
-def preset_controls(name: str) -> dict[str, Any]:
-    """Control values of a preset: ``"paper"`` (ImageNet recipe, 224 px) or ``"cifar"`` (32 px, s 0.5, no blur)."""
-    if name not in PRESET_LABELS:
-        raise DemoError(f"unknown preset {name!r}; choose from {sorted(PRESET_LABELS)}")
-    cfg = SimCLRAugment(**PRESETS[PRESET_LABELS[name]], seed=0).config()
-    return dict(size=cfg["size"], crop=cfg["crop"], crop_scale_min=cfg["crop_scale"][0],
-                crop_scale_max=cfg["crop_scale"][1], flip=cfg["flip"], flip_p=cfg["flip_p"], jitter=cfg["jitter"],
-                jitter_p=cfg["jitter_p"], jitter_strength=cfg["jitter_strength"], grayscale=cfg["grayscale"],
-                grayscale_p=cfg["grayscale_p"], blur=cfg["blur"], blur_p=cfg["blur_p"],
-                blur_sigma_min=cfg["blur_sigma"][0], blur_sigma_max=cfg["blur_sigma"][1])
+@dataclass(frozen=True)
+class AugmentControls:
+    """The explorer's controls as one value: each operation's switch and its parameters.
 
-
-def make_augment(
-    size: int = 224, crop: bool = True, crop_scale_min: float = 0.08, crop_scale_max: float = 1.0,
-    flip: bool = True, flip_p: float = 0.5, jitter: bool = True, jitter_p: float = 0.8,
-    jitter_strength: float = 1.0, grayscale: bool = True, grayscale_p: float = 0.2, blur: bool = True,
-    blur_p: float = 0.5, blur_sigma_min: float = 0.1, blur_sigma_max: float = 2.0,
-) -> SimCLRAugment:
-    """A :class:`SimCLRAugment` from the explorer's controls; bad values raise :class:`DemoError`.
-
-    The defaults are the paper's ImageNet recipe (the ``"paper"`` preset).
+    The page has a component per field and the ``/augment`` and ``/augment_batch`` API endpoints a
+    parameter per field, in this order (:data:`CONTROL_NAMES`); the handlers take this one value.
+    :meth:`preset` gives a preset's values, :meth:`augment` the transform.
     """
-    if not 8 <= int(size) <= 512:
-        raise DemoError(f"view size must be between 8 and 512 pixels, got {size}")
-    try:
-        return SimCLRAugment(
-            size=int(size), crop=bool(crop), crop_scale=(float(crop_scale_min), float(crop_scale_max)),
-            flip=bool(flip), flip_p=float(flip_p), jitter=bool(jitter), jitter_p=float(jitter_p),
-            jitter_strength=float(jitter_strength), grayscale=bool(grayscale), grayscale_p=float(grayscale_p),
-            blur=bool(blur), blur_p=float(blur_p), blur_sigma=(float(blur_sigma_min), float(blur_sigma_max)),
-            seed=0,
-        )
-    except (TypeError, ValueError) as err:
-        raise DemoError(f"invalid augmentation settings: {err}") from err
+
+    size: int
+    crop: bool
+    crop_scale_min: float
+    crop_scale_max: float
+    flip: bool
+    flip_p: float
+    jitter: bool
+    jitter_p: float
+    jitter_strength: float
+    grayscale: bool
+    grayscale_p: float
+    blur: bool
+    blur_p: float
+    blur_sigma_min: float
+    blur_sigma_max: float
+
+    @classmethod
+    def preset(cls, name: str = "paper") -> AugmentControls:
+        """A preset's values: ``"paper"`` (ImageNet recipe, 224 px) or ``"cifar"`` (32 px, s 0.5, no blur)."""
+        if name not in PRESET_LABELS:
+            raise DemoError(f"unknown preset {name!r}; choose from {sorted(PRESET_LABELS)}")
+        cfg = SimCLRAugment(**PRESETS[PRESET_LABELS[name]], seed=0).config()
+        return cls(size=cfg["size"], crop=cfg["crop"], crop_scale_min=cfg["crop_scale"][0],
+                   crop_scale_max=cfg["crop_scale"][1], flip=cfg["flip"], flip_p=cfg["flip_p"], jitter=cfg["jitter"],
+                   jitter_p=cfg["jitter_p"], jitter_strength=cfg["jitter_strength"], grayscale=cfg["grayscale"],
+                   grayscale_p=cfg["grayscale_p"], blur=cfg["blur"], blur_p=cfg["blur_p"],
+                   blur_sigma_min=cfg["blur_sigma"][0], blur_sigma_max=cfg["blur_sigma"][1])
+
+    def augment(self) -> SimCLRAugment:
+        """The :class:`SimCLRAugment` these controls describe; bad values raise :class:`DemoError`."""
+        if not 8 <= int(self.size) <= 512:
+            raise DemoError(f"view size must be between 8 and 512 pixels, got {self.size}")
+        try:
+            return SimCLRAugment(
+                size=int(self.size), crop=bool(self.crop),
+                crop_scale=(float(self.crop_scale_min), float(self.crop_scale_max)), flip=bool(self.flip),
+                flip_p=float(self.flip_p), jitter=bool(self.jitter), jitter_p=float(self.jitter_p),
+                jitter_strength=float(self.jitter_strength), grayscale=bool(self.grayscale),
+                grayscale_p=float(self.grayscale_p), blur=bool(self.blur), blur_p=float(self.blur_p),
+                blur_sigma=(float(self.blur_sigma_min), float(self.blur_sigma_max)), seed=0,
+            )
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"invalid augmentation settings: {err}") from err
+
+
+#: The controls in the order the app lays them out and the API endpoints take them.
+CONTROL_NAMES = tuple(f.name for f in fields(AugmentControls))
 
 
 def to_pil(view: torch.Tensor) -> Image.Image:

@@ -84,28 +84,19 @@ class DemoHandlers:
                                  self.tile_above, self.max_pixels, progress)
         return (result.before, result.after), result.describe(img.size)
 
-    def augment(self, image: Upload, size: int = 224, crop: bool = True, crop_scale_min: float = 0.08,
-                crop_scale_max: float = 1.0, flip: bool = True, flip_p: float = 0.5, jitter: bool = True,
-                jitter_p: float = 0.8, jitter_strength: float = 1.0, grayscale: bool = True, grayscale_p: float = 0.2,
-                blur: bool = True, blur_p: float = 0.5, blur_sigma_min: float = 0.1, blur_sigma_max: float = 2.0,
+    def augment(self, image: Upload, controls: aug.AugmentControls | None = None,
                 seed: int = 0) -> tuple[Image.Image, Image.Image, Image.Image, str, dict[str, Any]]:
-        """Two SimCLR views of an image, the crop boxes drawn on it, and what each view sampled."""
-        augment = aug.make_augment(size, crop, crop_scale_min, crop_scale_max, flip, flip_p, jitter, jitter_p,
-                                   jitter_strength, grayscale, grayscale_p, blur, blur_p, blur_sigma_min,
-                                   blur_sigma_max)
+        """Two SimCLR views of an image (``controls``: the paper's preset when None), the crop boxes
+        drawn on it, and what each view sampled."""
+        augment = (controls or aug.AugmentControls.preset()).augment()
         res = aug.explore_views(read_image(image, self.max_pixels), augment, int(seed or 0))
         return res.boxes, res.view1, res.view2, aug.params_markdown(*res.params), res.params_json()
 
-    def augment_batch(self, size: int = 224, crop: bool = True, crop_scale_min: float = 0.08,
-                      crop_scale_max: float = 1.0, flip: bool = True, flip_p: float = 0.5, jitter: bool = True,
-                      jitter_p: float = 0.8, jitter_strength: float = 1.0, grayscale: bool = True,
-                      grayscale_p: float = 0.2, blur: bool = True, blur_p: float = 0.5, blur_sigma_min: float = 0.1,
-                      blur_sigma_max: float = 2.0, seed: int = 0, temperature: float = 0.5,
+    def augment_batch(self, controls: aug.AugmentControls | None = None, seed: int = 0, temperature: float = 0.5,
                       embedding: str = "pixels", model: str | None = None) -> tuple[Image.Image, str]:
-        """The example images through two views each: the 2N x 2N cosine-similarity matrix and NT-Xent."""
-        augment = aug.make_augment(size, crop, crop_scale_min, crop_scale_max, flip, flip_p, jitter, jitter_p,
-                                   jitter_strength, grayscale, grayscale_p, blur, blur_p, blur_sigma_min,
-                                   blur_sigma_max)
+        """The example images through two views each (``controls``: the paper's preset when None):
+        the 2N x 2N cosine-similarity matrix and NT-Xent."""
+        augment = (controls or aug.AugmentControls.preset()).augment()
         if embedding not in _EMBEDDINGS:
             raise DemoError(f"embedding must be 'pixels' or 'cut-encoder', got {embedding!r}")
         embed = (aug.generator_embedding(self.model(model or self.catalog.default).generator)

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
-from cut_hf.translation.pipeline import DEFAULT_TILE, PRECISIONS, resized_shape, translate
+from cut_hf.precision import PRECISIONS
+from cut_hf.translation.inference import DEFAULT_TILE, Tiling
+from cut_hf.translation.pipeline import resized_shape, translate
 from cut_hf.demo.errors import DemoError
 from cut_hf.demo.models import DemoModel
 
@@ -18,7 +20,7 @@ from cut_hf.demo.models import DemoModel
 RESOLUTIONS = ("original", "64", "128", "256", "512", "1024")
 
 #: Images with more pixels than this go through translate's tiled path (whole-image norm
-#: statistics, :data:`~cut_hf.translation.pipeline.DEFAULT_TILE` px tiles), so memory stays bounded however
+#: statistics, :data:`~cut_hf.translation.inference.DEFAULT_TILE` px tiles), so memory stays bounded however
 #: large the upload.
 DEFAULT_TILE_ABOVE = 1 << 20
 
@@ -101,7 +103,8 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
     start = time.perf_counter()
     try:
         after, report = translate(model.generator, before, device=translation_device(), precision=precision,
-                                  max_whole_pixels=tile_above, max_pixels=None,  # checked against the app's limit
+                                  tiling=Tiling(max_whole_pixels=tile_above),
+                                  max_pixels=None,  # checked against the app's limit
                                   progress=progress, return_report=True)
     except ValueError as err:  # bad precision for the device, an unusable image
         raise DemoError(str(err)) from None

@@ -80,7 +80,7 @@ class _ExportedGenerator(nn.Module):
     def __copy__(self) -> _ExportedGenerator:
         raise ExportedModelError(
             f"{type(self).__name__} cannot be tiled or have its norms swapped (an exported graph has no norm "
-            "modules): translate with tile=0 and precision='fp32'"
+            "modules): translate with tiling=Tiling(tile=0) and precision='fp32'"
         )
 
     def _check(self, x: torch.Tensor) -> None:

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, pil_to_uint8
-from cut_hf.translation.pipeline import io_channels, translate, will_tile
+from cut_hf.translation.pipeline import Tiling, io_channels, translate, will_tile
 
 # Each job of a launch counts its progress under its own key of the shared store (see Progress).
 _JOB_IDS = itertools.count()
@@ -49,7 +49,7 @@ class BatchOptions:
     keep_size: bool = True
     batch_size: int = 8
     precision: str = "fp32"
-    tile: int | None = None
+    tiling: Tiling = field(default_factory=Tiling)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     num_workers: int = 0
     overwrite: bool = False
@@ -245,7 +245,7 @@ def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions
     try:
         return translate(
             generator, [item.image for item in batch], size=options.size, keep_size=options.keep_size,
-            batch_size=options.batch_size, device=device, precision=options.precision, tile=options.tile,
+            batch_size=options.batch_size, device=device, precision=options.precision, tiling=options.tiling,
             max_pixels=None, progress=progress.tiles if tiled else None,
         )
     except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
@@ -262,7 +262,7 @@ def translated(
     ``(input, image)`` each, ``(input, None)`` for one that failed (skipped ones yield nothing);
     ``summary`` counts as it goes."""
     loader = DataLoader(reader, batch_size=None, num_workers=options.num_workers, collate_fn=_keep)
-    alone = lambda h, w: will_tile(w, h, options.tile, options.size)  # noqa: E731
+    alone = lambda h, w: will_tile(h, w, options.tiling, options.size)  # noqa: E731
     for batch in size_batches(iter(loader), options.batch_size, alone, buffered=8 * options.batch_size):
         if batch[0].skip:
             summary.skipped += 1

@@ -10,7 +10,7 @@ of the *whole* map, so tiles run on their own would each get their own statistic
 shifts). The tiled mode works in two passes:
 
 1. *Statistics*: the generator runs once on the whole image and every ``InstanceNorm2d`` records
-   the per-channel mean and variance of its input. Over the budget (``Tiling.stats_pixels``) they
+   the per-channel mean and variance of its input. Over the budget (``Tiling.max_whole_pixels``) they
    are estimated within it: from full-resolution crops spread over the image, run as one batch
    whose norms pool over all crops (``"crops"``), or from a downscaled copy (``"downscale"``).
 2. *Tiles*: overlapping tiles, each read with ``margin`` pixels of context that are computed and
@@ -54,12 +54,14 @@ STATS_CROP = 512
 #: At most this many crops (the budget also bounds them).
 STATS_MAX_CROPS = 64
 #: Context read around each tile and discarded; a multiple of 4. It must cover the part of the
-#: receptive field that still matters (tests/test_pipeline.py checks tiles against the whole image).
+#: receptive field that still matters (tests/translation/test_pipeline.py checks tiles against the whole image).
 DEFAULT_TILE_MARGIN = 64
 #: Width of the cross-faded band between neighbouring tiles; a multiple of 4.
 DEFAULT_TILE_OVERLAP = 32
 #: The generator needs H, W multiples of 4 (two stride-2 stages) and at least 8 (its reflect pads).
 MULTIPLE, MIN_SIDE = 4, 8
+#: Smallest tile side (and never below the margin): below it most of every forward is discarded context.
+MIN_TILE = 128
 #: How statistics of an image over the budget are estimated (see :func:`norm_stats`).
 STATS_SAMPLES = ("crops", "downscale")
 
@@ -100,38 +102,61 @@ class Runner:
 
 @dataclass(frozen=True)
 class Tiling:
-    """Tile geometry and the statistics pass: ``tile`` output pixels per side, ``margin`` context
-    pixels around each tile, ``overlap`` cross-faded pixels, ``stats_pixels`` the statistics budget."""
+    """When and how an image runs in tiles (the tiling knobs of :func:`~cut_hf.translation.pipeline.translate`).
 
-    tile: int = DEFAULT_TILE
+    Attributes:
+        tile: ``None`` tiles only images whose padded area exceeds ``max_whole_pixels``, in
+            :data:`DEFAULT_TILE` px tiles; ``0`` never tiles; ``N`` tiles images with a side longer
+            than N, in N x N tiles (rounded up to a multiple of 4). N must be at least
+            :data:`MIN_TILE` and at least ``margin``: smaller tiles spend most of each forward on the
+            context around them (a 512 px image in 10 px tiles is 3,969 forwards).
+        margin: context pixels read around each tile and discarded (rounded up to a multiple of 4).
+        overlap: width of the cross-faded band between neighbouring tiles (at most half a tile).
+        max_whole_pixels: the automatic threshold above, and the area of the statistics pass.
+        stats_sample: how statistics of an image over ``max_whole_pixels`` are estimated:
+            ``"crops"`` or ``"downscale"`` (see :func:`norm_stats`).
+
+    Raises ValueError (one line) for a tile below the minimum, a negative margin or overlap, or an
+    unknown ``stats_sample``.
+    """
+
+    tile: int | None = None
     margin: int = DEFAULT_TILE_MARGIN
     overlap: int = DEFAULT_TILE_OVERLAP
-    stats_pixels: int = DEFAULT_MAX_WHOLE_PIXELS
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS
     stats_sample: str = "crops"
 
     def __post_init__(self) -> None:
         if self.margin < 0 or self.overlap < 0:
-            raise ValueError(f"tile_margin and tile_overlap must be >= 0, got {self.margin} and {self.overlap}")
+            raise ValueError(f"tile margin and overlap must be >= 0, got {self.margin} and {self.overlap}")
         if self.stats_sample not in STATS_SAMPLES:
-            raise ValueError(f"tile_stats must be 'crops' or 'downscale', got {self.stats_sample!r}")
-        tile = max(2 * MIN_SIDE, -(-self.tile // MULTIPLE) * MULTIPLE)  # round up to a multiple of 4
-        overlap = min(-(-self.overlap // MULTIPLE) * MULTIPLE, tile // 2 // MULTIPLE * MULTIPLE)
-        object.__setattr__(self, "tile", tile)
-        object.__setattr__(self, "margin", -(-self.margin // MULTIPLE) * MULTIPLE)
-        object.__setattr__(self, "overlap", overlap)
+            raise ValueError(f"tile statistics must be 'crops' or 'downscale', got {self.stats_sample!r}")
+        margin = -(-self.margin // MULTIPLE) * MULTIPLE
+        smallest = max(MIN_TILE, margin)
+        if self.tile is not None and (self.tile < 0 or 0 < self.tile < smallest):
+            raise ValueError(f"tile {self.tile} px is too small: tiles must be at least {smallest} px (each one "
+                             f"computes {margin} px of context on every side); use 0 to never tile")
+        if self.tile:
+            object.__setattr__(self, "tile", -(-self.tile // MULTIPLE) * MULTIPLE)
+        object.__setattr__(self, "margin", margin)
+        overlap = -(-self.overlap // MULTIPLE) * MULTIPLE
+        object.__setattr__(self, "overlap", min(overlap, self.side // 2 // MULTIPLE * MULTIPLE))
+
+    @property
+    def side(self) -> int:
+        """Output pixels per tile side when an image is tiled (``tile``, or :data:`DEFAULT_TILE`)."""
+        return self.tile or DEFAULT_TILE
+
+    def applies_to(self, height: int, width: int) -> bool:
+        """Whether an image of ``height`` x ``width`` runs in tiles (the rule of ``tile`` above)."""
+        if self.tile is None:
+            return padded_side(height) * padded_side(width) > self.max_whole_pixels
+        return bool(self.tile) and max(height, width) > self.tile
 
     def count(self, height: int, width: int) -> int:
-        """Tiles of an image of ``height`` x ``width`` (before padding)."""
+        """Tiles of an image of ``height`` x ``width`` (before padding) when it is tiled."""
         ph, pw = (padded_side(n) for n in (height, width))
-        return len(tile_layout(ph, self.tile, self.overlap)) * len(tile_layout(pw, self.tile, self.overlap))
-
-
-def needs_tiling(height: int, width: int, tile: int | None, max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS) -> bool:
-    """The tiling rule: ``tile=None`` tiles images whose padded area exceeds ``max_whole_pixels``;
-    ``0`` never tiles; a size tiles images with a side longer than ``tile`` (rounded as in Tiling)."""
-    if tile is None:
-        return padded_side(height) * padded_side(width) > max_whole_pixels
-    return bool(tile) and max(height, width) > Tiling(tile=tile, margin=0, overlap=0).tile
+        return len(tile_layout(ph, self.side, self.overlap)) * len(tile_layout(pw, self.side, self.overlap))
 
 
 # ------------------------------------------------------------------------------------- whole path
@@ -319,7 +344,7 @@ def norm_stats(
     most ``max_pixels`` pixels by ``sample``: ``"crops"`` (full-resolution crops spread over the
     image, run as one batch whose norms pool over all crops) or ``"downscale"`` (the whole image,
     downscaled). Crops keep the scale the tiles see; downscaling changes the frequency content and
-    with it the statistics of texture-sensitive layers (tests/test_pipeline.py compares the two).
+    with it the statistics of texture-sensitive layers (tests/translation/test_pipeline.py compares the two).
     """
     x, pool = _stats_input(xp, max_pixels, sample)
     recorders: dict[str, StatsInstanceNorm] = {}
@@ -359,12 +384,12 @@ def run_tiled(
     ``on_tile()`` after each tile. Returns float32 (1, C', H, W) on the CPU.
 
     Peak memory: the padded input and a float32 output of the image's size, plus one forward over
-    (tile + 2 margin)^2 pixels and one over ``tiling.stats_pixels``.
+    (tile + 2 margin)^2 pixels and one over ``tiling.max_whole_pixels``.
     """
     xp, pads = pad(x)
     h, w = xp.shape[-2:]
-    tile, margin = tiling.tile, tiling.margin
-    stats = norm_stats(model, xp, tiling.stats_pixels, runner, tiling.stats_sample)
+    tile, margin = tiling.side, tiling.margin
+    stats = norm_stats(model, xp, tiling.max_whole_pixels, runner, tiling.stats_sample)
     frozen = swap_norms(model, lambda name, norm: StatsInstanceNorm(norm, stats[name]))
 
     rows, cols = tile_layout(h, tile, tiling.overlap), tile_layout(w, tile, tiling.overlap)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 import numpy as np
@@ -22,26 +22,21 @@ from PIL import Image
 
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, load_image, pil_to_uint8, tensor_to_pil
 from cut_hf.translation.inference import (
-    DEFAULT_MAX_WHOLE_PIXELS,
-    DEFAULT_TILE,
-    DEFAULT_TILE_MARGIN,
-    DEFAULT_TILE_OVERLAP,
     MULTIPLE,
     Runner,
     Tiling,
     as_float,
     layout_keeping,
-    needs_tiling,
     resize,
     run_tiled,
     run_whole,
 )
 from cut_hf.perf import channels_last_default
-from cut_hf.precision import PRECISIONS, autocast_dtype
+from cut_hf.precision import autocast_dtype
 
 __all__ = [
-    "DEFAULT_MAX_WHOLE_PIXELS", "DEFAULT_TILE", "PRECISIONS", "ImageLike", "TranslationReport", "io_channels",
-    "resized_shape", "resolve_device", "translate", "will_tile",
+    "ImageLike", "Tiling", "TranslationReport", "io_channels", "resized_shape", "resolve_device", "translate",
+    "will_tile",
 ]
 
 ImageLike = Union[Image.Image, str, os.PathLike, np.ndarray, torch.Tensor]
@@ -172,15 +167,12 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, int(round(height * scale))), short
 
 
-def will_tile(
-    width: int, height: int, tile: int | None = None, size: int | None = None,
-    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
-) -> bool:
-    """Whether :func:`translate`, given these ``tile``, ``size`` and ``max_whole_pixels`` arguments,
-    runs a ``width`` x ``height`` image in tiles (the rule translate itself applies)."""
+def will_tile(height: int, width: int, tiling: Tiling | None = None, size: int | None = None) -> bool:
+    """Whether :func:`translate`, given these ``tiling`` and ``size`` arguments, runs a ``height`` x
+    ``width`` image in tiles (the rule translate itself applies)."""
     if size is not None:
         height, width = resized_shape(height, width, size)
-    return needs_tiling(height, width, tile, max_whole_pixels)
+    return (tiling or Tiling()).applies_to(height, width)
 
 
 # -------------------------------------------------------------------------------------- the work
@@ -203,12 +195,12 @@ class _Job:
             self.progress(self.done, self.total)
 
 
-def _groups(inputs: list[torch.Tensor], tile: int | None, max_whole: int) -> dict[tuple[int, int], tuple[list, bool]]:
+def _groups(inputs: list[torch.Tensor], tiling: Tiling) -> dict[tuple[int, int], tuple[list, bool]]:
     """Equal sizes grouped in first-seen order: (H, W) -> (input indices, tiled?)."""
     groups: dict[tuple[int, int], tuple[list, bool]] = {}
     for i, x in enumerate(inputs):
         h, w = x.shape[-2:]
-        groups.setdefault((h, w), ([], needs_tiling(h, w, tile, max_whole)))[0].append(i)
+        groups.setdefault((h, w), ([], tiling.applies_to(h, w)))[0].append(i)
     return groups
 
 
@@ -236,14 +228,15 @@ def _run_groups(model: nn.Module, inputs: list, groups: dict, job: _Job) -> list
 
 
 # -------------------------------------------------------------------------------------- the call
-def _exported_limits(generator: nn.Module, tile: int | None, channels_last: bool) -> tuple[int | None, bool]:
-    """``tile`` and channels-last for ``generator``: an exported graph (:mod:`cut_hf.translation.exported`) has no
-    norm modules to swap, so it runs whole in the layout it was exported with."""
+def _exported_limits(generator: nn.Module, tiling: Tiling, channels_last: bool) -> tuple[Tiling, bool]:
+    """``tiling`` and channels-last for ``generator``: an exported graph (:mod:`cut_hf.translation.exported`) has
+    no norm modules to swap, so it runs whole in the layout it was exported with."""
     if getattr(generator, "tileable", True):
-        return tile, channels_last
-    if tile:
-        raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): use tile=0")
-    return 0, False
+        return tiling, channels_last
+    if tiling.tile:
+        raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): "
+                         "use tiling=Tiling(tile=0)")
+    return replace(tiling, tile=0), False
 
 
 def translate(
@@ -255,13 +248,9 @@ def translate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     precision: str = "fp32",
-    tile: int | None = None,
-    tile_margin: int = DEFAULT_TILE_MARGIN,
-    tile_overlap: int = DEFAULT_TILE_OVERLAP,
-    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS,
+    tiling: Tiling | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     channels_last: bool | None = None,
-    tile_stats: str = "crops",
     progress: Callable[[int, int], None] | None = None,
     return_report: bool = False,
 ) -> Image.Image | list[Image.Image] | tuple[Image.Image | list[Image.Image], TranslationReport]:
@@ -280,16 +269,13 @@ def translate(
         batch_size: images of equal size run together in batches of this many (order is kept).
         device: ``"cpu"``, ``"cuda"``, ...; ``None``: :func:`resolve_device`.
         precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU) or ``"fp16"`` (CUDA only).
-        tile: translate images larger than ``tile`` x ``tile`` in overlapping tiles with
-            whole-image norm statistics (:mod:`cut_hf.translation.inference`), bounding memory. ``None``: tile
-            (with :data:`DEFAULT_TILE`) only images over ``max_whole_pixels``; ``0``: never.
+        tiling: when and how images run in overlapping tiles with whole-image norm statistics
+            (:mod:`cut_hf.translation.inference`), bounding memory: a :class:`Tiling`. ``None``
+            (``Tiling()``) tiles only images over 1 Mpx, in 768 px tiles; ``Tiling(tile=0)`` never
+            tiles, ``Tiling(tile=512)`` tiles every image with a side over 512 px.
             :func:`will_tile` tells in advance.
-        tile_margin, tile_overlap: context pixels read around each tile and discarded; width of
-            the cross-faded band between neighbouring tiles.
-        max_whole_pixels: the auto-tiling threshold and the area of the statistics pass.
         max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
         channels_last: channels-last memory format; ``None``: :func:`cut_hf.perf.channels_last_default`.
-        tile_stats: statistics over ``max_whole_pixels`` from ``"crops"`` or a ``"downscale"``d copy.
         progress: called as ``progress(done, total)`` after every tile of a tiled image and after
             every batch of whole images; the units are tiles plus whole images.
         return_report: also return a :class:`TranslationReport` of what was done.
@@ -307,8 +293,7 @@ def translate(
     dev = resolve_device(device, generator)
     autocast_dtype(precision, dev)  # unknown names and fp16 off CUDA fail before any work
     cl = channels_last_default(dev, precision) if channels_last is None else bool(channels_last)
-    tile, cl = _exported_limits(generator, tile, cl)
-    tiling = Tiling(tile or DEFAULT_TILE, tile_margin, tile_overlap, max_whole_pixels, tile_stats)
+    tiling, cl = _exported_limits(generator, tiling or Tiling(), cl)
     in_nc, out_nc = io_channels(generator)
     items, single = _as_list(image_or_images)
     inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) uint8 or [-1, 1], CPU
@@ -317,7 +302,7 @@ def translate(
     restore = size is not None and keep_size
     job = _Job(Runner(dev, precision, cl), tiling, out_nc, batch_size, progress=progress,
                finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))
-    groups = _groups(inputs, tile, max_whole_pixels)
+    groups = _groups(inputs, tiling)
     tiles = sum(tiling.count(*hw) * len(ix) for hw, (ix, tiled) in groups.items() if tiled)
     job.total = tiles + sum(len(ix) for ix, tiled in groups.values() if not tiled)
     report = TranslationReport(tiles > 0, tiles, precision, str(dev), [(x.shape[-1], x.shape[-2]) for x in inputs])

@@ -68,18 +68,18 @@ def test_options_size_format_and_train_output_folder(model_dir, inputs, tmp_path
     CUTGenerator.from_pretrained(model_dir).save_pretrained(run_dir / "generator")
     out = tmp_path / "out"
     code = main(["--model", str(run_dir), "--input", str(inputs / "a.png"), "--output", str(out),
-                 "--size", "8", "--no-keep-size", "--format", "jpg", "--tile", "16", "--precision", "bf16"])
+                 "--size", "8", "--no-keep-size", "--format", "jpg", "--tile", "128", "--precision", "bf16"])
     assert code == 0
     assert Image.open(out / "a.jpg").size == (12, 8)
 
 
 def test_big_images_show_a_tile_bar(model_dir, tmp_path, capsys) -> None:
     """A tiled image moves a bar of tiles (a big image must not sit at 0/1 for minutes)."""
-    _rgb(40, 32).save(tmp_path / "big.png")
+    _rgb(400, 320).save(tmp_path / "big.png")
     code = main(["--model", str(model_dir), "--input", str(tmp_path / "big.png"), "--output", str(tmp_path / "o"),
-                 "--tile", "16"])
+                 "--tile", "128"])
     err = capsys.readouterr().err
-    assert code == 0 and "tiles" in err and "/12 " in err  # 40 x 32 in 16 px tiles (8 px overlap): 4 x 3
+    assert code == 0 and "tiles" in err and "/12 " in err  # 400 x 320 in 128 px tiles (32 px overlap): 4 x 3
 
 
 @pytest.mark.parametrize("native", [False, True])
@@ -112,6 +112,8 @@ def test_nothing_translated_exits_1(model_dir, inputs, tmp_path, capsys) -> None
         (["--precision", "fp16", "--device", "cpu"], "CUDA"),
         (["--format", "xyz"], "cannot write"),
         (["--batch-size", "0"], "batch-size"),
+        (["--tile", "10"], "--tile 10 px is too small: tiles must be at least 128 px"),
+        (["--tile", "-1"], "--tile -1 px is too small"),
     ],
 )
 def test_bad_command_lines_exit_2_with_one_line(args, message, model_dir, inputs, tmp_path, capsys, hub_offline):

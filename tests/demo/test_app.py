@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
+import inspect
 import io
 import socket
 import sys
@@ -320,25 +322,29 @@ def test_run_translation_sizes_precision_and_tiles(tiny_model_dir: Path) -> None
 
 
 # ------------------------------------------------------------------------- augmentations
+def controls(preset: str = "paper", **changes) -> aug.AugmentControls:
+    return dataclasses.replace(aug.AugmentControls.preset(preset), **changes)
+
+
 def test_presets_and_bad_controls() -> None:
-    paper, cifar = aug.preset_controls("paper"), aug.preset_controls("cifar")
-    assert set(paper) == set(aug.CONTROL_NAMES)
-    assert (paper["size"], paper["blur"], paper["jitter_strength"]) == (224, True, 1.0)
-    assert (cifar["size"], cifar["blur"], cifar["jitter_strength"]) == (32, False, 0.5)
-    assert paper["crop_scale_min"] == pytest.approx(0.08) and paper["blur_sigma_max"] == pytest.approx(2.0)
+    paper, cifar = aug.AugmentControls.preset("paper"), aug.AugmentControls.preset("cifar")
+    assert tuple(dataclasses.asdict(paper)) == aug.CONTROL_NAMES
+    assert (paper.size, paper.blur, paper.jitter_strength) == (224, True, 1.0)
+    assert (cifar.size, cifar.blur, cifar.jitter_strength) == (32, False, 0.5)
+    assert paper.crop_scale_min == pytest.approx(0.08) and paper.blur_sigma_max == pytest.approx(2.0)
     with pytest.raises(DemoError, match="crop_scale"):
-        aug.make_augment(crop_scale_min=0.9, crop_scale_max=0.2)
+        controls(crop_scale_min=0.9, crop_scale_max=0.2).augment()
     with pytest.raises(DemoError, match="probability"):
-        aug.make_augment(flip_p=1.5)
+        controls(flip_p=1.5).augment()
     with pytest.raises(DemoError, match="view size"):
-        aug.make_augment(size=4)
+        controls(size=4).augment()
     with pytest.raises(DemoError):
-        aug.preset_controls("imagenet21k")
+        aug.AugmentControls.preset("imagenet21k")
 
 
 def test_explore_views_is_seeded_and_reports_what_it_drew() -> None:
     img = photo(80, 60)
-    augment = aug.make_augment(**aug.preset_controls("cifar"))
+    augment = aug.AugmentControls.preset("cifar").augment()
     a, b, c = (aug.explore_views(img, augment, seed) for seed in (1, 1, 2))
     assert np.array_equal(np.asarray(a.view1), np.asarray(b.view1)) and a.params == b.params
     assert a.params != c.params
@@ -363,14 +369,14 @@ def test_batch_similarity_matches_nt_xent_and_marks_positives() -> None:
         seen["z"] = aug.pixel_embedding(views)
         return seen["z"]
 
-    augment = aug.make_augment(**{**aug.preset_controls("cifar"), "size": 24})
+    augment = controls("cifar", size=24).augment()
     res = aug.batch_similarity(images, augment, embed, temperature=0.3, seed=0)
     z = seen["z"]
     assert res.similarity.shape == (6, 6)
     assert np.allclose(res.similarity, res.similarity.T, atol=1e-6) and np.allclose(np.diag(res.similarity), 1, atol=1e-5)
     assert res.loss == pytest.approx(float(nt_xent_loss(z[:3], z[3:], temperature=0.3)), rel=1e-5)
     # Without augmentation the two views are equal: positives are perfect and the loss drops.
-    none = aug.make_augment(size=24, crop=False, flip=False, jitter=False, grayscale=False, blur=False)
+    none = controls(size=24, crop=False, flip=False, jitter=False, grayscale=False, blur=False).augment()
     same = aug.batch_similarity(images, none, aug.pixel_embedding, temperature=0.3, seed=0)
     assert same.top1 == 1.0 and same.loss < res.loss
     assert np.allclose([same.similarity[i, (i + 3) % 6] for i in range(6)], 1.0, atol=1e-5)
@@ -447,6 +453,26 @@ def test_guarded_turns_errors_into_messages() -> None:
     with pytest.raises(gr.Error) as err:
         app.guarded(crash)()
     assert "RuntimeError" in err.value.message and "/srv/path" not in err.value.message
+
+
+def test_augment_handlers_take_the_controls_as_one_value(tiny_model_dir: Path) -> None:
+    """The handlers take one AugmentControls; the app's endpoints spell it out as named parameters
+    (the API names the server test checks) and gather them back into the same value."""
+    app = load_app()
+    h = DemoHandlers(ModelCatalog.from_flags([tiny_model_dir]), ModelCache())
+    h.batch_images = [photo(48, 40, seed) for seed in range(3)]
+    cifar = aug.AugmentControls.preset("cifar")
+    spelled = app.controls_spelled_out(h.augment)
+    assert list(inspect.signature(spelled).parameters) == ["image", *aug.CONTROL_NAMES, "seed"]
+    direct = h.augment(photo(), cifar, 3)
+    via_api = spelled(photo(), *dataclasses.astuple(cifar), 3)
+    assert np.array_equal(np.asarray(direct[1]), np.asarray(via_api[1])) and direct[4] == via_api[4]
+    assert np.asarray(h.augment(photo())[1]).shape == (224, 224, 3)  # no controls: the paper's preset
+    batch = app.controls_spelled_out(h.augment_batch)
+    assert list(inspect.signature(batch).parameters) == [*aug.CONTROL_NAMES, "seed", "temperature", "embedding",
+                                                         "model"]
+    assert batch(*dataclasses.astuple(cifar), 0, 0.5)[1] == h.augment_batch(cifar, 0, 0.5)[1]
+    assert inspect.signature(batch).parameters["size"].default == 224  # the paper's preset
 
 
 def test_tile_progress_goes_to_the_page_bar_in_tiles() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cut_hf import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator, translate
+from cut_hf import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator, Tiling, translate
 from tests.reference.official_sincut import StyleGAN2Discriminator as OfficialD
 from tests.reference.official_sincut import StyleGAN2Generator as OfficialG
 
@@ -147,5 +147,5 @@ def test_sizes_translate_whole_images_and_tiles_exactly():
         assert translate(g, torch.rand(3, h, w) * 2 - 1).size == (w, h)
     # No normalisation layers and a receptive field under the default 64 px margin: tiles are exact.
     x = torch.rand(3, 200, 136) * 2 - 1
-    whole, tiled = (np.asarray(translate(g, x, tile=t)) for t in (0, 64))
+    whole, tiled = (np.asarray(translate(g, x, tiling=Tiling(tile=t))) for t in (0, 128))
     assert np.array_equal(whole, tiled)

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
-from cut_hf import CUTGenerator, translate  # noqa: E402
+from cut_hf import CUTGenerator, Tiling, translate  # noqa: E402
 from cut_hf.cli.export import main  # noqa: E402
 from cut_hf.translation.export import ExportError, export_onnx, export_program, max_difference  # noqa: E402
 from cut_hf.translation.exported import (  # noqa: E402
@@ -119,10 +119,11 @@ def test_readme_onnxruntime_only_snippet(generator, exported) -> None:
 def test_exported_generators_refuse_tiling(exported) -> None:
     """Tiles need whole-image norm statistics, which a graph cannot take: a clear error, not seams."""
     image = Image.new("RGB", (40, 40), (120, 30, 200))
-    with pytest.raises(ValueError, match="tile=0"):
-        translate(OnnxGenerator(exported["onnx"]), image, tile=16)
+    with pytest.raises(ValueError, match=r"Tiling\(tile=0\)"):
+        translate(OnnxGenerator(exported["onnx"]), image, tiling=Tiling(tile=128))
     runtime = ProgramGenerator(exported["pt2"])
-    assert translate(runtime, image, tile=0).size == (40, 40)
+    assert translate(runtime, image, tiling=Tiling(tile=0)).size == (40, 40)
+    assert translate(runtime, image).size == (40, 40)  # automatic tiling: whole for a graph
     with pytest.raises(ValueError, match="multiples of 4"):
         runtime(torch.zeros(1, 3, 30, 32))
 

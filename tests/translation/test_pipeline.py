@@ -18,7 +18,7 @@ from PIL import Image
 
 import cut_hf.translation.inference as I
 import cut_hf.translation.pipeline as P
-from cut_hf import CUTGenerator, translate
+from cut_hf import CUTGenerator, Tiling, translate
 from cut_hf.images import ImageLoadError, image_to_tensor
 
 CPU = torch.device("cpu")
@@ -68,11 +68,11 @@ def as_array(image: Image.Image) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- tiling
 def test_tiled_output_matches_whole_image() -> None:
     g = sharp_generator()
-    img = photo(190, 133)  # not multiples of 4: the tiled path pads too
-    whole = translate(g, img, tile=0)
-    tiled = translate(g, img, tile=64, tile_overlap=16)  # 4 x 3 tiles, the default margin of 64
-    assert len(I.tile_layout(136, 64, 16)) * len(I.tile_layout(192, 64, 16)) == 3 * 4
-    assert tiled.size == whole.size == (190, 133)
+    img = photo(380, 266)  # not multiples of 4: the tiled path pads too
+    whole = translate(g, img, tiling=Tiling(tile=0))
+    tiled = translate(g, img, tiling=Tiling(tile=128, overlap=16))  # 4 x 3 tiles, the default margin of 64
+    assert len(I.tile_layout(268, 128, 16)) * len(I.tile_layout(380, 128, 16)) == 3 * 4
+    assert tiled.size == whole.size == (380, 266)
     assert as_array(whole).std() > 30  # a busy output, not a flat one that any tiling reproduces
     diff = np.abs(as_array(tiled) - as_array(whole))
     print(f"tiled vs whole, 8-bit levels: max {diff.max()}, mean {diff.mean():.4f}")
@@ -82,7 +82,7 @@ def test_tiled_output_matches_whole_image() -> None:
     x = image_to_tensor(img, 3)[None]
     with torch.inference_mode():
         ref = I.run_whole(g, x, I.Runner(CPU))
-        out = I.run_tiled(g, x, 3, I.Tiling(64, 64, 16), I.Runner(CPU))
+        out = I.run_tiled(g, x, 3, I.Tiling(128, 64, 16), I.Runner(CPU))
     print(f"tiled vs whole, float: max {(out - ref).abs().max():.2e}, mean {(out - ref).abs().mean():.2e}")
     assert (out - ref).abs().max() < 1e-4
 
@@ -91,11 +91,11 @@ def test_naive_tiling_would_fail_the_same_check() -> None:
     """Tiles normalised with their own statistics differ visibly: the check above has teeth."""
     g = sharp_generator()
     img = photo(192, 136)
-    whole = as_array(translate(g, img, tile=0))
+    whole = as_array(translate(g, img, tiling=Tiling(tile=0)))
     naive = np.zeros_like(whole)
     for y in range(0, 136, 68):
         for x in range(0, 192, 96):
-            naive[y : y + 68, x : x + 96] = as_array(translate(g, img.crop((x, y, x + 96, y + 68)), tile=0))
+            naive[y : y + 68, x : x + 96] = as_array(translate(g, img.crop((x, y, x + 96, y + 68)), tiling=Tiling(tile=0)))
     diff = np.abs(naive - whole)
     assert diff.max() > 50 and diff.mean() > 5
 
@@ -104,8 +104,8 @@ def test_estimated_statistics_give_seamless_tiles() -> None:
     """Over the pixel budget the statistics are estimated, but every tile uses the same ones: the
     tiled result equals the whole image run with those statistics (no seams, no colour shifts)."""
     g = sharp_generator()
-    x = image_to_tensor(photo(192, 128, cell=4), 3)[None]
-    budget = 192 * 128 // 4
+    x = image_to_tensor(photo(256, 192, cell=4), 3)[None]  # 2 x 2 tiles of 128
+    budget = 256 * 192 // 4
     with torch.inference_mode():
         exact = I.run_whole(g, x, I.Runner(CPU))
         errors = {}
@@ -113,7 +113,7 @@ def test_estimated_statistics_give_seamless_tiles() -> None:
             stats = I.norm_stats(g, x, budget, I.Runner(CPU), sample)
             frozen = I.swap_norms(g, lambda name, norm: I.StatsInstanceNorm(norm, stats[name]))
             same_stats = frozen(x)
-            tiled = I.run_tiled(g, x, 3, I.Tiling(64, 32, 16, budget, sample), I.Runner(CPU))
+            tiled = I.run_tiled(g, x, 3, I.Tiling(128, 32, 16, budget, sample), I.Runner(CPU))
             assert (tiled - same_stats).abs().max() < 1e-3  # margin 32: 1e-5 typical, see the test above
             errors[sample] = (tiled - exact).abs().mean().item()
     print(f"mean error of estimated statistics ([-1, 1] units): {errors}")
@@ -139,9 +139,9 @@ def test_auto_tiling_over_the_pixel_budget(monkeypatch) -> None:
     img = photo(64, 48)
     translate(g, img)
     assert calls == []  # fits the default budget: one piece
-    out = translate(g, img, max_whole_pixels=32 * 32)
+    out = translate(g, img, tiling=Tiling(max_whole_pixels=32 * 32))
     assert calls == [(1, 3, 48, 64)] and out.size == (64, 48)
-    translate(g, img, max_whole_pixels=32 * 32, tile=0)  # 0: never tile
+    translate(g, img, tiling=Tiling(tile=0, max_whole_pixels=32 * 32))  # 0: never tile
     assert len(calls) == 1
 
 
@@ -149,14 +149,14 @@ _PEAK_RSS_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading, time, numpy as np, torch
     from PIL import Image
-    from cut_hf import CUTGenerator, translate
+    from cut_hf import CUTGenerator, Tiling, translate
     torch.set_num_threads(1)
     torch.manual_seed(0)
     g = CUTGenerator(ngf=8, n_blocks=0).eval()  # memory sits in the full-resolution layers
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (750, 1000, 3), dtype=np.uint8))
     page = os.sysconf("SC_PAGE_SIZE") / 2**20
     rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
-    translate(g, img.crop((0, 0, 64, 64)), tile=0)  # warm up allocator and kernels
+    translate(g, img.crop((0, 0, 64, 64)), tiling=Tiling(tile=0))  # warm up allocator and kernels
     # ru_maxrss is a lifetime peak that the torch import can already exceed, so sample the
     # current RSS while translate runs (torch releases the GIL, so the watcher keeps sampling).
     base, peak, done = rss(), [0.0], threading.Event()
@@ -167,9 +167,9 @@ _PEAK_RSS_SCRIPT = textwrap.dedent(
     t = threading.Thread(target=watch)
     t.start()
     if sys.argv[1] == "tiled":
-        out = translate(g, img, tile=192, tile_margin=16, tile_overlap=16, max_whole_pixels=192 * 192)
+        out = translate(g, img, tiling=Tiling(tile=192, margin=16, overlap=16, max_whole_pixels=192 * 192))
     else:
-        out = translate(g, img, tile=0)
+        out = translate(g, img, tiling=Tiling(tile=0))
     done.set()
     t.join()
     np.save(sys.argv[2], np.asarray(out))
@@ -221,10 +221,10 @@ def test_output_size_equals_input_size(size: tuple[int, int], tiny_generator) ->
 
 
 def test_tiled_path_keeps_odd_sizes_exactly() -> None:
-    img = photo(53, 37, cell=2)
-    out = translate(IdentityGenerator(), img, tile=16, tile_margin=8, tile_overlap=8)
+    img = photo(403, 277, cell=2)
+    out = translate(IdentityGenerator(), img, tiling=Tiling(tile=128, margin=8, overlap=8))
     np.testing.assert_array_equal(as_array(out), as_array(img))  # windows sum to 1, crops align
-    assert translate(sharp_generator(ngf=4, n_blocks=1), img, tile=16).size == (53, 37)
+    assert translate(sharp_generator(ngf=4, n_blocks=1), img, tiling=Tiling(tile=128)).size == (403, 277)
 
 
 def _in_mode(mode: str) -> Image.Image:
@@ -317,8 +317,6 @@ def test_bad_inputs_raise_clear_errors(tmp_path, tiny_generator) -> None:
         translate(tiny_generator, {"image": 1})
     with pytest.raises(ValueError, match="batch_size"):
         translate(tiny_generator, photo(8, 8), batch_size=0)
-    with pytest.raises(ValueError, match="tile_stats"):
-        translate(tiny_generator, photo(8, 8), tile_stats="mean")
     with pytest.raises(ImageLoadError, match="limit"):
         translate(tiny_generator, photo(40, 40), max_pixels=1000)
 
@@ -351,8 +349,10 @@ def test_precisions_on_cpu() -> None:
     assert diff.mean() < 6 and fp32.std() > 20
     nchw = as_array(translate(g, img, precision="bf16", device="cpu", channels_last=False))
     assert np.abs(nchw - bf16).mean() < 2
-    tiled = as_array(translate(g, img, precision="bf16", device="cpu", tile=16))
-    assert np.abs(tiled - bf16).mean() < 2
+    big = photo(200, 150)
+    whole = as_array(translate(g, big, precision="bf16", device="cpu"))
+    tiled = as_array(translate(g, big, precision="bf16", device="cpu", tiling=Tiling(tile=128)))
+    assert np.abs(tiled - whole).mean() < 2
     with pytest.raises(ValueError, match="fp16.*CUDA"):
         translate(g, img, precision="fp16", device="cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -363,7 +363,7 @@ def test_generator_is_left_as_it_was() -> None:
     g = sharp_generator(ngf=4, n_blocks=1).train()
     before = {k: v.clone() for k, v in g.state_dict().items()}
     kinds = [type(m) for m in g.modules()]
-    translate(g, photo(40, 32), tile=16, precision="bf16", device="cpu")
+    translate(g, photo(160, 136), tiling=Tiling(tile=128), precision="bf16", device="cpu")
     translate(g, photo(40, 32), precision="bf16", device="cpu")
     assert g.training
     assert [type(m) for m in g.modules()] == kinds  # no InstanceNorm2d swapped in place
@@ -389,16 +389,36 @@ def test_paths_and_bytes_sources(tmp_path, tiny_generator) -> None:
 # ---------------------------------------------------------------------------- report and progress
 def test_report_and_progress_count_tiles_and_batches(tiny_generator) -> None:
     calls: list[tuple[int, int]] = []
-    images = [photo(40, 32), photo(40, 32), photo(12, 8)]
-    out, report = translate(tiny_generator, images, tile=16, batch_size=2,
+    images = [photo(400, 320), photo(400, 320), photo(12, 8)]
+    out, report = translate(tiny_generator, images, tiling=Tiling(tile=128), batch_size=2,
                             progress=lambda d, t: calls.append((d, t)), return_report=True)
     assert len(out) == 3 and isinstance(report, P.TranslationReport)
-    # 40 x 32 with 16 px tiles, overlap 8 (half the tile at most): 4 x 3 tiles each; 12 x 8 runs whole.
-    assert report.tiled and report.tiles == 2 * 12 and report.sizes == [(40, 32), (40, 32), (12, 8)]
+    # 400 x 320 with 128 px tiles, overlap 32: 4 x 3 tiles each; 12 x 8 runs whole.
+    assert report.tiled and report.tiles == 2 * 12 and report.sizes == [(400, 320), (400, 320), (12, 8)]
     assert report.precision == "fp32" and report.device == "cpu"
     assert calls[-1] == (25, 25) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert len(calls) == 24 + 1  # one call per tile, one per batch of whole images
-    assert P.will_tile(40, 32, tile=16) and not P.will_tile(12, 8, tile=16)
-    assert not P.will_tile(40, 32) and P.will_tile(2048, 1024) and not P.will_tile(2048, 1024, size=256)
+    assert P.will_tile(320, 400, Tiling(tile=128)) and not P.will_tile(8, 12, Tiling(tile=128))  # (height, width)
+    assert not P.will_tile(320, 400) and P.will_tile(1024, 2048) and not P.will_tile(1024, 2048, size=256)
+    assert P.will_tile(100, 2000, Tiling(tile=1024)) and not P.will_tile(2000, 100, Tiling(tile=0))
     single, report = translate(tiny_generator, photo(12, 8), return_report=True)
     assert single.size == (12, 8) and not report.tiled and report.tiles == 0 and report.sizes == [(12, 8)]
+
+
+# ------------------------------------------------------------------------------- the tiling knobs
+def test_tiles_below_the_minimum_are_refused_in_one_line() -> None:
+    """``tile=10`` once turned a 512 px image into 3,969 forwards (minutes instead of a second)."""
+    for tile, margin, smallest in [(10, 64, 128), (127, 64, 128), (160, 200, 200)]:
+        with pytest.raises(ValueError, match=f"at least {smallest} px") as err:
+            Tiling(tile=tile, margin=margin)
+        assert "\n" not in str(err.value)
+    assert Tiling(tile=128).side == 128 and Tiling(tile=130).side == 132  # rounded up to a multiple of 4
+    assert Tiling(tile=0).side == Tiling().side == I.DEFAULT_TILE
+    assert Tiling(tile=200, margin=200).tile == 200
+    with pytest.raises(ValueError, match="at least 128"):
+        Tiling(tile=-1)
+    with pytest.raises(ValueError, match="crops"):
+        Tiling(stats_sample="mean")
+    with pytest.raises(ValueError, match=">= 0"):
+        Tiling(overlap=-4)
+    assert Tiling(tile=128, overlap=200).overlap == 64  # at most half a tile
