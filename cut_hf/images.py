@@ -21,7 +21,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -42,10 +42,11 @@ IMAGE_EXTENSIONS = frozenset(
     ext
     for ext, fmt in Image.registered_extensions().items()
     if fmt in Image.OPEN
-    and not (isinstance(Image.OPEN[fmt][0], type) and issubclass(Image.OPEN[fmt][0], ImageFile.StubImageFile))
+    # the factory is usually the ImageFile class itself; a plain function is never a stub
+    and ImageFile.StubImageFile not in getattr(Image.OPEN[fmt][0], "__mro__", ())
 )
 
-ImageSource = Union[str, os.PathLike, bytes, io.IOBase, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
 
 
 class ImageLoadError(ValueError):
@@ -302,8 +303,8 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     if tensor.ndim != 3 or tensor.shape[0] not in CHANNEL_MODES:
         raise ValueError(f"expected a (C, H, W) tensor with C in 1-4, got shape {tuple(tensor.shape)}")
     # One float temporary (clamp makes it; the rest is in place), so big images cost little extra.
-    array = tensor.detach().float().clamp(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
-    array = array.permute(1, 2, 0).cpu().numpy()
+    pixels = tensor.detach().float().clamp(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
+    array = pixels.permute(1, 2, 0).cpu().numpy()
     # (H, W) uint8 -> L; (H, W, 2/3/4) uint8 -> LA / RGB / RGBA
     return Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.shape[2] == 1 else array))
 

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_model(model: str, device: str | None) -> nn.Module:
     """A generator from a Hub id, a folder or an official ``.pth`` checkpoint, on ``device``."""
+    generator: nn.Module
     try:
         if Path(model).suffix in (".pth", ".pt") and Path(model).is_file():
             generator = load_official_generator(model)  # weights_only, strict: same checks as convert
@@ -74,9 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.size < 0 or args.batch_size < 1:
             raise EvaluationError("--size must be >= 0 and --batch-size >= 1")
-        extractor = TinyFeatureExtractor() if args.feature_extractor == "tiny" else None
-        if extractor is None:  # fail on missing weights before translating anything
-            extractor = inception_feature_extractor(args.inception_weights)
+        # fail on missing Inception weights before translating anything
+        extractor = (TinyFeatureExtractor() if args.feature_extractor == "tiny"
+                     else inception_feature_extractor(args.inception_weights))
         generator = _load_model(args.model, args.device)
         result = evaluate_folders(
             generator, args.input, args.reference, extractor, output_dir=args.output, size=args.size,

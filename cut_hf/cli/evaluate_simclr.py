@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --k must be >= 1, --knn-temperature and --probe-c > 0", file=sys.stderr)
         return 1
     try:
+        config: dict[str, Any]
         if args.model:
             model = SimCLR.from_pretrained(args.model)  # a trainer output folder: its model/
             config = dict(backbone=model.backbone, proj_dim=model.proj_dim, cifar_stem=model.cifar_stem)

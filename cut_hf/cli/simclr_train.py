@@ -34,7 +34,7 @@ from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, Ru
 from cut_hf.training import add_runtime_flags, image_grid, save_image, setup_accelerator
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
-OPTIMIZER_DEFAULTS = {
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float | None]] = {
     "lars": dict(lr=None, weight_decay=1e-6),  # lr None: 0.3 x global batch / 256, the paper's scaling
     "adamw": dict(lr=1e-3, weight_decay=1e-4),
 }
@@ -158,6 +158,7 @@ def load_images(args: SimCLRTrainConfig) -> ImageList:
     if args.data:
         images: ImageList = FolderImages(args.data, "--data")
     else:
+        assert args.dataset is not None  # the parser requires --data or --dataset
         images = DatasetColumnImages(open_hf_dataset(args.dataset, args.split), args.column,
                                      f"{args.dataset}[{args.split}]")
     if len(images) == 0:
@@ -185,7 +186,8 @@ def resolved_lr(c: SimCLRTrainConfig, global_batch: int) -> float:
     """``--lr``, or the optimiser's default (LARS: 0.3 x global batch / 256)."""
     if c.lr is not None:
         return c.lr
-    return 0.3 * global_batch / 256 if c.optimizer == "lars" else OPTIMIZER_DEFAULTS["adamw"]["lr"]
+    default = OPTIMIZER_DEFAULTS[c.optimizer]["lr"]
+    return 0.3 * global_batch / 256 if default is None else default  # None (LARS): the paper's scaling
 
 
 # ----------------------------------------------------------------------------- in the runtime

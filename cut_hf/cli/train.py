@@ -26,6 +26,7 @@ import torch
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
+from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
     DataError,
@@ -230,7 +231,9 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
 # ----------------------------------------------------------------------------- models and objective
 
 
-def build_models(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, PatchSampler]:
+def build_models(
+    c: CUTTrainConfig,
+) -> tuple[CUTGenerator | StyleGAN2Generator, PatchDiscriminator | StyleGAN2Discriminator, PatchSampler]:
     """G, D and F (the PatchSampler, built here with its MLPs: nothing is created lazily); StyleGAN2 for SinCUT."""
     if c.mode == "sincut":
         return build_sincut_models(c)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -344,6 +344,15 @@ class SimCLRAugment:
         x = to_rgb_tensor(image)
         params = self.sample_params(x.shape[-2], x.shape[-1], generator)
         return self.apply(x, params), params
+
+    @overload
+    def __call__(self, image: Image.Image | torch.Tensor | np.ndarray, generator: torch.Generator | None = None,
+                 return_params: Literal[False] = False) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def __call__(self, image: Image.Image | torch.Tensor | np.ndarray, generator: torch.Generator | None,
+                 return_params: Literal[True]) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[ViewParams, ViewParams]]:
+        ...
 
     def __call__(
         self,

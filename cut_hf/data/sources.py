@@ -118,6 +118,8 @@ def load_domains(
     if len(given) != 1:
         raise DataError("give the training data in exactly one way: --data-dir D (with trainA/ and trainB/), "
                         f"--domain-a DIR --domain-b DIR, or --dataset ID --column-a A --column-b B (got {given or 'none'})")
+    images_a: ImageList
+    images_b: ImageList
     if data_dir:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
@@ -132,6 +134,7 @@ def load_domains(
             raise DataError("--domain-a and --domain-b must be given together")
         images_a, images_b = FolderImages(domain_a, "domain A"), FolderImages(domain_b, "domain B")
     else:
+        assert dataset is not None  # exactly one source was given
         ds = open_hf_dataset(dataset, split)
         images_a = DatasetColumnImages(ds, column_a, f"{dataset}[{split}]")
         images_b = DatasetColumnImages(ds, column_b, f"{dataset}[{split}]")

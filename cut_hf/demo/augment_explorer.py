@@ -21,6 +21,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
 from cut_hf.data.augment import PRESETS, SimCLRAugment, ViewParams
+from cut_hf.models.generator import CUTGenerator
+from cut_hf.models.stylegan2 import StyleGAN2Generator
 from cut_hf.objectives.losses import nt_xent_loss
 from cut_hf.demo.errors import DemoError
 from cut_hf.demo.render import colormap, draw_boxes, font
@@ -103,7 +105,8 @@ def describe_params(params: ViewParams) -> dict[str, Any]:
         "horizontal flip": params.flip,
         "colour jitter": [f"{name} {factor:.3f}" for name, factor in params.jitter_ops] if params.jitter else False,
         "grayscale": params.grayscale,
-        "gaussian blur": ({"sigma": round(params.sigma, 3), "kernel": params.kernel_size} if params.blur else False),
+        "gaussian blur": ({"sigma": round(params.sigma, 3), "kernel": params.kernel_size}
+                          if params.sigma is not None else False),  # sigma is None without blur
     }
 
 
@@ -156,10 +159,10 @@ def pixel_embedding(views: torch.Tensor, side: int = 32) -> torch.Tensor:
     return flat - flat.mean(dim=1, keepdim=True)
 
 
-def generator_embedding(generator: torch.nn.Module, layer: int | None = None) -> Embed:
+def generator_embedding(generator: CUTGenerator | StyleGAN2Generator, layer: int | None = None) -> Embed:
     """An embedding from a CUT generator's encoder: features after ``layer`` (default: the last
     NCE layer), global-average-pooled. The generator was trained for translation, not SimCLR."""
-    layers = list(getattr(generator, "nce_layers", ()))
+    layers = list(generator.nce_layers)
     chosen = layer if layer is not None else (layers[-1] if layers else None)
     if chosen is None:
         raise DemoError("the loaded generator has no encoder layers to embed with")
@@ -230,7 +233,7 @@ def render_similarity(result: SimilarityResult, cell: int = 40) -> Image.Image:
     colours = colormap(result.similarity, -1.0, 1.0, "diverging")
     f = font(max(9, cell // 4))
     for i in range(m):
-        thumb = result.views[i].resize((cell - 4, cell - 4), Image.BILINEAR)
+        thumb = result.views[i].resize((cell - 4, cell - 4), Image.Resampling.BILINEAR)
         tag = VIEW_COLOURS[i // n]
         for xy in ((2, margin + i * cell + 2), (margin + i * cell + 2, 2)):
             out.paste(thumb, xy)

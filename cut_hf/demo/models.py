@@ -87,6 +87,9 @@ def load_demo_model(model: str | os.PathLike, device: str = "cpu", name: str | N
         generator = load_generator(source, map_location=device)
     except ModelLoadError as err:
         raise DemoError(f"cannot load model {name!r}: {_hide(err, source, name)}") from None
+    if not isinstance(generator, (CUTGenerator, StyleGAN2Generator)):  # an exported .onnx / .pt2 file
+        raise DemoError(f"cannot show model {name!r}: the demo needs its PyTorch folder or Hub id, "
+                        "not an exported file (it has no encoder features to explore)")
     dirs = _sampler_dirs(source)
     if not dirs and not Path(source).expanduser().exists():
         hub_dir = _hub_sampler_dir(source)

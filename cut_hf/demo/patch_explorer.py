@@ -19,7 +19,9 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
+from cut_hf.models.generator import CUTGenerator
 from cut_hf.models.patch_sampler import PatchSampler, l2_normalize
+from cut_hf.models.stylegan2 import StyleGAN2Generator
 from cut_hf.demo.errors import DemoError
 from cut_hf.demo.render import draw_marker, overlay_heatmap, upscale
 
@@ -81,7 +83,7 @@ def prepare_image(image: Image.Image, max_side: int = 256) -> tuple[Image.Image,
     w, h = image.size
     s = min(1.0, max_side / max(w, h))
     nw, nh = max(16, int(round(w * s / 4)) * 4), max(16, int(round(h * s / 4)) * 4)
-    out = image.convert("RGB") if (nw, nh) == (w, h) else image.convert("RGB").resize((nw, nh), Image.BICUBIC)
+    out = image.convert("RGB") if (nw, nh) == (w, h) else image.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
     return out, nw / w, nh / h
 
 
@@ -96,7 +98,7 @@ def _crop_to_image(feat: torch.Tensor, height: int, width: int) -> tuple[torch.T
 
 
 @torch.inference_mode()
-def patch_similarity(generator: torch.nn.Module, image: Image.Image, x: float, y: float,
+def patch_similarity(generator: CUTGenerator | StyleGAN2Generator, image: Image.Image, x: float, y: float,
                      sampler: PatchSampler | None = None, max_side: int = 256) -> PatchSimilarity:
     """Heatmaps of the cosine similarity between the input's embedding at (x, y) and every
     location of the translation's embedding, one per NCE layer of ``generator``.
@@ -159,7 +161,7 @@ def render_query(result: PatchSimilarity, display: int = 256) -> tuple[Image.Ima
     ImageDraw.Draw(marked).rectangle([c * k for c in box], outline=QUERY_COLOUR, width=max(1, img.width // 128))
     patch = result.image.crop(box)
     return marked, patch.resize((patch.width * max(1, 128 // patch.width), patch.height * max(1, 128 // patch.width)),
-                                Image.NEAREST)
+                                Image.Resampling.NEAREST)
 
 
 def render_heatmaps(result: PatchSimilarity, display: int = 256) -> list[tuple[Image.Image, str]]:

@@ -26,7 +26,7 @@ def colormap(values: np.ndarray, low: float, high: float, name: str = "inferno")
     return (anchors[i] * (1 - frac) + anchors[i + 1] * frac + 0.5).astype(np.uint8)
 
 
-def font(size: int = 12) -> ImageFont.ImageFont:
+def font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's built-in scalable font (no font files needed)."""
     return ImageFont.load_default(size=size)
 
@@ -34,12 +34,12 @@ def font(size: int = 12) -> ImageFont.ImageFont:
 def upscale(image: Image.Image, min_side: int = 256) -> Image.Image:
     """Enlarge small images by an integer factor with nearest neighbour, so pixels stay visible."""
     factor = max(1, -(-min_side // max(1, min(image.size))))
-    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def overlay_heatmap(image: Image.Image, heat: np.ndarray, low: float, high: float, alpha: float = 0.6) -> Image.Image:
     """Blend a colour-mapped ``heat`` (h, w), resized to the image with nearest neighbour, over ``image``."""
-    colours = Image.fromarray(colormap(heat, low, high)).resize(image.size, Image.NEAREST)
+    colours = Image.fromarray(colormap(heat, low, high)).resize(image.size, Image.Resampling.NEAREST)
     return Image.blend(image.convert("RGB"), colours, alpha)
 
 

@@ -99,7 +99,7 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
         if max_pixels is not None and w * h > max_pixels:
             raise DemoError(f"shorter side {side} px would make a {w}x{h} image, over this app's limit of "
                             f"{max_pixels / 1e6:.0f} Mpx")
-        before = before.resize((w, h), Image.BICUBIC)
+        before = before.resize((w, h), Image.Resampling.BICUBIC)
     start = time.perf_counter()
     try:
         after, report = translate(model.generator, before, device=translation_device(), precision=precision,

@@ -245,7 +245,9 @@ def paired_metrics(
             raise ValueError(f"paired images differ in size: output {tuple(out.shape)} vs reference {tuple(ref.shape)}")
         o, r = out[None].double(), ref[None].double()
         result["psnr"].append(float(peak_signal_noise_ratio(o, r, data_range=1.0)))
-        result["ssim"].append(float(structural_similarity_index_measure(o, r, data_range=1.0)))
+        ssim = structural_similarity_index_measure(o, r, data_range=1.0)
+        assert isinstance(ssim, torch.Tensor)  # a tuple only with return_full_image or return_contrast_sensitivity
+        result["ssim"].append(float(ssim))
         if lpips is not None:
             with torch.inference_mode():
                 result["lpips"].append(float(lpips(o.float(), r.float())))

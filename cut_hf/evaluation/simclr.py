@@ -117,7 +117,10 @@ def extract_features(model: SimCLR, paths: list[Path], image_size: int, batch_si
     Unreadable files are skipped with a warning; the returned indices say which images were kept.
     """
     model.eval().to(device)
-    feats, kept, batch, batch_idx = [], [], [], []
+    feats: list[torch.Tensor] = []
+    kept: list[int] = []
+    batch: list[torch.Tensor] = []
+    batch_idx: list[int] = []
 
     def flush() -> None:
         if batch:

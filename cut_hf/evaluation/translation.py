@@ -279,7 +279,8 @@ class _PairedScorer:
         self.size, self.skipped = size, skipped
         self.per_pair: dict[str, list[float]] = {}
         self.unmatched: list[str] = []
-        ok, self.lpips_note = lpips_available()
+        ok, note = lpips_available()
+        self.lpips_note: str | None = note
         self.lpips = None
         if ok:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity

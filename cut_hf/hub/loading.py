@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import torch.nn as nn
+from typing import Any, TypeVar
 
 from cut_hf.errors import ModelLoadError
-from cut_hf.hub.mixin import read_config
+from cut_hf.hub.mixin import CheckedHubMixin, read_config
 from cut_hf.hub.files import DOWNLOAD_KWARGS, resolve_model_dir
 from cut_hf.models.generator import CUTGenerator, generator_class
-from cut_hf.translation.exported import EXPORTED_SUFFIXES, ExportedModelError, load_exported_generator
+from cut_hf.models.stylegan2 import StyleGAN2Generator
+from cut_hf.translation.exported import (
+    EXPORTED_SUFFIXES, ExportedModelError, OnnxGenerator, ProgramGenerator, load_exported_generator,
+)
 
 __all__ = ["ModelLoadError", "load_generator", "load_pretrained"]
 
+Model = TypeVar("Model", bound=CheckedHubMixin)
 
-def load_pretrained(cls: type, model_id_or_dir: str | os.PathLike, **kwargs: Any) -> Any:
+
+def load_pretrained(cls: type[Model], model_id_or_dir: str | os.PathLike, **kwargs: Any) -> Model:
     """``cls.from_pretrained(model_id_or_dir, **kwargs)`` for any cut-hf model class.
 
     Kept for callers that pick the class at run time; ``subfolder``, ``strict``,
@@ -34,7 +37,9 @@ def load_pretrained(cls: type, model_id_or_dir: str | os.PathLike, **kwargs: Any
     return cls.from_pretrained(model_id_or_dir, **kwargs)
 
 
-def load_generator(model_id_or_dir: str | os.PathLike, **kwargs: Any) -> nn.Module:
+def load_generator(
+    model_id_or_dir: str | os.PathLike, **kwargs: Any
+) -> CUTGenerator | StyleGAN2Generator | OnnxGenerator | ProgramGenerator:
     """Load a generator from a folder, a training output folder, a Hub id or an exported file.
 
     Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), a

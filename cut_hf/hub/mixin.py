@@ -13,7 +13,9 @@ import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import torch.nn as nn
 
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
@@ -88,6 +90,9 @@ def mixin_kwargs(
     )
 
 
+_Model = TypeVar("_Model", bound="CheckedHubMixin")
+
+
 class CheckedHubMixin(PyTorchModelHubMixin):
     """``PyTorchModelHubMixin`` whose ``from_pretrained`` refuses incomplete folders and loads strictly.
 
@@ -107,9 +112,9 @@ class CheckedHubMixin(PyTorchModelHubMixin):
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *, strict: bool = True, map_location: str = "cpu",
-        subfolder: str | None = None, **kwargs: Any,
-    ) -> Any:
+        cls: type[_Model], pretrained_model_name_or_path: str | os.PathLike, *, strict: bool = True,
+        map_location: str = "cpu", subfolder: str | None = None, **kwargs: Any,
+    ) -> _Model:
         """Load a model from a ``save_pretrained`` folder, a training output folder or the Hub.
 
         Every failure (missing or incomplete folder, unknown id, offline without a cached copy,
@@ -152,7 +157,14 @@ class CheckedHubMixin(PyTorchModelHubMixin):
             # e.g. a converted folder: the generator at the root, this model in sampler/
             raise ModelLoadError(f"{err}; this folder keeps a {cls.__name__} in {sub}/: pass subfolder={sub!r}"
                                  ) from err.__cause__
-        return model.to(map_location).eval()
+        if isinstance(model, nn.Module):  # every cut-hf model is one; the mixin itself has no device
+            model.to(map_location).eval()
+        return model
+
+    def hub_config(self) -> dict[str, Any]:
+        """The constructor arguments ``save_pretrained`` writes to ``config.json`` (a copy)."""
+        config = self._hub_mixin_config  # cut-hf models take plain JSON values: always a dict
+        return dict(config) if isinstance(config, dict) else {}
 
     def generate_model_card(self, *args: Any, datasets: str | Sequence[str] | None = None,
                             examples: Sequence[dict[str, str]] | None = None, **kwargs: Any) -> ModelCard:
@@ -168,9 +180,9 @@ class CheckedHubMixin(PyTorchModelHubMixin):
         examples = [dict(e) for e in examples or []]
         card = super().generate_model_card(*args, examples=examples, **kwargs)
         if datasets:
-            card.data.datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+            card.data["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
         if examples:
-            card.data.widget = [{"src": e["input"], "example_title": e.get("title") or Path(e["input"]).stem,
+            card.data["widget"] = [{"src": e["input"], "example_title": e.get("title") or Path(e["input"]).stem,
                                  **({"output": {"url": e["output"]}} if e.get("output") else {})} for e in examples]
         return card
 

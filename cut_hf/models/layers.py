@@ -63,6 +63,8 @@ class Downsample(nn.Module):
     convolution, which is faster there.
     """
 
+    filt: torch.Tensor  # a buffer
+
     def __init__(self, channels: int, filt_size: int = 3, stride: int = 2, fast: bool = True) -> None:
         super().__init__()
         self.channels = channels
@@ -92,6 +94,8 @@ class Upsample(nn.Module):
     stays a buffer for the official state dict; like the original, it is a constant, not trained.
     ``fast=False`` (``train.py --no-fast-ops``) always runs the official transposed convolution.
     """
+
+    filt: torch.Tensor  # a buffer
 
     def __init__(self, channels: int, filt_size: int = 4, stride: int = 2, fast: bool = True) -> None:
         super().__init__()
@@ -133,8 +137,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
     cases take the parent's path, and so does every case with ``fast=False``.
     """
 
-    def __init__(self, num_features: int, *args: object, fast: bool = True, **kwargs: object) -> None:
-        super().__init__(num_features, *args, **kwargs)
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, fast: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.fast = bool(fast)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -14,6 +15,12 @@ from cut_hf.models.layers import init_weights
 def l2_normalize(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """``x / (||x||_2 + eps)`` over dim 1, the original's ``Normalize(2)`` (eps added to the norm)."""
     return x / (x.pow(2).sum(1, keepdim=True).pow(0.5) + eps)  # pow(0.5), not sqrt: the paper's rounding
+
+
+class Encoder(Protocol):
+    """What a sampler is built for: a generator that says its feature maps' channels."""
+
+    def feature_channels(self) -> Sequence[int]: ...
 
 
 class PatchSampler(nn.Module, CheckedHubMixin, **mixin_kwargs("patch_sampler")):
@@ -44,7 +51,7 @@ class PatchSampler(nn.Module, CheckedHubMixin, **mixin_kwargs("patch_sampler")):
 
     @classmethod
     def for_generator(
-        cls, generator: nn.Module, num_patches: int = 256, nc: int = 256, use_mlp: bool = True
+        cls, generator: Encoder, num_patches: int = 256, nc: int = 256, use_mlp: bool = True
     ) -> PatchSampler:
         """A sampler whose MLPs fit ``generator.encode()``'s features (its ``nce_layers``).
 

@@ -55,6 +55,8 @@ class Blur(nn.Module):
     """Zero-pad by ``pad`` = (before, after) on both axes, then a depthwise FIR blur (``upfirdn2d``
     with no resampling). The kernel buffer is part of the state dict, as in the official code."""
 
+    kernel: torch.Tensor  # a buffer
+
     def __init__(self, pad: tuple[int, int], gain: float = 1.0, taps: Sequence[int] = BLUR_KERNEL) -> None:
         super().__init__()
         self.register_buffer("kernel", blur_kernel_2d(taps) * gain)

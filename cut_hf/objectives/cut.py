@@ -22,6 +22,11 @@ import torch.nn as nn
 
 from cut_hf.objectives.losses import GAN_MODES, gan_loss, identity_loss, patch_nce_loss
 from cut_hf.models import CUTGenerator, PatchDiscriminator, PatchSampler
+from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+
+#: The networks a CUT-style step trains: CUT's, or SinCUT's StyleGAN2 pair (:mod:`cut_hf.objectives.sincut`).
+Generator = CUTGenerator | StyleGAN2Generator
+Discriminator = PatchDiscriminator | StyleGAN2Discriminator
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class GeneratorWithFeatures(nn.Module):
     Its state dict is the generator's with a ``generator.`` prefix (checkpoint files keep it).
     """
 
-    def __init__(self, generator: CUTGenerator) -> None:
+    def __init__(self, generator: Generator) -> None:
         super().__init__()
         self.generator = generator
 
@@ -102,7 +107,7 @@ class CUTObjective:
     ``super()`` and adds its terms to the loss and to the returned dict (logged by name).
     """
 
-    def __init__(self, generator: CUTGenerator, discriminator: PatchDiscriminator, sampler: PatchSampler,
+    def __init__(self, generator: Generator, discriminator: Discriminator, sampler: PatchSampler,
                  config: CUTObjectiveConfig, wrapped: tuple[nn.Module, nn.Module, nn.Module] | None = None) -> None:
         self.generator, self.discriminator, self.sampler = generator, discriminator, sampler
         self.config = config
@@ -110,7 +115,7 @@ class CUTObjective:
         self.last: dict[str, Any] | None = None  # the latest forward pass's images (sample grids)
 
     @classmethod
-    def prepared(cls, accelerator: Any, generator: CUTGenerator, discriminator: PatchDiscriminator,
+    def prepared(cls, accelerator: Any, generator: Generator, discriminator: Discriminator,
                  sampler: PatchSampler, config: CUTObjectiveConfig, *others: Any) -> tuple[CUTObjective, list[Any]]:
         """``accelerator.prepare`` G (as :class:`GeneratorWithFeatures`), D, F and ``others`` (optimisers,
         schedulers) in one call, in the order every checkpoint was written with (``model``,
@@ -155,11 +160,11 @@ class CUTObjective:
                 feat_k = self.generator.encode(src)
             k_pool, patch_ids = self.sampler([f.detach() for f in feat_k], cfg.num_patches)  # (B*S, nc) each
         q_pool, _ = self.net_f(feat_q, cfg.num_patches, patch_ids)  # same locations, through DDP for F's grads
-        total = 0.0
-        for f_q, f_k in zip(q_pool, k_pool):
-            total = total + patch_nce_loss(f_q, f_k, cfg.nce_t, batch_size=src.shape[0],
-                                           negatives_from_batch=cfg.nce_negatives_from_batch) * cfg.lambda_nce
-        return total / len(self.generator.nce_layers)
+        terms = [patch_nce_loss(f_q, f_k, cfg.nce_t, batch_size=src.shape[0],
+                                negatives_from_batch=cfg.nce_negatives_from_batch) * cfg.lambda_nce
+                 for f_q, f_k in zip(q_pool, k_pool, strict=True)]
+        # added one by one, in layer order, as the paper's code does (0.0 + first term is the first term)
+        return sum(terms[1:], terms[0]) / len(self.generator.nce_layers)
 
     def generator_loss(self, real_a: torch.Tensor, real_b: torch.Tensor,
                        out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -232,4 +237,6 @@ class CUTObjective:
     def sample_columns(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """real_A | fake_B | real_B | idt_B (no idt_B without the identity loss) of the latest step."""
         out = self.last
+        if out is None:
+            raise RuntimeError("sample_columns needs a training step first")
         return [batch["A"], out["fake_B"], batch["B"]] + ([out["idt_B"]] if out["idt_B"] is not None else [])

@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 GAN_MODES = ("lsgan", "vanilla", "nonsaturating")
 
-_F = TypeVar("_F", bound=Callable[..., torch.Tensor])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _float32_loss(fn: _F) -> _F:

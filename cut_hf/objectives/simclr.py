@@ -95,7 +95,7 @@ class SimCLRObjective:
         return {"nt_xent": loss.detach(), "positive_top1": accuracy, "skipped": skipped}
 
 
-def revert_sync_batchnorm(model: nn.Module) -> nn.Module:
+def revert_sync_batchnorm(model: SimCLR) -> SimCLR:
     """SyncBatchNorm layers back to BatchNorm2d, so the saved model loads without a process group."""
     if not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
         return model

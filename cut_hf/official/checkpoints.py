@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -135,10 +135,10 @@ def _foreign_globals(path: Path) -> list[str]:
                 strings.append(str(arg))
             elif op.name == "MEMOIZE" and strings:
                 memo[len(memo)] = strings[-1]
-            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-                memo[int(arg)] = strings[-1]
-            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(memo.get(int(arg)), str):
-                strings.append(memo[int(arg)])
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings and isinstance(arg, int):
+                memo[arg] = strings[-1]
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and isinstance(memo.get(arg), str):
+                strings.append(memo[arg])
             elif op.name in ("GLOBAL", "INST"):
                 found.append(str(arg).replace(" ", "."))
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
@@ -284,13 +284,17 @@ def _is_discriminator(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return first is not None and first.dim() == 4 and tuple(first.shape[-2:]) == (4, 4)
 
 
+#: What an official checkpoint becomes: one of our model classes (a :data:`KINDS` entry's ``model_class``).
+OfficialModel = CUTGenerator | PatchDiscriminator | PatchSampler | StyleGAN2Generator | StyleGAN2Discriminator
+
+
 @dataclass(frozen=True)
 class CheckpointKind:
     """One kind of official network: how to recognise its state dict and which model it becomes."""
 
     label: str  #: in messages: "a CUT generator (netG)"
     flag: str  #: the command-line flag that takes it
-    model_class: type[nn.Module]
+    model_class: type[OfficialModel]
     infer_config: Callable[[Mapping[str, torch.Tensor]], dict[str, Any]]
     recognise: Callable[[Mapping[str, torch.Tensor]], bool]
 
@@ -361,7 +365,7 @@ def drop_stale_instance_norm_stats(state_dict: dict[str, torch.Tensor]) -> list[
     return removed
 
 
-def load_official(path: str | os.PathLike, kind: str = "generator") -> nn.Module:
+def load_official(path: str | os.PathLike, kind: str = "generator") -> OfficialModel:
     """Our model holding the weights of an official checkpoint of ``kind`` (a :data:`KINDS` key), in eval mode.
 
     The file is read with ``weights_only=True``, must hold that kind of network (else the message
@@ -385,16 +389,27 @@ def load_official(path: str | os.PathLike, kind: str = "generator") -> nn.Module
     return model.eval()
 
 
+_Net = TypeVar("_Net", bound=nn.Module)
+
+
+def _load_official_as(path: str | os.PathLike, kind: str, cls: type[_Net]) -> _Net:
+    """:func:`load_official` for a kind whose :data:`KINDS` class is ``cls``, typed as such."""
+    model = load_official(path, kind)
+    if not isinstance(model, cls):  # only if KINDS[kind] changed its class
+        raise TypeError(f"KINDS[{kind!r}] built a {type(model).__name__}, not a {cls.__name__}")
+    return model
+
+
 def load_official_generator(path: str | os.PathLike) -> CUTGenerator:
     """A :class:`CUTGenerator` holding the weights of an official ``latest_net_G.pth`` (eval mode)."""
-    return load_official(path, "generator")
+    return _load_official_as(path, "generator", CUTGenerator)
 
 
 def load_official_discriminator(path: str | os.PathLike) -> PatchDiscriminator:
     """A :class:`PatchDiscriminator` holding the weights of an official ``latest_net_D.pth``."""
-    return load_official(path, "discriminator")
+    return _load_official_as(path, "discriminator", PatchDiscriminator)
 
 
 def load_official_sampler(path: str | os.PathLike) -> PatchSampler:
     """A :class:`PatchSampler` holding the weights of an official ``latest_net_F.pth``."""
-    return load_official(path, "sampler")
+    return _load_official_as(path, "sampler", PatchSampler)

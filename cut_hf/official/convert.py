@@ -22,15 +22,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
 from huggingface_hub import HfApi
 
 from cut_hf import __version__
 from cut_hf.hub.mixin import CODE_URL as OFFICIAL_REPO_URL
 from cut_hf.hub.mixin import PAPER_URL
-from cut_hf.models import CUTGenerator, nce_channels
+from cut_hf.models import CUTGenerator, PatchSampler, nce_channels
 from cut_hf.official.checkpoints import (  # noqa: F401 - re-exported: cut_hf.official.convert keeps offering the readers
     MODES,
+    OfficialModel,
     ConversionError,
     checkpoint_kind,
     drop_stale_instance_norm_stats,
@@ -118,39 +118,39 @@ def _provenance(slot: str, path: Path, config: Mapping[str, Any], n_tensors: int
     return f"{intro}\n\n| | |\n|---|---|\n{table}"
 
 
-def _save(model: nn.Module, out: Path, card_kwargs: dict[str, Any], extra_tags: Sequence[str]) -> None:
+def _save(model: OfficialModel, out: Path, card_kwargs: dict[str, Any], extra_tags: Sequence[str]) -> None:
     """``save_pretrained`` plus a card rendered from the model's template with our metadata."""
     model.save_pretrained(out)
     card = model.generate_model_card(**card_kwargs)
-    card.data.tags = list(dict.fromkeys(list(card.data.tags or []) + [t for t in extra_tags if t]))
+    card.data["tags"] = list(dict.fromkeys([*card.data.get("tags", []), *(t for t in extra_tags if t)]))
     card.save(out / "README.md")  # replaces any card of an earlier conversion in the same folder
 
 
-def _read_parts(sources: Sequence[str | os.PathLike | None], mode: str | None) -> list[tuple[str, Path, nn.Module]]:
+def _read_parts(sources: Sequence[str | os.PathLike | None], mode: str | None) -> list[tuple[str, Path, OfficialModel]]:
     """(slot, source, model) for each given checkpoint, all read and checked before anything is written."""
     kinds = MODES[mode or "cut"]
     return [(slot, Path(src), load_official(src, getattr(kinds, slot)))
             for (slot, _, _), src in zip(SLOTS, sources, strict=True) if src is not None]
 
 
-def _warn_on_sampler_mismatch(parts: Sequence[tuple[str, Path, nn.Module]]) -> None:
+def _warn_on_sampler_mismatch(parts: Sequence[tuple[str, Path, OfficialModel]]) -> None:
     """The sampler's MLP inputs should fit the generator's default NCE layers; say so when not."""
     generator = parts[0][2]
     sampler = next((m for slot, _, m in parts if slot == "sampler"), None)
-    if sampler is None or not isinstance(generator, CUTGenerator):  # other families pick their own layers
+    if not isinstance(sampler, PatchSampler) or not isinstance(generator, CUTGenerator):  # others pick their own layers
         return
-    expected = nce_channels(generator._hub_mixin_config)
+    expected = nce_channels(generator.hub_config())
     if list(sampler.in_channels) != expected:
         print(f"warning: the sampler's MLP inputs {sampler.in_channels} do not match the generator's default "
               f"NCE layers {list(generator.nce_layers)} (channels {expected}); "
               "pass the right nce_layers when training on", file=sys.stderr)
 
 
-def _card_kwargs(slot: str, src: Path, model: nn.Module, *, name: str | None, mode: str | None, source: str,
+def _card_kwargs(slot: str, src: Path, model: OfficialModel, *, name: str | None, mode: str | None, source: str,
                  command: str, push_to_hub: str | None) -> dict[str, Any]:
     """Template values of one converted folder's card."""
     mode_title = MODES[mode].title if mode else "CUT"
-    config = model._hub_mixin_config
+    config = model.hub_config()
     kwargs: dict[str, Any] = dict(provenance=_provenance(slot, src, config, len(model.state_dict()), name=name,
                                                          mode=mode, source=source, command=command))
     if slot == "generator":

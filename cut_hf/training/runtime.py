@@ -332,6 +332,8 @@ class Trainer:
             acc.print(f"saved {saved}; skipped {state['skipped_files']} unreadable file(s), "
                       f"{fp16} fp16 overflow step(s)")
             if cfg.push_to_hub:
+                if not cfg.hub_model_id:  # the parser requires it; a hand-made config may not
+                    raise ValueError("push_to_hub needs hub_model_id (--hub-model-id user/name)")
                 url = push_folders_to_hub(cfg.hub_model_id, root, subfolders, private=cfg.private,
                                           endpoint=cfg.hub_endpoint)
                 acc.print(f"pushed to {url}")

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -22,17 +23,21 @@ from PIL import Image
 from cut_hf.translation.folders import (
     BatchOptions, Decoded, Progress, Reader, Summary, Writer, gather_summary, job_device, job_state, translated,
 )
-from cut_hf.images import ImageLoadError, load_image, pil_to_uint8
+from cut_hf.images import ImageLoadError, ImageSource, load_image, pil_to_uint8
 from cut_hf.translation.pipeline import io_channels
+
+if TYPE_CHECKING:  # imported when a job runs: `import cut_hf` stays free of 🤗 datasets and Accelerate
+    import datasets
+    from accelerate import PartialState
 
 
 class ColumnSource:
     """Input ``key`` of a dataset job: the image in ``column`` of row ``key``."""
 
-    def __init__(self, dataset: object, column: str) -> None:
+    def __init__(self, dataset: datasets.Dataset, column: str) -> None:
         self.dataset, self.column = dataset.select_columns([column]), column  # decode only this column
 
-    def __call__(self, key: int) -> object:
+    def __call__(self, key: int) -> ImageSource:
         value = self.dataset[key][self.column]
         if isinstance(value, dict):  # an undecoded Image feature: {"bytes": ..., "path": ...}
             value = value.get("bytes") or value.get("path")
@@ -50,9 +55,9 @@ def _png(image: Image.Image | None) -> dict | None:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _translated_column(generator: nn.Module, dataset: object, column: str, keys: list[int], out_column: str,
+def _translated_column(generator: nn.Module, dataset: datasets.Dataset, column: str, keys: list[int], out_column: str,
                        options: BatchOptions, device: torch.device, progress: Progress, summary: Summary,
-                       cache_dir: Path) -> object:
+                       cache_dir: Path) -> datasets.Dataset:
     """The translated images of rows ``keys`` as a one-column dataset in row order, written to
     ``cache_dir`` as they come (Arrow on disk: a process's results need not fit in memory)."""
     import datasets
@@ -63,7 +68,7 @@ def _translated_column(generator: nn.Module, dataset: object, column: str, keys:
     reader = Reader(keys, ColumnSource(dataset, column), io_channels(generator)[0], options.max_pixels)
 
     def rows() -> Iterator[dict]:
-        writer = Writer(options.num_workers)  # PNG encoding in threads, in arrival order
+        writer: Writer[int] = Writer(options.num_workers)  # PNG encoding in threads, in arrival order
         for item, image in translated(generator, reader, options, device, progress, summary):
             yield from ({"key": k, out_column: png} for k, png, _ in writer.submit(item.key, _png, image))
         yield from ({"key": k, out_column: png} for k, png, _ in writer.drain())
@@ -78,9 +83,9 @@ def _translated_column(generator: nn.Module, dataset: object, column: str, keys:
 
 
 def translate_dataset(
-    generator: nn.Module, dataset: object, column: str, output_dir: str | os.PathLike, options: BatchOptions,
-    output_column: str | None = None, device: torch.device | None = None, state: object | None = None,
-) -> tuple[object | None, Summary]:
+    generator: nn.Module, dataset: datasets.Dataset, column: str, output_dir: str | os.PathLike, options: BatchOptions,
+    output_column: str | None = None, device: torch.device | None = None, state: PartialState | None = None,
+) -> tuple[datasets.Dataset | None, Summary]:
     """Translate the images in ``column`` of a 🤗 ``datasets.Dataset`` into ``output_column``
     (default ``<column>_translated``; rows whose image cannot be read get None), keep every other
     column, and ``save_to_disk`` the result to ``output_dir``.
@@ -102,8 +107,8 @@ def translate_dataset(
     return _finish(shard, summary, start, progress, output_dir, work, state)
 
 
-def _finish(shard: object, summary: Summary, start: float, progress: Progress, output_dir: Path, work: Path,
-            state: object) -> tuple[object | None, Summary]:
+def _finish(shard: datasets.Dataset, summary: Summary, start: float, progress: Progress, output_dir: Path, work: Path,
+            state: PartialState) -> tuple[datasets.Dataset | None, Summary]:
     """Join the processes' shards in process order into ``output_dir`` (main process), clean up, and
     return (the saved dataset on the main process, else None; the whole job's summary)."""
     import datasets
@@ -124,7 +129,7 @@ def _finish(shard: object, summary: Summary, start: float, progress: Progress, o
     return (datasets.load_from_disk(str(output_dir)) if state.is_main_process else None), total
 
 
-def open_stream(name: str, split: str = "train") -> object:
+def open_stream(name: str, split: str = "train") -> datasets.IterableDataset:
     """A split of a 🤗 dataset (Hub id or local folder) as a stream: rows are read as they are
     needed, nothing is downloaded first. Raises ValueError (one line) when it cannot be opened or
     does not declare its features (the output needs them)."""
@@ -143,7 +148,7 @@ class StreamReader(torch.utils.data.IterableDataset):
     """Rows of a streamed (iterable) dataset as :class:`Decoded` inputs that carry their row; in
     DataLoader workers the stream's shards are spread over the workers by 🤗 datasets itself."""
 
-    def __init__(self, stream: object, column: str, channels: int, max_pixels: int | None) -> None:
+    def __init__(self, stream: datasets.IterableDataset, column: str, channels: int, max_pixels: int | None) -> None:
         import datasets
 
         self.stream = stream.cast_column(column, datasets.Image(decode=False))  # bytes pass through as they are
@@ -163,9 +168,10 @@ class StreamReader(torch.utils.data.IterableDataset):
 
 
 def translate_stream(
-    generator: nn.Module, stream: object, column: str, output_dir: str | os.PathLike, options: BatchOptions,
-    output_column: str | None = None, device: torch.device | None = None, state: object | None = None,
-) -> tuple[object | None, Summary]:
+    generator: nn.Module, stream: datasets.IterableDataset, column: str, output_dir: str | os.PathLike,
+    options: BatchOptions, output_column: str | None = None, device: torch.device | None = None,
+    state: PartialState | None = None,
+) -> tuple[datasets.Dataset | None, Summary]:
     """:func:`translate_dataset` for a streamed ``datasets.IterableDataset`` (a Hub id read without
     downloading it first). Each process reads its part (``split_dataset_by_node``); rows come out in
     the order they were translated (equal sizes batched together), not in the stream's order."""
@@ -183,10 +189,10 @@ def translate_stream(
     progress, summary = Progress(None, state.is_main_process), Summary()
 
     def rows() -> Iterator[dict]:
-        writer = Writer(options.num_workers)
+        writer: Writer[Decoded] = Writer(options.num_workers)
         for item, image in translated(generator, reader, options, device or job_device(state), progress, summary):
-            yield from ({**it.row, output_column: png} for it, png, _ in writer.submit(item, _png, image))
-        yield from ({**it.row, output_column: png} for it, png, _ in writer.drain())
+            yield from ({**(it.row or {}), output_column: png} for it, png, _ in writer.submit(item, _png, image))
+        yield from ({**(it.row or {}), output_column: png} for it, png, _ in writer.drain())
 
     shard = datasets.Dataset.from_generator(rows, features=features, fingerprint=uuid.uuid4().hex,
                                             cache_dir=str(work / f"cache-{state.process_index}"))

@@ -164,6 +164,8 @@ def export_onnx(
     model, x, shapes = _traceable(generator, precision, example_size, m)
     program = torch.onnx.export(model, (x,), None, dynamo=True, opset_version=opset, dynamic_shapes=shapes,
                                 input_names=["input"], output_names=["output"], verbose=False)
+    if program is None:  # only the legacy (dynamo=False) exporter returns nothing
+        raise ExportError("torch.onnx.export returned no ONNX program")
     # The opset actually written (the exporter may keep a newer one when conversion fails).
     written = program.model.opset_imports.get("", opset)
     for key, value in export_metadata(generator, "onnx", precision, written, source).items():

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 import torch
 import torch.nn as nn
@@ -34,8 +34,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image, pil_to_uint8
+from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageSource, load_image, pil_to_uint8
 from cut_hf.translation.pipeline import Tiling, io_channels, translate, will_tile
+
+if TYPE_CHECKING:  # imported when a job starts: a plain translate() call never needs Accelerate
+    from accelerate import PartialState
+
+Key = TypeVar("Key")
 
 # Each job of a launch counts its progress under its own key of the shared store (see Progress).
 _JOB_IDS = itertools.count()
@@ -130,14 +135,14 @@ class FileSource:
     def __init__(self, files: Sequence[Path]) -> None:
         self.files = list(files)
 
-    def __call__(self, key: int) -> object:
+    def __call__(self, key: int) -> ImageSource:
         return self.files[key]
 
 
 class Reader(Dataset):
     """Checks and decodes the inputs ``keys`` (in DataLoader workers when there are any)."""
 
-    def __init__(self, keys: Sequence[int], source: Callable[[int], object], channels: int,
+    def __init__(self, keys: Sequence[int], source: Callable[[int], ImageSource], channels: int,
                  max_pixels: int | None, targets: Sequence[Path] | None = None, overwrite: bool = False) -> None:
         self.keys, self.source, self.channels, self.max_pixels = list(keys), source, channels, max_pixels
         self.targets, self.overwrite = targets, overwrite
@@ -176,7 +181,7 @@ def size_batches(items: Iterator[Decoded], batch_size: int, alone: Callable[[int
         if item.image is None or alone(*item.image.shape[-2:]):
             yield [item]
             continue
-        group = groups.setdefault(tuple(item.image.shape[-2:]), [])
+        group = groups.setdefault((item.image.shape[-2], item.image.shape[-1]), [])
         group.append(item)
         waiting += 1
         if len(group) == batch_size or waiting >= buffered:
@@ -225,7 +230,7 @@ class Progress:
         self.bar.close()
 
 
-def _job_store() -> object | None:
+def _job_store() -> torch.distributed.Store | None:
     """The key-value store every process of the job shares (None when running alone)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
@@ -244,8 +249,9 @@ def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions
         return [None]
     try:
         return translate(
-            generator, [item.image for item in batch], size=options.size, keep_size=options.keep_size,
-            batch_size=options.batch_size, device=device, precision=options.precision, tiling=options.tiling,
+            generator, [item.image for item in batch if item.image is not None], size=options.size,
+            keep_size=options.keep_size, batch_size=options.batch_size, device=device, precision=options.precision,
+            tiling=options.tiling,
             max_pixels=None, progress=progress.tiles if tiled else None,
         )
     except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
@@ -261,7 +267,9 @@ def translated(
     """Translate one process's inputs (``reader``: map-style or iterable, giving :class:`Decoded`):
     ``(input, image)`` each, ``(input, None)`` for one that failed (skipped ones yield nothing);
     ``summary`` counts as it goes."""
-    loader = DataLoader(reader, batch_size=None, num_workers=options.num_workers, collate_fn=_keep)
+    # batch_size=None: collate_fn gets one item, not a list (torch annotates only the batching case)
+    loader = DataLoader(reader, batch_size=None, num_workers=options.num_workers,
+                        collate_fn=_keep)  # type: ignore[arg-type]
     alone = lambda h, w: will_tile(h, w, options.tiling, options.size)  # noqa: E731
     for batch in size_batches(iter(loader), options.batch_size, alone, buffered=8 * options.batch_size):
         if batch[0].skip:
@@ -275,34 +283,34 @@ def translated(
         progress.images(len(batch))
 
 
-class Writer:
+class Writer(Generic[Key]):
     """Runs ``fn(*args)`` per result in a thread pool (PIL encodes outside the GIL), with at most
     ``4 * threads`` results waiting, so memory stays bounded when writing is the slow part."""
 
     def __init__(self, threads: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max(1, threads))
-        self.pending: collections.deque[tuple[object, Future]] = collections.deque()
+        self.pending: collections.deque[tuple[Key, Future]] = collections.deque()
         self.limit = 4 * max(1, threads)
 
-    def submit(self, key: object, fn: Callable, *args: object) -> Iterator[tuple[object, object, BaseException | None]]:
+    def submit(self, key: Key, fn: Callable, *args: object) -> Iterator[tuple[Key, object, BaseException | None]]:
         """Queue one; yields ``(key, result, error)`` of the oldest ones while too many wait."""
         self.pending.append((key, self.pool.submit(fn, *args)))
         while len(self.pending) > self.limit:
             yield self._finish()
 
-    def drain(self) -> Iterator[tuple[object, object, BaseException | None]]:
+    def drain(self) -> Iterator[tuple[Key, object, BaseException | None]]:
         """``(key, result, error)`` of everything still queued, in order; then the pool stops."""
         while self.pending:
             yield self._finish()
         self.pool.shutdown()
 
-    def _finish(self) -> tuple[object, object, BaseException | None]:
+    def _finish(self) -> tuple[Key, object, BaseException | None]:
         key, future = self.pending.popleft()
         error = future.exception()
         return key, (None if error else future.result()), error
 
 
-def job_state(cpu: bool | None = None) -> object:
+def job_state(cpu: bool | None = None) -> PartialState:
     """Accelerate's ``PartialState`` of this launch (one process when not launched).
 
     ``cpu``: run every process on the CPU (gloo); ``None``: when there is no accelerator. Without it
@@ -319,13 +327,13 @@ def job_state(cpu: bool | None = None) -> object:
     return state
 
 
-def job_device(state: object) -> torch.device:
+def job_device(state: PartialState) -> torch.device:
     """This process's device in the launch: ``cuda:<local rank>`` and the like, or the CPU."""
     device = torch.device(state.device)
     return torch.device("cpu") if device.type == "cpu" else device  # Accelerate may say cpu:0
 
 
-def gather_summary(summary: Summary, state: object) -> Summary:
+def gather_summary(summary: Summary, state: PartialState) -> Summary:
     """The whole job's summary (every process calls this)."""
     if state.num_processes == 1:
         return summary
@@ -336,13 +344,14 @@ def gather_summary(summary: Summary, state: object) -> Summary:
 
 def translate_files(
     generator: nn.Module, files: Sequence[Path], targets: Sequence[Path], options: BatchOptions,
-    device: torch.device | None = None, state: object | None = None,
+    device: torch.device | None = None, state: PartialState | None = None,
 ) -> Summary:
     """Translate ``files[i]`` into ``targets[i]``, sharded over the processes of ``state``
     (Accelerate's ``PartialState``; default: the current launch). Returns the whole job's summary
     on every process; failures are counted and reported, not raised."""
     state, start = state or job_state(), time.perf_counter()
-    progress, summary, writer = Progress(len(files), state.is_main_process), Summary(), Writer(options.num_workers)
+    progress, summary = Progress(len(files), state.is_main_process), Summary()
+    writer: Writer[int] = Writer(options.num_workers)
 
     def count(done: Iterator[tuple[int, object, BaseException | None]]) -> None:
         for key, _, error in done:

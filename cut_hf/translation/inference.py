@@ -30,6 +30,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 import torch.nn as nn
@@ -231,7 +232,7 @@ class StatsInstanceNorm(nn.Module):
         return y.to(x.dtype)
 
 
-def _uses_instance_stats(module: nn.Module) -> bool:
+def _uses_instance_stats(module: nn.Module) -> TypeGuard[nn.InstanceNorm2d]:
     """An InstanceNorm2d that normalises with the statistics of its input (the CUT case)."""
     return isinstance(module, nn.InstanceNorm2d) and (module.training or not module.track_running_stats)
 

@@ -16,7 +16,7 @@ import torch
 from cut_hf.evaluation.translation import evaluate_folders, list_images
 from cut_hf.evaluation.metrics import TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.models import CUTGenerator
-from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig
+from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, Generator
 from cut_hf.objectives.sincut import SinCUTObjectiveConfig
 from cut_hf.data.single_image import EPOCH_CROPS
 from cut_hf.training.logs import image_grid, save_image, weights_digest
@@ -201,6 +201,8 @@ class Evaluator:
     """
 
     def __init__(self, args: CUTTrainConfig, out_dir: Path, device: torch.device) -> None:
+        if args.eval_dirs is None:  # the parser requires them with --eval-every; a hand-made config may not
+            raise ValueError("evaluating during training needs eval_dirs (--eval-dirs INPUT REFERENCE)")
         self.input_dir, self.reference_dir = (Path(d) for d in args.eval_dirs)
         self.size, self.paired, self.device = args.eval_size or None, args.eval_paired, device
         self.metric = "psnr" if self.paired else "fid"
@@ -227,7 +229,7 @@ class Evaluator:
             return None
         return saved if saved.get("metric") == self.metric else None
 
-    def __call__(self, generator: CUTGenerator, state: dict[str, Any]) -> dict[str, float]:
+    def __call__(self, generator: Generator, state: dict[str, Any]) -> dict[str, float]:
         """Evaluate at ``state['step']``; update ``state['best_*']`` and OUTPUT/best/. Returns the logged values."""
         # Forked RNG: evaluating must not change the training's random stream (resume stays exact).
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
@@ -240,14 +242,14 @@ class Evaluator:
             values.update({f"eval/{k}": result["paired"][k] for k in ("psnr", "ssim")
                            if result["paired"].get(k) is not None})
         value = float(values[f"eval/{self.metric}"])
-        self.last = {"step": state["step"], **{k.split("/", 1)[1]: v for k, v in values.items()}}
-        self.history.append(self.last)
+        self.last = last = {"step": state["step"], **{k.split("/", 1)[1]: v for k, v in values.items()}}
+        self.history.append(last)
         if self.better(value, state.get("best_metric")):
             state["best_metric"], state["best_step"] = value, state["step"]
-            self.save_best(generator, state)
+            self.save_best(generator, state, last)
         return values
 
-    def save_best(self, generator: CUTGenerator, state: dict[str, Any]) -> None:
+    def save_best(self, generator: Generator, state: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Write OUTPUT/best/ into a temporary folder, then swap it in by renames."""
         tmp, old = self.best_dir.with_name(".best.tmp"), self.best_dir.with_name(".best.old")
         for stale in (tmp, old):
@@ -258,7 +260,7 @@ class Evaluator:
             model_name="CUT generator (best evaluation)",
             description=f"The generator of step {state['step']}, the best {name} "
                         f"({state['best_metric']:.4f}) of the evaluations during training.",
-            metrics={k: v for k, v in self.last.items()}))
+            metrics=dict(metrics)))
         record = {"metric": self.metric, "value": state["best_metric"], "step": state["step"],
                   "input_dir": str(self.input_dir), "reference_dir": str(self.reference_dir), "size": self.size}
         (tmp / "best.json").write_text(json.dumps(record, indent=2))
@@ -277,7 +279,7 @@ def describe_data(args: CUTTrainConfig) -> tuple[str, str, str]:
     if args.data_dir:
         base = Path(args.data_dir).name
         return f"folder `{base}` (trainA/trainB)", args.label_a or f"{base} A", args.label_b or f"{base} B"
-    if args.domain_a:
+    if args.domain_a and args.domain_b:
         return (f"folders `{Path(args.domain_a).name}` and `{Path(args.domain_b).name}`",
                 args.label_a or Path(args.domain_a).name, args.label_b or Path(args.domain_b).name)
     return (f"🤗 dataset `{args.dataset}` (split {args.split}, columns {args.column_a}, {args.column_b})",
@@ -314,7 +316,7 @@ def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[st
     if summary.get("skipped_files"):
         training["unreadable files skipped"] = summary["skipped_files"]
     metrics: dict[str, str] = {}
-    if summary.get("best_step") is not None:
+    if summary.get("best_step") is not None and args.eval_dirs is not None:
         name = "PSNR" if args.eval_paired else "FID"
         extractor = "FID Inception-v3" if args.eval_feature_extractor == "inception" else "tiny test features, not comparable"
         training["evaluation"] = (f"every {args.eval_every} steps, `{Path(args.eval_dirs[0]).name}` → "
