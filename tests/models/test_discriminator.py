@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from cut_hf import PatchDiscriminator
+from tests.helpers import assert_close_to, sharpen
 from tests.reference.official import official_discriminator
 
 BLUR_DOWN = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
@@ -58,14 +59,16 @@ def test_patch_map_of_a_256_image_is_30x30():
     dict(), dict(antialias=False), dict(n_layers=2), dict(n_layers=4), dict(norm="batch"), dict(norm="none"),
     dict(input_nc=1)])
 def test_discriminator_equals_the_official(kwargs):
+    # At the paper's init a norm-free network's output is ~1e-10: weights at He scale (sharpen) make
+    # it O(1), so a changed slope, layer or norm shows far above float32 rounding (rel 1e-5).
     cfg = dict(ndf=4, **kwargs)
-    ref = official_discriminator(**cfg, seed=2).eval()
+    ref = sharpen(official_discriminator(**cfg, seed=2)).eval()
     ours = PatchDiscriminator(**cfg).eval()
     assert layout(ours) == layout(ref)
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(2, cfg.get("input_nc", 3), 64, 64) * 2 - 1
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-6)
+        assert_close_to(ours(x), ref(x), rel=1e-5)
 
 
 def test_init_is_xavier_gain_002_zero_bias_and_binomial_blur():

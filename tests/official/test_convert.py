@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers import assert_close_to, sharpen
 from tests.reference.official import PatchSampleF, official_discriminator, official_generator
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
@@ -70,7 +71,7 @@ GENERATOR_CASES = [
 def test_generator_converts_with_inferred_config_and_same_outputs(tmp_path, x, case):
     case = dict(case)
     prefix = case.pop("prefix")
-    official = official_generator(ngf=4, seed=1, **case).eval()
+    official = sharpen(official_generator(ngf=4, seed=1, **case)).eval()  # O(1) outputs: see sharpen
     ckpt = save_state_dict(official.state_dict(), tmp_path / "latest_net_G.pth", prefix)
 
     out = convert(ckpt, tmp_path / "converted", name="horse2zebra", mode="cut")
@@ -83,24 +84,26 @@ def test_generator_converts_with_inferred_config_and_same_outputs(tmp_path, x, c
     with torch.no_grad():
         y_converted, y_direct, y_official = converted(x), direct(x), official(x)
     assert torch.equal(y_converted, y_direct)  # same weights, same code: bit for bit
-    torch.testing.assert_close(y_converted, y_official, rtol=0, atol=1e-6)  # and the original network's output
-    assert y_converted.std() > 0  # not a constant image: the comparison means something
+    assert_close_to(y_converted, y_official, rel=1e-5)  # and the original network's, which varies
 
 
 def test_grayscale_and_batchnorm_generators_infer_channels_and_norm(tmp_path, x):
-    official = official_generator(input_nc=1, output_nc=3, ngf=4, n_blocks=2, norm="batch", seed=2).eval()
+    # At the paper's init a batch-norm generator's output is ~4e-12 (no norm rescales it): weights and
+    # running statistics at He scale (sharpen) make it O(1), so every layer, skip connections
+    # included, shows far above float32 rounding (rel 1e-5).
+    official = sharpen(official_generator(input_nc=1, output_nc=3, ngf=4, n_blocks=2, norm="batch", seed=2)).eval()
     sd = official.state_dict()
     config = infer_generator_config(sd)
     assert (config["input_nc"], config["output_nc"], config["norm"], config["n_blocks"]) == (1, 3, "batch", 2)
     generator = load_official_generator(save_state_dict(sd, tmp_path / "g.pth"))
     with torch.no_grad():
-        torch.testing.assert_close(generator(x[:, :1]), official(x[:, :1]), rtol=0, atol=1e-6)
+        assert_close_to(generator(x[:, :1]), official(x[:, :1]), rel=1e-5)
 
 
 def test_cyclegan_style_checkpoint_with_stale_instance_norm_buffers(tmp_path, x, capsys):
     """pix2pix/CycleGAN's ResNet generator is the non-anti-aliased layout; PyTorch < 0.4 saved
     running stats for its instance norms, which the original test.py deletes before loading."""
-    official = official_generator(ngf=4, n_blocks=9, antialias=False, antialias_up=False, seed=4).eval()
+    official = sharpen(official_generator(ngf=4, n_blocks=9, antialias=False, antialias_up=False, seed=4)).eval()
     sd = official.state_dict()
     for i in (2, 5, 8, 20, 23):  # the norms after the first conv, the downsamplings and the upsamplings
         sd[f"model.{i}.running_mean"] = torch.randn(sd[f"model.{i - 1}.weight"].shape[0 if i < 19 else 1])
@@ -109,7 +112,7 @@ def test_cyclegan_style_checkpoint_with_stale_instance_norm_buffers(tmp_path, x,
     assert "dropped 10 stale InstanceNorm" in capsys.readouterr().err
     assert generator._hub_mixin_config["norm"] == "instance"
     with torch.no_grad():
-        torch.testing.assert_close(generator(x), official(x), rtol=0, atol=1e-6)
+        assert_close_to(generator(x), official(x), rel=1e-5)
 
 
 def official_default_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -164,7 +167,7 @@ def test_default_size_official_key_list_converts_to_the_default_generator(tmp_pa
 @pytest.mark.parametrize("d_case", [dict(n_layers=3, antialias=True), dict(n_layers=2, antialias=False)])
 def test_cli_converts_discriminator_and_sampler_beside_the_generator(tmp_path, x, d_case, capsys):
     g_official = official_generator(ngf=4, n_blocks=2, seed=1).eval()
-    d_official = official_discriminator(ndf=4, seed=2, **d_case).eval()
+    d_official = sharpen(official_discriminator(ndf=4, seed=2, **d_case)).eval()  # O(1) logits
     f_official = PatchSampleF(use_mlp=True, nc=8)
     with torch.no_grad():
         feats = g_official(x, layers=[0, 4, 8, 12, 16], encode_only=True)
@@ -185,7 +188,7 @@ def test_cli_converts_discriminator_and_sampler_beside_the_generator(tmp_path, x
     assert f._hub_mixin_config["in_channels"] == [t.shape[1] for t in feats] and f._hub_mixin_config["nc"] == 8
     g = CUTGenerator.from_pretrained(out, strict=True).eval()
     with torch.no_grad():
-        torch.testing.assert_close(d(x), d_official(x), rtol=0, atol=1e-6)
+        assert_close_to(d(x), d_official(x), rel=1e-5)
         ours, _ = f(feats, patch_ids=ids)  # the sampler alone: the same features in
     for a, b in zip(ours, f_out, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
