@@ -29,6 +29,7 @@ MANIFEST = "manifest.json"  # {relative path: {"bytes": n, "sha256": hex}} of ev
 # checkpoint-<step>; checkpoint_<index> is the name used before checkpoints were named by step.
 _CKPT_RE = re.compile(r"^checkpoint([-_])(\d+)$")
 _TMP_PREFIX = ".tmp-"
+_DAMAGED_PREFIX = "damaged-"
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -84,22 +85,30 @@ class CheckpointManager:
         done = self.complete()
         return done[-1] if done else None
 
-    def latest_intact(self, warn: Callable[[str], None] = print) -> Path | None:
+    def latest_intact(self, warn: Callable[[str], None] = print, set_aside: bool = False) -> Path | None:
         """The newest complete checkpoint whose files are whole (:func:`damage`); ``warn`` gets one
-        line for each newer one skipped because it is damaged."""
+        line for each newer one passed over because it is damaged. ``set_aside`` (the main process of
+        a run that will save again) renames those to ``damaged-checkpoint-<step>``: kept for a look,
+        no longer found, and no longer in the way of the resumed run's checkpoint of that step."""
         for path in reversed(self.complete()):
             problem = damage(path)
             if problem is None:
                 return path
-            warn(f"warning: {path} is damaged ({problem}); falling back to the previous checkpoint")
+            where = ""
+            if set_aside:
+                aside = path.with_name(f"{_DAMAGED_PREFIX}{path.name}")
+                shutil.rmtree(aside, ignore_errors=True)  # an older one of the same step
+                os.replace(path, aside)
+                where = f", moved to {aside.name}"
+            warn(f"warning: {path} is damaged ({problem}{where}); resuming from the checkpoint before it")
         return None
 
-    def resolve(self, resume: str, warn: Callable[[str], None] = print) -> Path | None:
+    def resolve(self, resume: str, warn: Callable[[str], None] = print, set_aside: bool = False) -> Path | None:
         """``"latest"`` -> the newest complete, undamaged checkpoint here (``None`` if there is none
-        yet; ``warn`` names each damaged one passed over); a path -> that checkpoint, which must be
-        complete and undamaged."""
+        yet; ``warn`` and ``set_aside`` as in :meth:`latest_intact`); a path -> that checkpoint, which
+        must be complete and undamaged."""
         if resume == "latest":
-            return self.latest_intact(warn)
+            return self.latest_intact(warn, set_aside)
         path = Path(resume).expanduser()
         if not path.is_dir():
             raise CheckpointError(f"--resume {resume!r}: no such checkpoint folder")

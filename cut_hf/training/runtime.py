@@ -230,7 +230,7 @@ class Trainer:
             for stale in self.ckpts.remove_stale():
                 logger.warning("removed %s, left by a run stopped while saving", stale)
         acc.wait_for_everyone()
-        path = self.ckpts.resolve(resume, warn=acc.print) if resume else None
+        path = self.resolve(resume) if resume else None
         if resume == "latest" and path is None:
             acc.print(f"--resume latest: no checkpoint in {self.ckpts.root} yet, starting from scratch")
         if path is None:
@@ -256,6 +256,25 @@ class Trainer:
         self.last_saved = self.state["step"]  # that checkpoint exists: never write the same step again
         self.task.on_resume(saved, self.state)
         return path
+
+    def resolve(self, resume: str) -> Path | None:
+        """The checkpoint ``--resume`` names, chosen on the main process (which sets damaged ones
+        aside and warns) and sent to the others, so every process loads the same one."""
+        acc = self.accelerator
+        found: list[Path | None] = [None]
+        error: list[str | None] = [None]
+        if acc.is_main_process:
+            try:
+                found[0] = self.ckpts.resolve(resume, warn=acc.print, set_aside=True)
+            except CheckpointError as e:
+                error[0] = str(e)
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            found, error = broadcast_object_list(found), broadcast_object_list(error)
+        if error[0] is not None:
+            raise CheckpointError(error[0])
+        return found[0]
 
     def save_checkpoint(self) -> None:
         state = {**self.state, "task": self.task.name, "batch_size": self.sampler.batch_size,
@@ -294,20 +313,22 @@ class Trainer:
         progress = tqdm(total=self.max_steps, initial=state["step"], disable=not acc.is_local_main_process,
                         desc=f"{self.task.label} training", dynamic_ncols=True)
         batch = None
-        while state["step"] < self.max_steps and (self.epochs is None or state["epoch"] < self.epochs):
-            self.sampler.set_epoch(state["epoch"], start_batch=state["batch_in_epoch"])
-            for batch in self.loader:
-                values = self.one_step(batch)
-                progress.update(1)
-                progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-                self.after_step(batch, values)
-                if state["step"] >= self.max_steps or self.stop_agreed:
+        try:  # the bar ends its line before any error message
+            while state["step"] < self.max_steps and (self.epochs is None or state["epoch"] < self.epochs):
+                self.sampler.set_epoch(state["epoch"], start_batch=state["batch_in_epoch"])
+                for batch in self.loader:
+                    values = self.one_step(batch)
+                    progress.update(1)
+                    progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                    self.after_step(batch, values)
+                    if state["step"] >= self.max_steps or self.stop_agreed:
+                        break
+                else:  # the epoch ran to its end
+                    self.end_epoch()
+                if self.stop_agreed:
                     break
-            else:  # the epoch ran to its end
-                self.end_epoch()
-            if self.stop_agreed:
-                break
-        progress.close()
+        finally:
+            progress.close()
         self.stop_agreed = self.stop_agreed and state["step"] < self.max_steps  # asked at the last step: finish
         if self.stop_agreed:
             return batch  # stopped() saves the checkpoint
@@ -324,8 +345,8 @@ class Trainer:
         """After an agreed stop: a checkpoint at this step on every process, one line, :class:`TrainingStopped`."""
         acc, state = self.accelerator, self.state
         if state["batch_in_epoch"] >= self.sampler.batches_per_epoch:
-            # Stopped on an epoch's last batch: end the epoch as the uninterrupted run does, so the
-            # resumed run starts the next one (an empty rest of this epoch would draw the RNG once more).
+            # Stopped on an epoch's last batch: end the epoch here, as the uninterrupted run does next,
+            # so the checkpoint reads "epoch e+1, batch 0" (and its schedulers have taken the epoch's step).
             self.end_epoch()
         if self.last_saved != state["step"]:
             self.save_checkpoint()
