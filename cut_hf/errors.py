@@ -1,15 +1,24 @@
-"""Errors of model loading, at the bottom of the package so that every layer can raise them.
+"""Errors every layer can raise, at the bottom of the package: model loading and full disks.
 
 :class:`ModelLoadError` is what every load failure becomes (``from_pretrained`` of each model,
 ``load_generator``, the CLIs and the app): one line fit for a terminal or a web page.
+:class:`DiskFullError` is what a write that ran out of space (or quota) becomes, in training
+(checkpoints, model folders) and in translation jobs; :func:`is_disk_full` recognises the forms
+the writers raise it in.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelLoadError", "hub_load_error", "mismatch_message", "one_line"]
+__all__ = ["DiskFullError", "ModelLoadError", "hub_load_error", "is_disk_full", "mismatch_message", "one_line",
+           "tree_bytes"]
 
 
 class ModelLoadError(RuntimeError):
@@ -89,3 +98,94 @@ def one_line(text: object, limit: int = 200) -> str:
     """``text`` on one line (runs of whitespace and newlines become one space), cut at ``limit``."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- full disks
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# How the writers that do not raise OSError say it: safetensors (Rust's io::Error text) and the
+# OS's own strerror texts inside other messages.
+_DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "os error 28)", "os error 122)")
+#: Below this much free space a failed write is taken for a full disk even when the writer's error
+#: does not say so (torch.save reports a short write as "unexpected pos ..." or "file write failed").
+NEARLY_FULL_BYTES = 1 << 20
+
+
+class DiskFullError(RuntimeError):
+    """A file could not be written because its disk is full or its quota is reached.
+
+    The message is one line: what, in which folder, about how much space it needed and how much
+    is free. ``folder`` and ``needed`` (bytes, None when unknown) are kept as attributes.
+    """
+
+    def __init__(self, what: str, folder: str | os.PathLike, needed: int | None = None, advice: str = "") -> None:
+        self.folder, self.needed = Path(folder), needed
+        free = _free_bytes(self.folder)
+        space = f"needs about {_human(needed)}" if needed else "needs more space"
+        if free is not None:
+            space += f", {_human(free)} free"
+        tail = f"; {advice}" if advice else ""
+        super().__init__(f"disk full: cannot write {what} in {self.folder} ({space}){tail}")
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether ``err`` (raised by a write into ``folder``) means the disk or the quota is full.
+
+    ``OSError`` with ``ENOSPC``/``EDQUOT``, or any error whose text says so (safetensors), or any
+    ``OSError``/``RuntimeError`` raised while ``folder``'s file system has less than
+    :data:`NEARLY_FULL_BYTES` free (torch.save's short writes). Call it before removing what
+    the failed write left, or the space is free again.
+    """
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(t in str(e).lower() for t in _DISK_FULL_TEXTS):
+            return True
+    if folder is not None and isinstance(err, (OSError, RuntimeError)):
+        free = _free_bytes(Path(folder))
+        return free is not None and free < NEARLY_FULL_BYTES
+    return False
+
+
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Bytes in the files under ``path`` (a file: its size; missing: 0), for the messages' estimates."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for p in path.rglob("*") if path.is_dir() else ():
+        with contextlib.suppress(OSError):  # removed while we counted
+            total += p.stat().st_size if p.is_file() else 0
+    return total
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors it was raised from (``__cause__``/``__context__``)."""
+    seen: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in seen and len(seen) < 8:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes on the file system of ``folder`` (or its nearest existing parent); None if unknown."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+def _human(n: int) -> str:
+    """``n`` bytes for people: 812 bytes, 1.4 MB, 2.0 GB."""
+    if n < 1024:
+        return f"{n} bytes"
+    size, unit = n / 1024, "KB"
+    for bigger in ("MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"

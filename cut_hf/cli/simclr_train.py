@@ -32,6 +32,8 @@ from cut_hf.training.optim import LARS, param_groups, warmup_cosine
 from cut_hf.data.sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
 from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
 from cut_hf.training import add_runtime_flags, image_grid, save_image, setup_accelerator
+from cut_hf.errors import DiskFullError
+from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float | None]] = {
@@ -242,6 +244,9 @@ class SimCLRTask(TrainingTask):
         folder = save_outputs(c, plain, summary, grid, metrics)
         return str(folder), folder, {}
 
+    def output_folders(self) -> tuple[Path, ...]:
+        return (Path(self.config.output_dir) / MODEL_SUBFOLDER,)
+
 
 def views_grid(batch: dict[str, Any]) -> torch.Tensor:
     """view1 | view2 for up to 8 images, (3, H', W') in [0, 1]."""
@@ -360,9 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
         run(config)
-    except (DataError, CheckpointError, NonFiniteLossError, ConfigError) as e:
+    except TrainingStopped:  # the runtime printed where it stopped and how to resume
+        return STOPPED_EXIT_CODE
+    except (DataError, CheckpointError, NonFiniteLossError, ConfigError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 0
 
 

@@ -27,6 +27,7 @@ import torch
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from cut_hf.errors import DiskFullError
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
     DataError,
@@ -52,6 +53,7 @@ from cut_hf.training import (
     add_runtime_flags,
     setup_accelerator,
 )
+from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, Evaluator
 from cut_hf.training.tasks.sincut import SinCUTTask, build_sincut_models, sincut_flag_defaults, single_image_data
 
@@ -313,9 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
         run(config)
-    except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable) as e:
+    except TrainingStopped:  # the runtime printed where it stopped and how to resume
+        return STOPPED_EXIT_CODE
+    except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable,
+            DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return 0
 
 

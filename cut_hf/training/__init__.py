@@ -12,8 +12,9 @@ from cut_hf.training.logs import (
     weights_digest,
 )
 from cut_hf.training.runtime import ConfigError, RunConfig, Trainer, TrainingTask, add_runtime_flags, setup_accelerator
+from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, StopSignals, TrainingStopped
 
 __all__ = ["COMPLETE_MARKER", "TRAINER_STATE", "CheckpointError", "CheckpointManager", "NonFiniteLossError",
            "check_finite", "image_grid", "log_images", "push_folders_to_hub", "save_image", "tracker_config",
            "weights_digest", "ConfigError", "RunConfig", "Trainer", "TrainingTask", "add_runtime_flags",
-           "setup_accelerator"]
+           "setup_accelerator", "INTERRUPTED", "STOPPED_EXIT_CODE", "StopSignals", "TrainingStopped"]

@@ -5,8 +5,11 @@ Every objective (CUT and FastCUT in ``train.py``, SimCLR in ``train_simclr.py``)
 what happens at the end of an epoch, the sample images, the checkpointed settings and the saved
 outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
 process stops all of them together), the NaN guard, fp16 skipped-step counts, unreadable-file
-counts, tracker logs, checkpoints every N steps and at the end, ``--resume latest|PATH``, and the
-Hub upload.
+counts, tracker logs, checkpoints every N steps, every N minutes and at the end, ``--resume
+latest|PATH``, and the Hub upload. Nothing is lost when the run is stopped: SIGTERM, SIGUSR1 or a
+first Ctrl-C (:mod:`cut_hf.training.signals`) ends the step, every process agrees in the same
+all-reduce, one checkpoint is written at the same step everywhere and :class:`TrainingStopped`
+says how to resume; a full disk ends the run with one :class:`~cut_hf.errors.DiskFullError` line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -23,8 +27,10 @@ from typing import Any
 import torch
 
 from cut_hf import perf
+from cut_hf.errors import DiskFullError, is_disk_full, tree_bytes
 from cut_hf.training.checkpoints import CheckpointError, CheckpointManager
 from cut_hf.training.logs import check_finite, log_images, push_folders_to_hub, save_image, tracker_config
+from cut_hf.training.signals import StopSignals, TrainingStopped
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,7 @@ class RunConfig:
     report_to: str = "tensorboard"
     max_steps: int | None = None
     checkpoint_every: int = 5000
+    checkpoint_minutes: float = 0.0
     keep_checkpoints: int = 3
     resume: str | None = None
     log_every: int = 10
@@ -67,6 +74,8 @@ def add_runtime_flags(parser: Any, output_dir: str, checkpoint_every: int, sampl
     r = group.add_argument
     r("--output-dir", default=output_dir)
     r("--checkpoint-every", type=int, default=checkpoint_every, help="steps between checkpoints (0: never)")
+    r("--checkpoint-minutes", type=float, default=0.0,
+      help="also a checkpoint every N minutes of wall time (0: never); SIGTERM/SIGUSR1/Ctrl-C always save one")
     r("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints")
     r("--resume", default=None, help="'latest' (newest in OUTPUT/checkpoints) or a checkpoint folder")
     r("--log-every", type=int, default=10, help="steps between tracker logs")
@@ -173,6 +182,10 @@ class TrainingTask:
         folder, its Hub subfolders)."""
         raise NotImplementedError
 
+    def output_folders(self) -> tuple[Path, ...]:
+        """The folders :meth:`write_outputs` writes: removed when a full disk stops it half-way."""
+        return ()
+
 
 def _json(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), for comparing saved settings."""
@@ -204,6 +217,9 @@ class Trainer:
         self.skipped_names: set[str] = set()
         self.step_times: list[float] = []
         self.last_saved = -1
+        self.last_save_time = time.monotonic()  # --checkpoint-minutes counts from here
+        self.signals = StopSignals(announce=accelerator.is_local_main_process)
+        self.stop_agreed = self.save_agreed = False  # what the processes agreed in the step's all-reduce
 
     # -- resume
     def resume(self) -> Path | None:
@@ -214,7 +230,7 @@ class Trainer:
             for stale in self.ckpts.remove_stale():
                 logger.warning("removed %s, left by a run stopped while saving", stale)
         acc.wait_for_everyone()
-        path = self.ckpts.resolve(resume) if resume else None
+        path = self.resolve(resume) if resume else None
         if resume == "latest" and path is None:
             acc.print(f"--resume latest: no checkpoint in {self.ckpts.root} yet, starting from scratch")
         if path is None:
@@ -241,42 +257,104 @@ class Trainer:
         self.task.on_resume(saved, self.state)
         return path
 
+    def resolve(self, resume: str) -> Path | None:
+        """The checkpoint ``--resume`` names, chosen on the main process (which sets damaged ones
+        aside and warns) and sent to the others, so every process loads the same one."""
+        acc = self.accelerator
+        found: list[Path | None] = [None]
+        error: list[str | None] = [None]
+        if acc.is_main_process:
+            try:
+                found[0] = self.ckpts.resolve(resume, warn=acc.print, set_aside=True)
+            except CheckpointError as e:
+                error[0] = str(e)
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            found, error = broadcast_object_list(found), broadcast_object_list(error)
+        if error[0] is not None:
+            raise CheckpointError(error[0])
+        return found[0]
+
     def save_checkpoint(self) -> None:
         state = {**self.state, "task": self.task.name, "batch_size": self.sampler.batch_size,
                  "num_processes": self.accelerator.num_processes, "args": _json(self.task.settings())}
         path = self.ckpts.save(self.accelerator, state, self.state["step"])
-        self.last_saved = self.state["step"]
+        self.last_saved, self.last_save_time = self.state["step"], time.monotonic()
         self.accelerator.print(f"\nsaved checkpoint {path} (step {self.state['step']})")
 
     # -- the loop
     def run(self) -> dict[str, Any]:
-        """Resume if asked, train, checkpoint and write the outputs; returns a summary."""
+        """Resume if asked, train, checkpoint and write the outputs; returns a summary.
+
+        Raises :class:`TrainingStopped` after saving a checkpoint when a stop signal arrived, and
+        :class:`~cut_hf.errors.DiskFullError` when the disk filled (the last complete checkpoint stays).
+        """
+        with self.signals:
+            try:
+                self.resume()
+                batch = self.train()
+                if self.stop_agreed:
+                    self.stopped()
+                return self.finish(batch)
+            except (OSError, RuntimeError) as e:  # a full disk anywhere else: logs, samples, evaluations
+                if isinstance(e, (DiskFullError, CheckpointError)) or not is_disk_full(e):
+                    raise
+                raise DiskFullError("the run's files", self.out_dir, None, "free space and rerun with "
+                                    "--resume latest") from None
+
+    def train(self) -> Any:
+        """The loop over epochs and steps, until the last step or an agreed stop; returns the last batch."""
         from tqdm.auto import tqdm
 
         acc, cfg, state = self.accelerator, self.config, self.state
-        self.resume()
         if acc.log_with:
             acc.init_trackers("logs", config=tracker_config(self.task.settings()))
         progress = tqdm(total=self.max_steps, initial=state["step"], disable=not acc.is_local_main_process,
                         desc=f"{self.task.label} training", dynamic_ncols=True)
         batch = None
-        while state["step"] < self.max_steps and (self.epochs is None or state["epoch"] < self.epochs):
-            self.sampler.set_epoch(state["epoch"], start_batch=state["batch_in_epoch"])
-            for batch in self.loader:
-                values = self.one_step(batch)
-                progress.update(1)
-                progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-                self.after_step(batch, values)
-                if state["step"] >= self.max_steps:
+        try:  # the bar ends its line before any error message
+            while state["step"] < self.max_steps and (self.epochs is None or state["epoch"] < self.epochs):
+                self.sampler.set_epoch(state["epoch"], start_batch=state["batch_in_epoch"])
+                for batch in self.loader:
+                    values = self.one_step(batch)
+                    progress.update(1)
+                    progress.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                    self.after_step(batch, values)
+                    if state["step"] >= self.max_steps or self.stop_agreed:
+                        break
+                else:  # the epoch ran to its end
+                    self.end_epoch()
+                if self.stop_agreed:
                     break
-            else:  # the epoch ran to its end
-                self.task.end_epoch()
-                state["epoch"], state["batch_in_epoch"] = state["epoch"] + 1, 0
-        progress.close()
+        finally:
+            progress.close()
+        self.stop_agreed = self.stop_agreed and state["step"] < self.max_steps  # asked at the last step: finish
+        if self.stop_agreed:
+            return batch  # stopped() saves the checkpoint
         if cfg.checkpoint_every and self.last_saved != state["step"] and state["step"] > 0:
             self.save_checkpoint()
         acc.wait_for_everyone()  # every process has finished its last step
-        return self.finish(batch)
+        return batch
+
+    def end_epoch(self) -> None:
+        self.task.end_epoch()
+        self.state["epoch"], self.state["batch_in_epoch"] = self.state["epoch"] + 1, 0
+
+    def stopped(self) -> None:
+        """After an agreed stop: a checkpoint at this step on every process, one line, :class:`TrainingStopped`."""
+        acc, state = self.accelerator, self.state
+        if state["batch_in_epoch"] >= self.sampler.batches_per_epoch:
+            # Stopped on an epoch's last batch: end the epoch here, as the uninterrupted run does next,
+            # so the checkpoint reads "epoch e+1, batch 0" (and its schedulers have taken the epoch's step).
+            self.end_epoch()
+        if self.last_saved != state["step"]:
+            self.save_checkpoint()
+        acc.wait_for_everyone()
+        acc.end_training()
+        stop = TrainingStopped(state["step"], self.signals.requested or "a signal to another process")
+        acc.print(str(stop))
+        raise stop
 
     def one_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """The task's step and its bookkeeping; returns the values averaged over processes."""
@@ -287,9 +365,17 @@ class Trainer:
         state["batch_in_epoch"] += 1
         # One small all-reduce per step: every process sees the same (mean) values, so a NaN
         # anywhere stops all processes together instead of leaving the others waiting.
+        # The same all-reduce carries two flags, so every process stops or saves at the same step:
+        # a stop signal arrived here, and (--checkpoint-minutes) the time for a checkpoint has come.
         names = list(losses)
-        reduced = self.accelerator.reduce(torch.stack([losses[k] for k in names]), reduction="mean").tolist()
-        values = dict(zip(names, reduced))
+        stacked = torch.stack([losses[k] for k in names])
+        minutes = self.config.checkpoint_minutes
+        flags = [self.signals.requested is not None,
+                 bool(minutes) and time.monotonic() - self.last_save_time >= 60 * minutes]
+        both = torch.cat([stacked, torch.tensor(flags, dtype=stacked.dtype, device=stacked.device)])
+        *reduced, stop, due = self.accelerator.reduce(both, reduction="mean").tolist()
+        self.stop_agreed, self.save_agreed = stop > 0, due > 0
+        values = dict(zip(names, reduced, strict=True))
         self.step_times.append(time.perf_counter() - t0)
         for name in [k for k in values if k == "skipped" or k.startswith("skipped_")]:
             key = "skipped_steps" + name[len("skipped"):]  # fp16 overflow: counted, not fatal
@@ -315,8 +401,26 @@ class Trainer:
                 for grid in grids.values():
                     save_image(grid, self.out_dir / self.task.sample_folder / f"step_{step:08d}.png")
         self.task.after_step(state, batch)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+        every_k = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+        if every_k or (self.save_agreed and self.last_saved != step):  # K steps, or --checkpoint-minutes
             self.save_checkpoint()
+
+    def write_outputs(self, summary: dict[str, Any], batch: Any) -> tuple[str, Path, dict[str, Path]]:
+        """The task's outputs; on a full disk its half-written folders are removed and a
+        :class:`~cut_hf.errors.DiskFullError` says how much the models need (their checkpoint's weights)."""
+        try:
+            return self.task.write_outputs(summary, batch)
+        except Exception as e:
+            if not is_disk_full(e, self.out_dir):
+                raise
+            latest = self.ckpts.latest()
+            written = sum(tree_bytes(f) for f in self.task.output_folders())
+            weights = sum(tree_bytes(f) for f in latest.glob("model*.safetensors")) if latest else 0
+            for folder in self.task.output_folders():
+                shutil.rmtree(folder, ignore_errors=True)
+            advice = (f"{latest.name} holds the trained state: free space and rerun with --resume latest to write them"
+                      if latest else "free space and rerun")
+            raise DiskFullError("the model folders", self.out_dir, max(written, weights), advice) from None
 
     def finish(self, batch: Any) -> dict[str, Any]:
         """The summary; the task's outputs (main process) and the Hub upload."""
@@ -327,7 +431,7 @@ class Trainer:
                    "seconds_per_step": self.step_times, "output_dir": str(self.out_dir)}
         self.task.after_training(summary)
         if acc.is_main_process:
-            saved, root, subfolders = self.task.write_outputs(summary, batch)
+            saved, root, subfolders = self.write_outputs(summary, batch)
             fp16 = sum(v for k, v in state.items() if k.startswith("skipped_steps"))
             acc.print(f"saved {saved}; skipped {state['skipped_files']} unreadable file(s), "
                       f"{fp16} fp16 overflow step(s)")

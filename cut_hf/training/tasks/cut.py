@@ -187,6 +187,10 @@ class CUTTask(TrainingTask):
         return (f"{out / 'generator'} (+ sampler/, discriminator/)", out / "generator",
                 {"sampler": out / "sampler", "discriminator": out / "discriminator"})
 
+    def output_folders(self) -> tuple[Path, ...]:
+        out = Path(self.config.output_dir)
+        return (out / "generator", out / "sampler", out / "discriminator")
+
 
 # ----------------------------------------------------------------------------- evaluation while training
 

@@ -1,0 +1,146 @@
+"""Nothing lost when a run is stopped: SIGTERM / SIGUSR1 / Ctrl-C save a checkpoint at the same step
+and exit with STOPPED_EXIT_CODE, a second Ctrl-C stops at once, --checkpoint-minutes, and the resumed
+run ends with the same generator bytes as an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cut_hf.cli.train as train
+from cut_hf.training import INTERRUPTED, STOPPED_EXIT_CODE, CheckpointManager, StopSignals
+from cut_hf.training.tasks.cut import CUTTask
+from tests.helpers import ROOT, make_images
+
+TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "2", "--num-patches", "16",
+        "--netf-nc", "16", "--num-workers", "0", "--report-to", "none", "--threads", "1"]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    make_images(root / "trainA", 5, seed=1, prefix="a")  # 5 steps per epoch
+    make_images(root / "trainB", 4, seed=2, prefix="b")
+    return root
+
+
+def run_main(argv: list[str]) -> int:
+    from accelerate.state import AcceleratorState, GradientState
+
+    try:
+        return train.main(argv)
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+
+def generator_bytes(out: Path) -> bytes:
+    return (out / "generator" / "model.safetensors").read_bytes()
+
+
+def start(argv: list[str]) -> subprocess.Popen:
+    """``python train.py`` in a child whose SIGINT is the default one: a background shell job's
+    children inherit SIGINT ignored, and Python would keep ignoring it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``path`` exists (the child got that far); fails if the child ended first."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path.name}: {proc.communicate()}"
+        assert time.monotonic() < end, f"no {path} after {timeout} s"
+        time.sleep(0.02)
+
+
+def test_sigterm_saves_at_the_step_and_resume_is_byte_identical(data_dir: Path, tmp_path: Path):
+    """A real `python train.py`: SIGTERM after the first checkpoint -> exit 75 with one line and a
+    complete checkpoint at the step it stopped; --resume latest ends with the uninterrupted run's bytes."""
+    common = ["--data-dir", str(data_dir), *TINY, "--max-steps", "25", "--checkpoint-every", "5"]
+    split, straight = tmp_path / "split", tmp_path / "straight"
+    proc = start([*common, "--output-dir", str(split)])
+    wait_for(split / "checkpoints" / "checkpoint-5", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == STOPPED_EXIT_CODE, err
+    assert "Traceback" not in err
+    stopped = [line for line in out.splitlines() if line.startswith("stopped at step")]
+    assert len(stopped) == 1 and stopped[0].endswith("by SIGTERM; resume with --resume latest"), out
+    step = int(stopped[0].split()[3])
+    assert 5 <= step < 25
+    latest = CheckpointManager(split / "checkpoints").latest()
+    assert latest.name == f"checkpoint-{step}" and not (split / "generator").exists()
+
+    assert run_main([*common, "--output-dir", str(split), "--resume", "latest"]) == 0
+    assert run_main([*common, "--output-dir", str(straight)]) == 0
+    assert generator_bytes(split) == generator_bytes(straight)
+
+
+def test_a_second_ctrl_c_stops_at_once(monkeypatch, capsys):
+    """The first SIGINT asks for a stop after the step; the second raises KeyboardInterrupt at once,
+    which main() turns into one line and exit 130. The old handlers come back afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with it ignored
+    try:
+        with StopSignals(announce=False) as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0)  # Python runs the handler between bytecodes
+            assert stop.requested == "SIGINT"
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with StopSignals(announce=False):  # ignored at start (nohup, `&`): stays ignored
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    assert train.main(["--data-dir", "x", *TINY]) == 130
+    assert capsys.readouterr().err.strip() == INTERRUPTED
+
+
+def test_sigusr1_on_an_epochs_last_step_resumes_bit_exactly(data_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    """SIGUSR1 (SLURM's --signal) during step 5, the last of epoch 0: the checkpoint holds epoch 1,
+    and 5 + resume + 3 steps give the bytes of 8 steps straight."""
+    common = ["--data-dir", str(data_dir), *TINY, "--max-steps", "8", "--checkpoint-every", "0"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_main([*common, "--output-dir", str(straight)]) == 0
+    step, calls = CUTTask.step, []
+
+    def signal_in_5(self, batch):
+        calls.append(1)
+        if len(calls) == 5:  # arrives during step 5, as a scheduler's signal does
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return step(self, batch)
+
+    monkeypatch.setattr(CUTTask, "step", signal_in_5)
+    capsys.readouterr()
+    assert run_main([*common, "--output-dir", str(split)]) == STOPPED_EXIT_CODE
+    assert "stopped at step 5 by SIGUSR1; resume with --resume latest" in capsys.readouterr().out
+    state = CheckpointManager.read_state(split / "checkpoints" / "checkpoint-5")
+    assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
+    monkeypatch.setattr(CUTTask, "step", step)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handlers were given back
+    assert run_main([*common, "--output-dir", str(split), "--resume", "latest"]) == 0
+    assert generator_bytes(split) == generator_bytes(straight)
+
+
+def test_checkpoint_minutes_saves_on_wall_time(data_dir: Path, tmp_path: Path):
+    """--checkpoint-minutes: a checkpoint whenever that much time passed, whatever --checkpoint-every says."""
+    out = tmp_path / "out"
+    assert run_main(["--data-dir", str(data_dir), *TINY, "--max-steps", "3", "--checkpoint-every", "0",
+                     "--checkpoint-minutes", "1e-7", "--output-dir", str(out)]) == 0  # every step takes longer
+    assert [p.name for p in CheckpointManager(out / "checkpoints").complete()] == [f"checkpoint-{i}" for i in (1, 2, 3)]
