@@ -7,13 +7,14 @@
         [--output-dataset DIR] [--push-to-hub user/name] [--output-column NAME]
 
 (``torchrun -m cut_hf translate`` and ``accelerate launch -m cut_hf translate`` shard the inputs
-over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a
-``train.py`` output folder (its ``generator/``). Folders are searched recursively; each output keeps
-its input's relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
+over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a ``train.py`` output
+folder (its ``generator/``). Folders are searched recursively; each output keeps its input's
+relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
 (``--overwrite`` redoes them). Unreadable files are reported and passed over; the summary counts
-the inputs translated, already there, unreadable and failed, in the words of the per-file lines. Exit status: 0 when every
-input has an output (translated now or before) or at least one was translated, 1 when none could
-be, 2 for a bad command line (unknown model, missing input or dataset, unusable device or precision).
+the inputs translated, already there, unreadable and failed, in the words of the per-file lines.
+Exit status: 0 when every input has an output (translated now or before) or at least one was
+translated, 1 when none could be, 2 for a bad command line (unknown model, missing input or
+dataset, unusable device or precision, a tile below the minimum).
 """
 
 from __future__ import annotations
