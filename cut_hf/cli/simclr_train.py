@@ -29,7 +29,9 @@ from cut_hf.data.unpaired import UnpairedSampler, default_num_workers, make_data
 from cut_hf.models.simclr import BACKBONES, SimCLR
 from cut_hf.objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
 from cut_hf.training.optim import LARS, param_groups, warmup_cosine
-from cut_hf.data.sources import DataError, DatasetColumnImages, FolderImages, ImageList, open_hf_dataset
+from cut_hf.data.sources import (
+    DataError, DatasetColumnImages, FolderImages, ImageList, check_readable, open_hf_dataset,
+)
 from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
 from cut_hf.training import add_runtime_flags, image_grid, save_image, setup_accelerator
 from cut_hf.errors import DiskFullError
@@ -327,6 +329,7 @@ def run(c: SimCLRTrainConfig) -> dict[str, Any]:
 
     # -- data: every process takes different images of the same epoch, in whole batches
     images = load_images(c)
+    check_readable(images, "the training data")
     if len(images) < c.batch_size * accelerator.num_processes:
         raise DataError(f"{images.description} has {len(images)} image(s), fewer than one batch of "
                         f"{c.batch_size} for each of {accelerator.num_processes} process(es); lower --batch-size")

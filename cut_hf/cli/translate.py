@@ -6,13 +6,15 @@
     cut-hf translate --model ID_OR_DIR --dataset ID_OR_DIR [--column image] [--split train] \\
         [--output-dataset DIR] [--push-to-hub user/name] [--output-column NAME]
 
-(also installed as ``cut-translate``; ``torchrun`` and ``accelerate launch -m cut_hf translate``
-shard the inputs over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a
-``train.py`` output folder (its ``generator/``). Folders are searched recursively; each output keeps
-its input's relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
-(``--overwrite`` redoes them). Unreadable files are reported and skipped. Exit status: 0 when every
-input has an output (translated now or before) or at least one was translated, 1 when none could
-be, 2 for a bad command line (unknown model, missing input or dataset, unusable device or precision).
+(``torchrun -m cut_hf translate`` and ``accelerate launch -m cut_hf translate`` shard the inputs
+over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a ``train.py`` output
+folder (its ``generator/``). Folders are searched recursively; each output keeps its input's
+relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
+(``--overwrite`` redoes them). Unreadable files are reported and passed over; the summary counts
+the inputs translated, already there, unreadable and failed, in the words of the per-file lines.
+Exit status: 0 when every input has an output (translated now or before) or at least one was
+translated, 1 when none could be, 2 for a bad command line (unknown model, missing input or
+dataset, unusable device or precision, a tile below the minimum).
 """
 
 from __future__ import annotations
@@ -215,7 +217,7 @@ def _dataset_job(args: argparse.Namespace) -> Job:
             result.push_to_hub(args.push_to_hub)
             if not args.output_dataset:
                 shutil.rmtree(out_dir, ignore_errors=True)  # only a staging folder for the upload
-        total = summary.translated + summary.skipped + summary.failed  # a stream's length is known at its end
+        total = summary.inputs  # a stream's length is known at its end
         return _report(summary, total, args.push_to_hub or str(out_dir), state)
 
     return run
@@ -225,7 +227,7 @@ def _report(summary: Summary, total: int, where: str, state: object) -> int:
     """Print the job's summary (main process) and return the exit status."""
     if state.is_main_process:
         print(summary.line(total, where))
-    return 0 if summary.translated or summary.skipped else 1
+    return 0 if summary.translated or summary.already_there else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

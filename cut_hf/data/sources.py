@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cut_hf.errors import one_line
 from cut_hf.images import IMAGE_EXTENSIONS, ImageLoadError, find_images, open_image
 
 logger = logging.getLogger(__name__)
@@ -164,9 +165,27 @@ def open_hf_dataset(name_or_path: str, split: str) -> Any:
     return ds
 
 
+def check_readable(images: ImageList, what: str) -> None:
+    """Stop before training when not one image of ``images`` can be read (all corrupt): a
+    :class:`DataError` naming ``what`` and the first file's problem, instead of a DataLoader
+    worker's traceback after the run's folders were made. Reads images until one decodes (one
+    read for a healthy source)."""
+    first = ""
+    for i in range(len(images)):
+        try:
+            images.load(i)
+            return
+        except UNREADABLE as e:
+            first = first or f"{images.name(i)}: {one_line(e)}"
+    raise DataError(f"{what} ({images.description}) has no readable image: all {len(images)} file(s) fail to "
+                    f"decode (first: {first})")
+
+
 def check_enough_images(images_a: ImageList, images_b: ImageList, batch_size: int, num_processes: int = 1) -> None:
-    """Stop before training when a domain cannot fill one batch, or the epoch one batch per process."""
+    """Stop before training when a domain has no readable image or cannot fill one batch, or the
+    epoch cannot give one batch per process."""
     for role, images in (("A", images_a), ("B", images_b)):
+        check_readable(images, f"domain {role}")
         if len(images) < batch_size:
             raise DataError(f"domain {role} ({images.description}) has {len(images)} image(s), "
                             f"fewer than one batch of {batch_size}")

@@ -128,7 +128,10 @@ class CheckedHubMixin(PyTorchModelHubMixin):
             strict: refuse weights with missing or unexpected tensors (the default).
             map_location: device the weights are loaded to.
             subfolder: where the model lies inside a larger folder or Hub repository. Without it
-                the root is tried, then :attr:`output_subfolder` (``generator``, ``sampler``, ...).
+                the root is tried, then :attr:`output_subfolder` (``generator``, ``sampler``, ...):
+                a ``train.py`` output folder (no model at its root) and a shipped or converted
+                folder (the generator at its root, ``sampler/`` and ``discriminator/`` beside it)
+                load alike, e.g. ``PatchSampler.from_pretrained("models/mini-horse2zebra")``.
             **kwargs: ``revision``, ``cache_dir``, ``force_download``, ``token``,
                 ``local_files_only``, ``timeout`` (seconds per Hub request) for the download;
                 anything else overrides ``config.json`` values (e.g. ``nce_layers``).
@@ -140,25 +143,33 @@ class CheckedHubMixin(PyTorchModelHubMixin):
             raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}")
         folder = resolve_model_dir(pretrained_model_name_or_path, subfolder, fallback_subfolder=cls.output_subfolder,
                                    **download)
-        config = read_config(folder)
-        init_kwargs = {k: v for k, v in config.items() if k in params}  # extra keys ignored, as the stock mixin
-        init_kwargs.update(kwargs)
         try:
-            try:
-                model = cls(**init_kwargs)
-            except (TypeError, ValueError) as err:
-                raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: "
-                                     f"{one_line(err)}") from err
-            _load_weights(model, folder / "model.safetensors", strict, map_location)
+            model = cls._from_folder(folder, kwargs, strict, map_location)
         except ModelLoadError as err:
             sub = cls.output_subfolder
-            if subfolder or not sub or not (folder / sub / "config.json").is_file():
+            if subfolder or not sub or folder.name == sub:
                 raise
-            # e.g. a converted folder: the generator at the root, this model in sampler/
-            raise ModelLoadError(f"{err}; this folder keeps a {cls.__name__} in {sub}/: pass subfolder={sub!r}"
-                                 ) from err.__cause__
+            try:  # the root holds another model (a shipped or converted folder's generator): this one is in sub/
+                return cls.from_pretrained(pretrained_model_name_or_path, strict=strict, map_location=map_location,
+                                           subfolder=sub, **download, **kwargs)
+            except ModelLoadError:
+                raise err from err.__cause__  # no sub/ either: what is wrong with the root
         if isinstance(model, nn.Module):  # every cut-hf model is one; the mixin itself has no device
             model.to(map_location).eval()
+        return model
+
+    @classmethod
+    def _from_folder(cls: type[_Model], folder: Path, overrides: dict[str, Any], strict: bool,
+                     map_location: str) -> _Model:
+        """The model ``folder``'s config.json describes (``overrides`` win), with its weights."""
+        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        init_kwargs = {k: v for k, v in read_config(folder).items() if k in params}  # extra keys ignored, as the mixin
+        try:
+            model = cls(**{**init_kwargs, **overrides})
+        except (TypeError, ValueError) as err:
+            raise ModelLoadError(f"config.json in {str(folder)!r} does not describe a {cls.__name__}: "
+                                 f"{one_line(err)}") from err
+        _load_weights(model, folder / "model.safetensors", strict, map_location)
         return model
 
     def hub_config(self) -> dict[str, Any]:

@@ -112,9 +112,9 @@ def _provenance(slot: str, path: Path, config: Mapping[str, Any], n_tensors: int
              "format: the numbers are unchanged, only the container is (safetensors + config.json).")
     if slot != "generator":
         sub = next(s for k, s, _ in SLOTS if k == slot)
-        intro += (f" It lives in the `{sub}/` subfolder of the generator's repository: load it with "
-                  f"`from_pretrained(repo_id, subfolder=\"{sub}\")` (or download the repository with "
-                  "`huggingface_hub.snapshot_download(repo_id)` and pass the subfolder's path).")
+        intro += (f" It lives in the `{sub}/` subfolder of the generator's repository: its class's "
+                  "`from_pretrained(repo_id)` finds it there (or download the repository with "
+                  "`huggingface_hub.snapshot_download(repo_id)` and pass the folder).")
     return f"{intro}\n\n| | |\n|---|---|\n{table}"
 
 

@@ -115,7 +115,7 @@ def _finish(shard: datasets.Dataset, summary: Summary, start: float, progress: P
 
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
-    progress.close(total.translated + total.skipped + total.failed)
+    progress.close(total.inputs)
     if state.num_processes > 1:
         shard.save_to_disk(str(work / f"{state.process_index:05d}"))
         state.wait_for_everyone()

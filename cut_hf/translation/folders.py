@@ -63,27 +63,38 @@ class BatchOptions:
 
 @dataclass
 class Summary:
-    """What a job (or one process's share of it) did."""
+    """What a job (or one process's share of it) did, in the words of its per-input lines: every
+    input is translated, already there (its output exists: resume), unreadable, or failed (it could
+    not be translated or its output not written). Each unreadable or failed input gets a line that
+    starts with that word."""
 
     translated: int = 0
-    skipped: int = 0  # outputs that were already there (resume)
-    failed: int = 0  # unreadable inputs and failed translations
+    already_there: int = 0
+    unreadable: int = 0
+    failed: int = 0
     seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
         return self.translated / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def inputs(self) -> int:
+        """Inputs met, whatever became of them."""
+        return self.translated + self.already_there + self.unreadable + self.failed
+
     @classmethod
     def merged(cls, parts: Sequence[Summary]) -> Summary:
         """The whole job from its processes' parts (they ran at the same time: the longest counts)."""
-        return cls(sum(p.translated for p in parts), sum(p.skipped for p in parts), sum(p.failed for p in parts),
+        return cls(sum(p.translated for p in parts), sum(p.already_there for p in parts),
+                   sum(p.unreadable for p in parts), sum(p.failed for p in parts),
                    max((p.seconds for p in parts), default=0.0))
 
     def line(self, total: int, where: str) -> str:
-        """One line for people: counts and speed."""
-        return (f"translated {self.translated} of {total} image(s) into {where}: {self.skipped} skipped (output "
-                f"already there), {self.failed} failed; {self.seconds:.1f} s, {self.images_per_second:.2f} images/s")
+        """One line for people: counts (in the per-input lines' words) and speed."""
+        return (f"translated {self.translated} of {total} image(s) into {where}; {self.already_there} already there, "
+                f"{self.unreadable} unreadable, {self.failed} failed; {self.seconds:.1f} s, "
+                f"{self.images_per_second:.2f} images/s")
 
 
 # -------------------------------------------------------------------------------------- outputs
@@ -172,7 +183,7 @@ def size_batches(items: Iterator[Decoded], batch_size: int, alone: Callable[[int
                  buffered: int = 64) -> Iterator[list[Decoded]]:
     """Batches of equal-size images in arrival order; ``alone(h, w)`` sizes (tiled) go one by one.
 
-    Skipped and failed inputs come out as batches of one. At most ``buffered`` images wait for
+    Inputs already there and unreadable ones come out as batches of one. At most ``buffered`` images wait for
     company; then the fullest group goes, so memory stays bounded on folders of many sizes.
     """
     groups: dict[tuple[int, int], list[Decoded]] = {}
@@ -244,9 +255,6 @@ def _job_store() -> torch.distributed.Store | None:
 def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions, device: torch.device,
                progress: Progress, tiled: bool) -> list[Image.Image | None]:
     """Translate one batch of equal-size inputs; None for each that failed (reported)."""
-    if batch[0].image is None:
-        progress.write(f"skipped {batch[0].error}")
-        return [None]
     try:
         return translate(
             generator, [item.image for item in batch if item.image is not None], size=options.size,
@@ -256,7 +264,7 @@ def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions
         )
     except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        progress.write(f"skipped {len(batch)} input(s) ({[i.key for i in batch]}): translation failed: {reason}")
+        progress.write(f"failed: input(s) {[i.key for i in batch]}: cannot translate: {reason}")
         return [None] * len(batch)
 
 
@@ -265,15 +273,19 @@ def translated(
     summary: Summary,
 ) -> Iterator[tuple[Decoded, Image.Image | None]]:
     """Translate one process's inputs (``reader``: map-style or iterable, giving :class:`Decoded`):
-    ``(input, image)`` each, ``(input, None)`` for one that failed (skipped ones yield nothing);
-    ``summary`` counts as it goes."""
+    ``(input, image)`` each, ``(input, None)`` for one that was unreadable or failed (those already
+    there yield nothing); ``summary`` counts as it goes."""
     # batch_size=None: collate_fn gets one item, not a list (torch annotates only the batching case)
     loader = DataLoader(reader, batch_size=None, num_workers=options.num_workers,
                         collate_fn=_keep)  # type: ignore[arg-type]
     alone = lambda h, w: will_tile(h, w, options.tiling, options.size)  # noqa: E731
     for batch in size_batches(iter(loader), options.batch_size, alone, buffered=8 * options.batch_size):
         if batch[0].skip:
-            summary.skipped += 1
+            summary.already_there += 1
+        elif batch[0].image is None:
+            progress.write(f"unreadable: {batch[0].error}")
+            summary.unreadable += 1
+            yield batch[0], None
         else:
             tiled = batch[0].image is not None and alone(*batch[0].image.shape[-2:])
             results = _run_batch(generator, batch, options, device, progress, tiled)
@@ -356,7 +368,7 @@ def translate_files(
     def count(done: Iterator[tuple[int, object, BaseException | None]]) -> None:
         for key, _, error in done:
             if error is not None:
-                progress.write(f"skipped {files[key]}: cannot write {targets[key]}: {error}")
+                progress.write(f"failed: {files[key]}: cannot write {targets[key]}: {error}")
                 summary.translated, summary.failed = summary.translated - 1, summary.failed + 1
 
     with state.split_between_processes(list(range(len(files)))) as mine:
@@ -368,5 +380,5 @@ def translate_files(
         count(writer.drain())
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
-    progress.close(total.translated + total.skipped + total.failed)
+    progress.close(total.inputs)
     return total

@@ -55,7 +55,10 @@ def test_folder_is_translated_with_relative_paths(model_dir, inputs, tmp_path, c
     assert Image.open(out / "sub" / "b.png").mode == "RGB"
     assert "bad.png" in captured.err and "cut.png" in captured.err and "truncated" in captured.err
     assert "Traceback" not in captured.err
-    assert "translated 3 of 5 image(s)" in captured.out and "2 failed" in captured.out  # unreadable: counted
+    assert "translated 3 of 5 image(s)" in captured.out and "0 already there, 2 unreadable, 0 failed" in captured.out
+    # One vocabulary: the per-file lines say "unreadable" as the summary does (they once said "skipped").
+    named = sorted(line.split()[1] for line in captured.err.splitlines() if line.startswith("unreadable: "))
+    assert len(named) == 2 and "bad.png" in named[0] and "cut.png" in named[1]
 
     # The files hold what translate() gives for the same image.
     generator = CUTGenerator.from_pretrained(model_dir)

@@ -11,9 +11,18 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from cut_hf import CUTGenerator, ModelLoadError, PatchDiscriminator, PatchSampler, load_generator
-from cut_hf.hub.mixin import CUT_TAGS, check_local_model_dir
+from cut_hf import (
+    CUTGenerator,
+    ModelLoadError,
+    PatchDiscriminator,
+    PatchSampler,
+    SimCLR,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    load_generator,
+)
 from cut_hf.hub.loading import load_pretrained
+from cut_hf.hub.mixin import CUT_TAGS, check_local_model_dir
 
 G_CFG = dict(ngf=4, n_blocks=2, antialias_up=False, nce_layers=[0, 4, 8])  # not the defaults
 D_CFG = dict(ndf=4, n_layers=2, input_nc=1, antialias=False)
@@ -272,8 +281,9 @@ ALL_CLASSES = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "SimCLR"]
 
 @pytest.mark.parametrize("name", ALL_CLASSES)
 def test_offline_uncached_id_is_one_line_for_every_class(hub_offline, tmp_path, name):
-    import cut_hf
     from huggingface_hub.errors import LocalEntryNotFoundError
+
+    import cut_hf
 
     cls = getattr(cut_hf, name)
     message = one_line_error(cls.from_pretrained, "someone/not-cached", cache_dir=tmp_path)
@@ -447,11 +457,44 @@ def test_busy_hub_falls_back_to_the_cache_at_once(monkeypatch, saved_generator, 
     assert calls == [2.0, 2.0]  # one short request per file
 
 
-def test_a_model_beside_another_in_its_subfolder_gets_a_hint(saved_generator):
-    _, path = saved_generator  # the layout convert writes: the generator at the root, sampler/ beside
-    s = PatchSampler(**S_CFG)
-    s.save_pretrained(path / "sampler")
-    message = one_line_error(PatchSampler.from_pretrained, path)
-    assert "does not hold PatchSampler weights" in message and "pass subfolder='sampler'" in message
-    loaded = PatchSampler.from_pretrained(path, subfolder="sampler")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), s.state_dict().values(), strict=True))
+def _tiny_models() -> dict[type, object]:
+    torch.manual_seed(0)
+    return {CUTGenerator: CUTGenerator(**G_CFG), PatchSampler: PatchSampler(**S_CFG),
+            PatchDiscriminator: PatchDiscriminator(**D_CFG),
+            StyleGAN2Generator: StyleGAN2Generator(ngf=4, crop_size=32),
+            StyleGAN2Discriminator: StyleGAN2Discriminator(ndf=4, crop_size=32),
+            SimCLR: SimCLR(backbone="resnet18", proj_dim=8, cifar_stem=True)}
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("cls", [PatchSampler, PatchDiscriminator, StyleGAN2Discriminator, SimCLR, CUTGenerator,
+                                 StyleGAN2Generator])
+def test_every_model_class_loads_a_shipped_and_a_train_output_folder_alike(cls, tmp_path):
+    """A train.py output folder (no model at the root) and a shipped or converted folder (the
+    generator at the root, the other models in their subfolders) load without subfolder=; once
+    PatchSampler.from_pretrained("models/mini-horse2zebra") asked for subfolder='sampler'."""
+    models = _tiny_models()
+    model, sub = models[cls], cls.output_subfolder
+    generator = models[StyleGAN2Generator if cls is StyleGAN2Discriminator else CUTGenerator]
+    model.save_pretrained(tmp_path / "run" / sub)  # train.py's layout
+    generator.save_pretrained(tmp_path / "shipped")  # the generator at the root ...
+    if model is not generator:
+        model.save_pretrained(tmp_path / "shipped" / sub)  # ... this model beside it
+    for folder in ("run", "shipped"):
+        assert _same_weights(cls.from_pretrained(tmp_path / folder), model), folder
+    # Asked for explicitly, a subfolder is the only place looked at; a root of another class with no
+    # such subfolder is still one line about the root.
+    assert _same_weights(cls.from_pretrained(tmp_path / "shipped", subfolder=sub if model is not generator else None),
+                         model)
+    if model is not generator:
+        shutil.rmtree(tmp_path / "shipped" / sub)
+        message = one_line_error(cls.from_pretrained, tmp_path / "shipped")
+        assert f"does not hold {cls.__name__} weights" in message or f"does not describe a {cls.__name__}" in message
+
+
+def test_the_shipped_folder_gives_its_sampler_as_the_app_does() -> None:
+    root = Path(__file__).resolve().parents[2] / "models" / "mini-horse2zebra"
+    assert _same_weights(PatchSampler.from_pretrained(root), PatchSampler.from_pretrained(root / "sampler"))

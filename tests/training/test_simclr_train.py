@@ -270,6 +270,12 @@ def test_data_errors_are_one_line(tmp_path, image_folder, capsys):
     few[few.index("--batch-size") + 1] = "32"
     assert run_main(few) == 1
     assert "fewer than one batch" in capsys.readouterr().err
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "only.png").write_text("not an image")  # once a DataLoader worker's traceback
+    assert run_main(_flags(tmp_path / "corrupt", tmp_path / "o2", "--max-steps", "1")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no readable image" in err and "only.png" in err
+    assert not (tmp_path / "o2").exists()
     with pytest.raises(SystemExit):
         run_main(["--data", str(image_folder), "--dataset", "x"])
     assert "exactly one way" in capsys.readouterr().err

@@ -414,6 +414,20 @@ def test_data_errors_stop_before_training(tmp_path: Path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_domain_with_no_readable_image_stops_before_anything_is_written(tmp_path: Path, capsys, monkeypatch):
+    """Once a DataLoader worker's traceback, after OUTPUT/logs/ was made: now one line, nothing written."""
+    root = tmp_path / "data"
+    make_images(root / "trainA", 2)
+    (root / "trainB").mkdir()
+    (root / "trainB" / "only.png").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    assert run_main(["--data-dir", str(root), "--output-dir", "o", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: domain B") and err.count("\n") == 1
+    assert "no readable image" in err and "only.png" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no output folder, no logs/
+
+
 def test_unreadable_files_are_skipped_and_counted(data_dir: Path, tmp_path: Path, caplog):
     (data_dir / "trainA" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     good = (data_dir / "trainA" / "a_0.png").read_bytes()

@@ -100,8 +100,12 @@ def test_rerun_recomputes_only_missing_outputs(model_dir, folder, tmp_path, caps
     (out / "sub" / "deeper" / "e.png").unlink()
     capsys.readouterr()
     assert main(argv) == 0
-    summary = capsys.readouterr().out
-    assert "translated 2 of 8 image(s)" in summary and "5 skipped" in summary and "1 failed" in summary
+    captured = capsys.readouterr()
+    summary = captured.out
+    assert "translated 2 of 8 image(s)" in summary and "5 already there, 1 unreadable, 0 failed" in summary
+    # The per-file lines use the summary's words: one "unreadable:" line for the one unreadable file.
+    words = [line.split(":")[0] for line in captured.err.splitlines()]
+    assert [w for w in words if w in ("unreadable", "failed", "skipped")] == ["unreadable"]
     assert _outputs(out) == first
     rewritten = {p.relative_to(out).as_posix() for p in out.rglob("*.png") if p.stat().st_mtime != 1_000_000}
     assert rewritten == {"a.png", "sub/deeper/e.png"}
@@ -165,7 +169,7 @@ def test_dataset_folder_in_dataset_folder_out(model_dir, tmp_path, capsys) -> No
     argv = ["--model", str(model_dir), "--dataset", str(tmp_path / "ds"), "--num-workers", "0"]
     assert main([*argv, "--output-dataset", str(tmp_path / "one")]) == 0
     summary = capsys.readouterr().out
-    assert "translated 4 of 5 image(s)" in summary and "1 failed" in summary
+    assert "translated 4 of 5 image(s)" in summary and "1 unreadable" in summary
     one = datasets.load_from_disk(str(tmp_path / "one"))
     assert one.column_names == ["image", "label", "name", "image_translated"] and len(one) == 5
     assert one["label"] == [3, 1, 4, 1, 5] and one["name"] == list("abcde")
