@@ -66,7 +66,7 @@ class ZoomAndPatch:
         """(w, h) of one zoom: each side times its own factor in [1 / random_scale_max, 1], >= crop."""
         low = 1.0 / self.random_scale_max
         fw, fh = (low + (1.0 - low) * torch.rand(2, generator=rng, dtype=torch.float64)).tolist()
-        return (int(round(max(self.crop_size, width * fw))), int(round(max(self.crop_size, height * fh))))
+        return (round(max(self.crop_size, width * fw)), round(max(self.crop_size, height * fh)))
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
         """Cells (columns, rows) of crop size that fit in a zoomed image of ``width`` x ``height``."""
@@ -105,7 +105,7 @@ def load_single_images(
         raise DataError("give the two images either as --image-a/--image-b or as --data-dir, not both")
     if data_dir is not None:
         domains = load_domains(data_dir=str(data_dir))
-        for role, images in zip("AB", domains):
+        for role, images in zip("AB", domains, strict=True):
             if len(images) != 1:
                 raise DataError(f"SinCUT needs exactly one image in domain {role} ({images.description}), "
                                 f"found {len(images)}")
