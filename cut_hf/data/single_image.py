@@ -109,7 +109,8 @@ def load_single_images(
             if len(images) != 1:
                 raise DataError(f"SinCUT needs exactly one image in domain {role} ({images.description}), "
                                 f"found {len(images)}")
-        return tuple((images.load(0), images.name(0)) for images in domains)  # type: ignore[return-value]
+        a, b = domains
+        return (a.load(0), a.name(0)), (b.load(0), b.name(0))
     if image_a is None or image_b is None:
         raise DataError("SinCUT needs two images: --image-a A.jpg --image-b B.jpg (or --data-dir D)")
     out = []
@@ -207,7 +208,7 @@ class SingleImageSampler(UnpairedSampler):
                             f"for each of {num_replicas} processes")
         super().__init__(epoch_crops, batch_size, num_replicas, rank, seed, shuffle=False)
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         for i in range(self.start_batch, self.batches_per_epoch):
             batch = i * self.num_replicas + self.rank
             for slot in range(self.batch_size):
