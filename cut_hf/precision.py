@@ -22,7 +22,8 @@ def autocast_dtype(precision: str, device: str | torch.device | None = None) -> 
     if precision not in _DTYPES:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device is not None and torch.device(device).type != "cuda":
-        raise ValueError(f"precision 'fp16' needs a CUDA device (got {torch.device(device).type}); use 'bf16' or 'fp32'")
+        raise ValueError(f"precision 'fp16' needs a CUDA device (got {torch.device(device).type}); "
+                         "use 'bf16' or 'fp32'")
     return _DTYPES[precision]
 
 

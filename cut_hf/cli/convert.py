@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags of ``cut-hf convert``."""
     p = argparse.ArgumentParser(
         prog="cut-hf convert",
-        description="Convert official CUT/FastCUT/SinCUT checkpoints (latest_net_G.pth, ...) to a from_pretrained folder.",
+        description="Convert official CUT/FastCUT/SinCUT checkpoints (latest_net_G.pth, ...) "
+                    "to a from_pretrained folder.",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="the generator: latest_net_G.pth of the official release")

@@ -4,7 +4,7 @@
     python train.py --mode sincut --image-a photo.jpg --image-b painting.jpg             # one image per domain
     accelerate launch train.py --data-dir datasets/horse2zebra --mode fastcut            # many GPUs / nodes
     torchrun --nproc_per_node 4 train.py --data-dir datasets/horse2zebra                 # the same with torchrun
-    python train.py --task simclr --data images/ ...                                     # SimCLR (cut_hf.cli.simclr_train)
+    python train.py --task simclr --data images/ ...                          # SimCLR (cut_hf.cli.simclr_train)
 
 Reads top to bottom: the flags, the frozen configuration they make (``--mode`` fills the defaults
 the paper's ``--CUT_mode`` and ``--model sincut`` set), then ``run``: data, models, the objective
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cut-hf train", description="Train CUT / FastCUT / SinCUT with Accelerate.",
                                 formatter_class=HelpFormatter)
     a = p.add_argument
-    a("--task", default="cut", choices=["cut", "simclr"], help="what to train (simclr: SimCLR, whose flags are listed by --task simclr --help)")
+    a("--task", default="cut", choices=["cut", "simclr"],
+      help="what to train (simclr: SimCLR, whose flags are listed by --task simclr --help)")
     a("--mode", default="cut", choices=list(MODE_DEFAULTS),
       help="the paper's CUT, FastCUT or SinCUT preset (it sets the defaults shown per mode below)")
     # data
@@ -173,7 +174,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
       help="INPUT:REFERENCE test folders (default with --data-dir: DATA_DIR/testA:DATA_DIR/testB)")
     e("--eval-size", type=int, default=None, help="evaluation image size (default: --crop-size; 0: native sizes)")
     e("--eval-feature-extractor", default="inception", choices=["inception", "tiny"],
-      help="FID Inception-v3, or cut_hf.evaluation.metrics.TinyFeatureExtractor (tests / offline smoke runs, not comparable)")
+      help="FID Inception-v3, or cut_hf.evaluation.metrics.TinyFeatureExtractor "
+           "(tests / offline smoke runs, not comparable)")
     e("--eval-paired", action="store_true",
       help="REFERENCE holds ground truth under the input names: best model by PSNR (higher is better)")
 
@@ -225,7 +227,8 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
     if c.mode != "sincut" and (c.image_a or c.image_b):
         parser.error("--image-a/--image-b are SinCUT's: add --mode sincut")
     if c.lambda_identity > 0 and not c.nce_idt:
-        parser.error("the identity loss translates B images: --lambda-identity needs --nce-idt (or --lambda-identity 0)")
+        parser.error("the identity loss translates B images: "
+                     "--lambda-identity needs --nce-idt (or --lambda-identity 0)")
     if c.mode == "sincut" and (c.eval_every or c.channels_last):
         parser.error("--mode sincut has no --eval-every or --channels-last")
 

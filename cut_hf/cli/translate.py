@@ -27,6 +27,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -42,6 +43,9 @@ from cut_hf.hub.loading import load_generator
 from cut_hf.images import DEFAULT_MAX_PIXELS, find_images
 from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
 from cut_hf.precision import PRECISIONS, autocast_dtype
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
 __all__ = ["build_parser", "main", "output_paths"]
 
@@ -150,7 +154,7 @@ def output_paths(files: list[Path], root: Path, out_dir: Path, ext: str) -> list
     return outputs
 
 
-def _options(args: argparse.Namespace, state: object) -> BatchOptions:
+def _options(args: argparse.Namespace, state: PartialState) -> BatchOptions:
     """The job's options from the flags; raises UsageError for bad combinations."""
     ext = _check_numbers(args)
     if args.num_workers is not None and args.num_workers < 0:
@@ -184,7 +188,7 @@ def _folder_job(args: argparse.Namespace, ext: str) -> Job:
     out_dir = Path(args.output).expanduser()
     targets = output_paths(files, root, out_dir, ext)
 
-    def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: object) -> int:
+    def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: PartialState) -> int:
         summary = translate_files(generator, files, targets, options, device=device, state=state)
         return _report(summary, len(files), str(out_dir), state)
 
@@ -210,7 +214,7 @@ def _dataset_job(args: argparse.Namespace) -> Job:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", args.push_to_hub or "")
     out_dir = Path(args.output_dataset or Path(tempfile.gettempdir()) / f"cut-hf-translate-{safe}").expanduser()
 
-    def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: object) -> int:
+    def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: PartialState) -> int:
         work = translate_stream if args.streaming else translate_dataset
         result, summary = work(generator, dataset, args.column, out_dir, options, column, device=device, state=state)
         if result is not None and args.push_to_hub:
@@ -223,7 +227,7 @@ def _dataset_job(args: argparse.Namespace) -> Job:
     return run
 
 
-def _report(summary: Summary, total: int, where: str, state: object) -> int:
+def _report(summary: Summary, total: int, where: str, state: PartialState) -> int:
     """Print the job's summary (main process) and return the exit status."""
     if state.is_main_process:
         print(summary.line(total, where))

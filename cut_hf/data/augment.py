@@ -114,7 +114,7 @@ def to_float_rgb(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor
 
 def blur_kernel_size(size: int, fraction: float = 0.1) -> int:
     """Odd Gaussian kernel size, ``fraction`` of the image side (23 px at 224, 3 px at 32)."""
-    k = max(3, int(round(size * fraction)))
+    k = max(3, round(size * fraction))
     return k if k % 2 else k + 1
 
 
@@ -266,8 +266,8 @@ class SimCLRAugment:
         for _ in range(10):
             target = area * self._uniform(*self.crop_scale, g)
             ratio = math.exp(self._uniform(log_lo, log_hi, g))
-            w = int(round(math.sqrt(target * ratio)))
-            h = int(round(math.sqrt(target / ratio)))
+            w = round(math.sqrt(target * ratio))
+            h = round(math.sqrt(target / ratio))
             # Also reject boxes that rounding pushed outside the area range (torchvision does not).
             if 0 < w <= width and 0 < h <= height and self.crop_scale[0] <= h * w / area <= self.crop_scale[1]:
                 top = int(torch.randint(0, height - h + 1, (1,), generator=g))
@@ -276,9 +276,9 @@ class SimCLRAugment:
         # Fallback, as torchvision: the central crop with the closest allowed aspect ratio.
         in_ratio = width / height
         if in_ratio < self.crop_ratio[0]:
-            w, h = width, int(round(width / self.crop_ratio[0]))
+            w, h = width, round(width / self.crop_ratio[0])
         elif in_ratio > self.crop_ratio[1]:
-            h, w = height, int(round(height * self.crop_ratio[1]))
+            h, w = height, round(height * self.crop_ratio[1])
         else:
             h, w = height, width
         return (height - h) // 2, (width - w) // 2, h, w
@@ -351,8 +351,8 @@ class SimCLRAugment:
 
     @overload
     def __call__(self, image: Image.Image | torch.Tensor | np.ndarray, generator: torch.Generator | None,
-                 return_params: Literal[True]) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[ViewParams, ViewParams]]:
-        ...
+                 return_params: Literal[True]) -> tuple[tuple[torch.Tensor, torch.Tensor],
+                                                        tuple[ViewParams, ViewParams]]: ...
 
     def __call__(
         self,

@@ -66,7 +66,7 @@ class ZoomAndPatch:
         """(w, h) of one zoom: each side times its own factor in [1 / random_scale_max, 1], >= crop."""
         low = 1.0 / self.random_scale_max
         fw, fh = (low + (1.0 - low) * torch.rand(2, generator=rng, dtype=torch.float64)).tolist()
-        return (int(round(max(self.crop_size, width * fw))), int(round(max(self.crop_size, height * fh))))
+        return (round(max(self.crop_size, width * fw)), round(max(self.crop_size, height * fh)))
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
         """Cells (columns, rows) of crop size that fit in a zoomed image of ``width`` x ``height``."""
@@ -105,11 +105,12 @@ def load_single_images(
         raise DataError("give the two images either as --image-a/--image-b or as --data-dir, not both")
     if data_dir is not None:
         domains = load_domains(data_dir=str(data_dir))
-        for role, images in zip("AB", domains):
+        for role, images in zip("AB", domains, strict=True):
             if len(images) != 1:
                 raise DataError(f"SinCUT needs exactly one image in domain {role} ({images.description}), "
                                 f"found {len(images)}")
-        return tuple((images.load(0), images.name(0)) for images in domains)  # type: ignore[return-value]
+        a, b = domains
+        return (a.load(0), a.name(0)), (b.load(0), b.name(0))
     if image_a is None or image_b is None:
         raise DataError("SinCUT needs two images: --image-a A.jpg --image-b B.jpg (or --data-dir D)")
     out = []
@@ -207,7 +208,7 @@ class SingleImageSampler(UnpairedSampler):
                             f"for each of {num_replicas} processes")
         super().__init__(epoch_crops, batch_size, num_replicas, rank, seed, shuffle=False)
 
-    def __iter__(self) -> Iterator[tuple[int, int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         for i in range(self.start_batch, self.batches_per_epoch):
             batch = i * self.num_replicas + self.rank
             for slot in range(self.batch_size):

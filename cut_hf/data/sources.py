@@ -80,7 +80,8 @@ class DatasetColumnImages(ImageList):
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
         self.dataset = dataset.select_columns([column])
         self.column = column
-        valid = self.dataset.with_format("arrow")[column].is_valid()  # rows with an image (A and B may differ in length)
+        # rows with an image (A and B may differ in length)
+        valid = self.dataset.with_format("arrow")[column].is_valid()
         self.rows = np.flatnonzero(np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool))
         self.description = f"{label} column {column!r}"
         self._label = label
@@ -118,7 +119,8 @@ def load_domains(
                                   ("--dataset", dataset)) if v]
     if len(given) != 1:
         raise DataError("give the training data in exactly one way: --data-dir D (with trainA/ and trainB/), "
-                        f"--domain-a DIR --domain-b DIR, or --dataset ID --column-a A --column-b B (got {given or 'none'})")
+                        "--domain-a DIR --domain-b DIR, or --dataset ID --column-a A --column-b B "
+                        f"(got {given or 'none'})")
     images_a: ImageList
     images_b: ImageList
     if data_dir:

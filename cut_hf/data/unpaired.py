@@ -197,7 +197,7 @@ class UnpairedImageDataset(Dataset):
         return img, images.name(i)
 
 
-class UnpairedSampler(Sampler):
+class UnpairedSampler(Sampler[tuple[int, ...]]):  # (epoch, index) items; SinCUT's sampler adds a third int
     """Deals out ``(epoch, index)`` items of one epoch to one of several processes, in whole batches.
 
     Each epoch is a fresh permutation of all indices (seeded by ``seed`` and the epoch, the same on
@@ -225,7 +225,7 @@ class UnpairedSampler(Sampler):
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch - self.start_batch) * self.batch_size
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         if self.shuffle:
             g = item_generator(self.seed, self.epoch, 0, salt=1)
             order = torch.randperm(self.length, generator=g).tolist()

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
@@ -82,8 +81,9 @@ def prepare_image(image: Image.Image, max_side: int = 256) -> tuple[Image.Image,
     generator's requirement). Returns the image and the x and y scale factors applied."""
     w, h = image.size
     s = min(1.0, max_side / max(w, h))
-    nw, nh = max(16, int(round(w * s / 4)) * 4), max(16, int(round(h * s / 4)) * 4)
-    out = image.convert("RGB") if (nw, nh) == (w, h) else image.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC)
+    nw, nh = max(16, round(w * s / 4) * 4), max(16, round(h * s / 4) * 4)
+    rgb = image.convert("RGB")
+    out = rgb if (nw, nh) == (w, h) else rgb.resize((nw, nh), Image.Resampling.BICUBIC)
     return out, nw / w, nh / h
 
 

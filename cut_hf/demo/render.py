@@ -34,7 +34,9 @@ def font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def upscale(image: Image.Image, min_side: int = 256) -> Image.Image:
     """Enlarge small images by an integer factor with nearest neighbour, so pixels stay visible."""
     factor = max(1, -(-min_side // max(1, min(image.size))))
-    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
 def overlay_heatmap(image: Image.Image, heat: np.ndarray, low: float, high: float, alpha: float = 0.6) -> Image.Image:

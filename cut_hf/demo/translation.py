@@ -109,4 +109,6 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
     except ValueError as err:  # bad precision for the device, an unusable image
         raise DemoError(str(err)) from None
     seconds = time.perf_counter() - start
+    if isinstance(after, list):  # one image in, one out
+        after = after[0]
     return TranslationResult(before, after, seconds, report.precision, report.tiled, report.device, report.tiles)

@@ -82,7 +82,7 @@ def inception_feature_extractor(weights_path: str | os.PathLike | None = None) -
         # torch-fidelity reads the file with weights_only=False: check first that it is plain tensors.
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable or code-carrying pickle is refused alike
+        except Exception as err:  # any unreadable or code-carrying pickle is refused alike
             raise MetricsUnavailable(
                 f"{str(path)!r} is not a plain Inception state dict (truncated, foreign or needs code to load)"
             ) from err

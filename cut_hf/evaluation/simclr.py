@@ -53,7 +53,9 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
                                                          if p.is_dir() and not p.name.startswith("."))}
 
 
-def load_labelled(data_dir: str | Path, test_fraction: float = 0.2, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
+def load_labelled(
+    data_dir: str | Path, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[LabelledImages, LabelledImages]:
     """(train, test) from ``DIR/train/<class>``, ``DIR/test/<class>`` or ``DIR/<class>`` (split per class).
 
     Raises :class:`~cut_hf.data.unpaired.DataError` with a one-line reason for a missing folder, no classes,

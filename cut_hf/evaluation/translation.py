@@ -247,8 +247,9 @@ def _translate_and_measure(
             loaded = _load_all(chunk, size, skipped)
             if loaded:
                 t0 = time.perf_counter()
-                outputs = translate(generator, [im for _, im in loaded], batch_size=batch_size, device=device,
-                                    precision=precision)
+                out = translate(generator, [im for _, im in loaded], batch_size=batch_size, device=device,
+                                precision=precision)
+                outputs = out if isinstance(out, list) else [out]  # a list in, a list out
                 seconds["translate"] += time.perf_counter() - t0
                 if out_dir is not None:
                     for (path, _), out in zip(loaded, outputs, strict=True):

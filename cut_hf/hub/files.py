@@ -127,7 +127,7 @@ def _hub_file(repo_id: str, filename: str, subfolder: str | None, download: dict
         url = hf_hub_url(repo_id, filename, subfolder=subfolder, revision=options.get("revision"))
         try:
             get_hf_file_metadata(url, token=options.get("token"), timeout=timeout)
-        except Exception as err:  # noqa: BLE001 - sorted below: only network failures are handled here
+        except Exception as err:  # sorted below: only network failures are handled here
             if not _is_network_error(err):
                 raise
             cached = {k: v for k, v in options.items() if k in ("revision", "cache_dir", "token")}

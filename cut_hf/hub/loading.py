@@ -44,7 +44,8 @@ def load_generator(
 
     Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), a
     Hub id (cached or downloadable; a repository that keeps the model in ``generator/`` works too),
-    or an exported ``.onnx`` / ``.pt2`` file (:mod:`cut_hf.translation.export`), run by :mod:`cut_hf.translation.exported`
+    or an exported ``.onnx`` / ``.pt2`` file (:mod:`cut_hf.translation.export`), run by
+    :mod:`cut_hf.translation.exported`
     without the model's PyTorch code (keyword arguments are ignored for those).
     The class is the one the folder's ``config.json`` describes (:func:`~cut_hf.models.generator.generator_class`:
     a SinCUT :class:`~cut_hf.StyleGAN2Generator` or a :class:`~cut_hf.CUTGenerator`).

@@ -7,6 +7,7 @@ helpers that name a model class (``load_generator``) live above the models, in
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -49,10 +50,8 @@ def model_card_template(name: str) -> str:
     checkout reads it from the repository root.
     """
     candidates = []
-    try:
+    with contextlib.suppress(ModuleNotFoundError, TypeError):  # pragma: no cover - only in odd import setups
         candidates.append(Path(str(resources.files("cut_hf") / "model_cards" / "templates" / f"{name}.md")))
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - only in odd import setups
-        pass
     candidates.append(Path(__file__).resolve().parents[2] / "model_cards" / "templates" / f"{name}.md")
     for path in candidates:
         if path.is_file():

@@ -68,7 +68,7 @@ class SimCLR(
             nn.Linear(self.feature_dim, self.proj_dim),
         )
 
-    def generate_model_card(self, *args, **kwargs):  # noqa: D102 - the mixin's, with the architecture filled in
+    def generate_model_card(self, *args, **kwargs):  # the mixin's, with the architecture filled in
         for key in ("backbone", "proj_dim", "cifar_stem", "feature_dim"):
             kwargs.setdefault(key, getattr(self, key))
         return super().generate_model_card(*args, **kwargs)

@@ -39,7 +39,7 @@ def channel_table(multiplier: float, cap: int, rounding: bool) -> dict[int, int]
     base = {4: 4096, 8: 2048, 16: 1024, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
 
     def width(n: int) -> int:
-        return int(round(n * multiplier)) if rounding else int(n * multiplier)
+        return round(n * multiplier) if rounding else int(n * multiplier)
 
     return {res: (min(cap, width(n)) if res <= 32 else width(n)) for res, n in base.items()}
 
@@ -48,7 +48,7 @@ def power_of_two_resolution(size: int) -> int:
     """``2 ** round(log2(size))``: the resolution whose widths the networks use for ``size`` px crops."""
     if size < 4:
         raise ValueError(f"crop size must be >= 4, got {size}")
-    return 2 ** int(round(math.log2(size)))
+    return 2 ** round(math.log2(size))
 
 
 class Blur(nn.Module):

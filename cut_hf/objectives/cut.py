@@ -136,7 +136,9 @@ class CUTObjective:
         n = real_a.shape[0]
         return {"fake_B": fake[:n], "idt_B": fake[n:] if cfg.nce_idt else None, "feats": feats, "flipped": flipped}
 
-    def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_loss(
+        self, fake_b: torch.Tensor, real_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(D_fake + D_real) / 2, with the fake detached so that no gradient reaches G."""
         loss_fake = gan_loss(self.net_d(fake_b.detach()), False, self.config.gan_mode)
         loss_real = gan_loss(self.net_d(real_b), True, self.config.gan_mode)

@@ -10,17 +10,18 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 GAN_MODES = ("lsgan", "vanilla", "nonsaturating")
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-def _float32_loss(fn: _F) -> _F:
+def _float32_loss(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run a loss with autocast switched off on the devices of its tensor arguments.
 
     Casting inputs with ``.float()`` is not enough: under autocast ``bmm``/``matmul`` cast their
@@ -28,7 +29,7 @@ def _float32_loss(fn: _F) -> _F:
     """
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         device_types = {a.device.type for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)}
         with contextlib.ExitStack() as stack:
             for device_type in device_types:
@@ -36,7 +37,7 @@ def _float32_loss(fn: _F) -> _F:
                     stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
             return fn(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @_float32_loss

@@ -112,7 +112,9 @@ class SinCUTObjective(CUTObjective):
 
     config: SinCUTObjectiveConfig
 
-    def discriminator_loss(self, fake_b: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def discriminator_loss(
+        self, fake_b: torch.Tensor, real_b: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(D_fake + D_real) / 2 + D_R1, the official ``compute_D_loss`` of SinCUT."""
         cfg = self.config
         loss_fake = gan_loss(self.net_d(fake_b.detach()), False, cfg.gan_mode)

@@ -77,7 +77,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():  # a protocol-4 pickle warns before being refused: one line is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - the safe unpickler raises many types on foreign bytes
+    except Exception as err:  # the safe unpickler raises many types on foreign bytes
         # weights_only refuses any global outside torch's allow-list (os.system, arbitrary classes,
         # ...) without running it. Name what the pickle wanted to import, read without executing.
         foreign = _foreign_globals(path)
@@ -127,7 +127,7 @@ def _foreign_globals(path: Path) -> list[str]:
         return []
     found: list[str] = []
     strings: list[str] = []
-    memo: dict[int, Any] = {}
+    memo: dict[int, str] = {}  # pickle memo slots that hold strings
     try:
         for op, arg, _ in pickletools.genops(data):
             if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING",
@@ -137,7 +137,7 @@ def _foreign_globals(path: Path) -> list[str]:
                 memo[len(memo)] = strings[-1]
             elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings and isinstance(arg, int):
                 memo[arg] = strings[-1]
-            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and isinstance(memo.get(arg), str):
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and arg in memo:
                 strings.append(memo[arg])
             elif op.name in ("GLOBAL", "INST"):
                 found.append(str(arg).replace(" ", "."))

@@ -257,7 +257,7 @@ def _attempt(fn: Callable[[], object]) -> Exception | None:
     """Run ``fn``; the error it raised (KeyboardInterrupt and the like pass through), or None."""
     try:
         fn()
-    except Exception as e:  # every process must hear of it before anyone raises
+    except Exception as e:  # noqa: BLE001 - every process must hear of it before anyone raises
         return e
     return None
 

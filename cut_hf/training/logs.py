@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -39,10 +40,8 @@ def log_images(accelerator: Any, images: Mapping[str, torch.Tensor], step: int) 
     for tracker in accelerator.trackers:
         if hasattr(tracker, "log_images"):
             batch = {k: v.unsqueeze(0) if v.dim() == 3 else v for k, v in images.items()}  # (1, C, H, W)
-            try:
+            with contextlib.suppress(NotImplementedError):  # trackers that declare but lack image support
                 tracker.log_images(batch, step=step)
-            except NotImplementedError:  # trackers that declare but lack image support
-                pass
 
 
 # ----------------------------------------------------------------------------- images

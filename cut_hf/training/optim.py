@@ -34,7 +34,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch.optim.Optimizer.step
+    def step(self, closure=None):  # torch.optim.Optimizer.step
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -152,7 +152,8 @@ class ProgramGenerator(_ExportedGenerator):
         except (json.JSONDecodeError, AttributeError) as e:
             raise ExportedModelError(f"{str(p)!r}: unreadable {METADATA_FILE}") from e
         if "input_nc" not in metadata or "output_nc" not in metadata:
-            raise ExportedModelError(f"{str(p)!r} was not written by cut_hf.translation.export (no input_nc/output_nc metadata)")
+            raise ExportedModelError(f"{str(p)!r} was not written by cut_hf.translation.export "
+                                     "(no input_nc/output_nc metadata)")
         super().__init__(p, metadata, int(metadata["input_nc"]), int(metadata["output_nc"]))
         # Kept in a dict, not as a sub-module: nn.Module.eval()/to() would reach it, and the
         # module of an exported program refuses train()/eval().

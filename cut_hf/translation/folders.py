@@ -256,12 +256,13 @@ def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions
                progress: Progress, tiled: bool) -> list[Image.Image | None]:
     """Translate one batch of equal-size inputs; None for each that failed (reported)."""
     try:
-        return translate(
+        out = translate(
             generator, [item.image for item in batch if item.image is not None], size=options.size,
             keep_size=options.keep_size, batch_size=options.batch_size, device=device, precision=options.precision,
             tiling=options.tiling,
             max_pixels=None, progress=progress.tiles if tiled else None,
         )
+        return list(out) if isinstance(out, list) else [out]  # a list in, a list out
     except (RuntimeError, ValueError) as err:  # e.g. out of memory: report, go on with the rest
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         progress.write(f"failed: input(s) {[i.key for i in batch]}: cannot translate: {reason}")
@@ -291,7 +292,7 @@ def translated(
             results = _run_batch(generator, batch, options, device, progress, tiled)
             summary.translated += sum(r is not None for r in results)
             summary.failed += sum(r is None for r in results)
-            yield from zip(batch, results)
+            yield from zip(batch, results, strict=True)
         progress.images(len(batch))
 
 

@@ -282,7 +282,7 @@ def tile_layout(n: int, tile: int, overlap: int) -> list[tuple[int, int, int, in
     """
     if n <= tile:
         return [(0, n, 0, 0)]
-    starts = list(range(0, n - tile, tile - overlap)) + [n - tile]
+    starts = [*range(0, n - tile, tile - overlap), n - tile]
     layout = []
     for i, s in enumerate(starts):
         before = starts[i - 1] + tile - s if i > 0 else 0
@@ -357,18 +357,19 @@ def norm_stats(
     recording = swap_norms(model, record)
     with runner.autocast():
         recording(runner.to_device(x))
-    missing = [n for n, r in recorders.items() if r.stats is None]
-    if missing:
+    stats = {n: r.stats for n, r in recorders.items() if r.stats is not None}
+    if len(stats) < len(recorders):
+        missing = sorted(set(recorders) - set(stats))
         raise RuntimeError(f"instance norms {missing} were not run by the generator's forward")
-    return {n: r.stats for n, r in recorders.items()}  # type: ignore[misc]
+    return stats
 
 
 def _total_weight(rows: list, cols: list, row_w: list, col_w: list, h: int, w: int) -> torch.Tensor:
     """The summed blending weight per pixel: the tiles form a full grid of separable windows."""
     total_r, total_c = torch.zeros(h, dtype=torch.float64), torch.zeros(w, dtype=torch.float64)
-    for (y0, th, _, _), wr in zip(rows, row_w):
+    for (y0, th, _, _), wr in zip(rows, row_w, strict=True):
         total_r[y0 : y0 + th] += wr
-    for (x0, tw, _, _), wc in zip(cols, col_w):
+    for (x0, tw, _, _), wc in zip(cols, col_w, strict=True):
         total_c[x0 : x0 + tw] += wc
     return (total_r[:, None] * total_c[None, :]).float()  # (H, W)
 
@@ -397,9 +398,9 @@ def run_tiled(
     row_w = [window(s, b, a) for _, s, b, a in rows]
     col_w = [window(s, b, a) for _, s, b, a in cols]
     out = torch.zeros(1, out_channels, h, w)  # (1, C', H, W) float32 accumulator
-    for (y0, th, _, _), wr in zip(rows, row_w):
+    for (y0, th, _, _), wr in zip(rows, row_w, strict=True):
         iy0, iy1 = max(0, y0 - margin), min(h, y0 + th + margin)  # multiples of 4: grid-aligned
-        for (x0, tw, _, _), wc in zip(cols, col_w):
+        for (x0, tw, _, _), wc in zip(cols, col_w, strict=True):
             ix0, ix1 = max(0, x0 - margin), min(w, x0 + tw + margin)
             with runner.autocast():
                 y = frozen(runner.to_device(xp[..., iy0:iy1, ix0:ix1]))

@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Union
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ __all__ = [
     "will_tile",
 ]
 
-ImageLike = Union[Image.Image, str, os.PathLike, np.ndarray, torch.Tensor]
+ImageLike = Image.Image | str | os.PathLike | np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,8 @@ def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     short = max(MULTIPLE, int(size / MULTIPLE + 0.5) * MULTIPLE)
     scale = short / min(height, width)
     if height <= width:
-        return short, max(1, int(round(width * scale)))
-    return max(1, int(round(height * scale))), short
+        return short, max(1, round(width * scale))
+    return max(1, round(height * scale)), short
 
 
 def will_tile(height: int, width: int, tiling: Tiling | None = None, size: int | None = None) -> bool:
@@ -220,11 +220,13 @@ def _run_groups(model: nn.Module, inputs: list, groups: dict, job: _Job) -> list
             parts = [inputs[i] for i in chunk]
             if any(t.dtype != parts[0].dtype for t in parts):  # PIL (uint8) and float tensors mixed
                 parts = [as_float(t) for t in parts]
-            for i, yi in zip(chunk, run_whole(whole, torch.stack(parts), job.runner)):
+            for i, yi in zip(chunk, run_whole(whole, torch.stack(parts), job.runner), strict=True):
                 results[i] = job.finish(i, yi)
                 inputs[i] = None
             job.advance(len(chunk))
-    return results  # type: ignore[return-value]
+    done = [r for r in results if r is not None]
+    assert len(done) == len(results)  # every input is in one group
+    return done
 
 
 # -------------------------------------------------------------------------------------- the call
@@ -237,6 +239,43 @@ def _exported_limits(generator: nn.Module, tiling: Tiling, channels_last: bool) 
         raise ValueError(f"{type(generator).__name__} cannot be tiled (no norm modules to freeze): "
                          "use tiling=Tiling(tile=0)")
     return replace(tiling, tile=0), False
+
+
+# Typed by return_report; one image or a list comes back as the input was one or many (a 4-D tensor is many).
+@overload
+def translate(
+    generator: nn.Module,
+    image_or_images: ImageLike | Sequence[ImageLike],
+    *,
+    size: int | None = None,
+    keep_size: bool = True,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    tiling: Tiling | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    channels_last: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    return_report: Literal[False] = False,
+) -> Image.Image | list[Image.Image]: ...
+
+
+@overload
+def translate(
+    generator: nn.Module,
+    image_or_images: ImageLike | Sequence[ImageLike],
+    *,
+    size: int | None = None,
+    keep_size: bool = True,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    tiling: Tiling | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    channels_last: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    return_report: Literal[True],
+) -> tuple[Image.Image | list[Image.Image], TranslationReport]: ...
 
 
 def translate(
@@ -297,8 +336,8 @@ def translate(
     in_nc, out_nc = io_channels(generator)
     items, single = _as_list(image_or_images)
     inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) uint8 or [-1, 1], CPU
-    original = [tuple(x.shape[-2:]) for x in inputs]
-    inputs = [resize(x, resized_shape(*x.shape[-2:], size)) for x in inputs] if size is not None else inputs
+    original = [(x.shape[-2], x.shape[-1]) for x in inputs]
+    inputs = [resize(x, resized_shape(x.shape[-2], x.shape[-1], size)) for x in inputs] if size is not None else inputs
     restore = size is not None and keep_size
     job = _Job(Runner(dev, precision, cl), tiling, out_nc, batch_size, progress=progress,
                finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))

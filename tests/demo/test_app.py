@@ -173,6 +173,15 @@ def test_model_errors_are_one_readable_line(tmp_path: Path, hub_offline) -> None
         load_demo_model("  ")
 
 
+def test_an_exported_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    from cut_hf.translation.export import export_program
+
+    path = export_program(CUTGenerator(ngf=4, n_blocks=1).eval(), tmp_path / "g.pt2", example_size=(16, 16))
+    with pytest.raises(DemoError, match="not an exported file") as err:
+        load_demo_model(path)  # an .onnx / .pt2 graph has no encoder features to explore
+    assert "\n" not in str(err.value)
+
+
 def test_mismatched_sampler_is_refused(tiny_model_dir: Path) -> None:
     PatchSampler([3, 8], nc=16).save_pretrained(tiny_model_dir / "sampler")
     with pytest.raises(DemoError, match="do not belong together"):

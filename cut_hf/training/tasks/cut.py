@@ -15,7 +15,6 @@ import torch
 
 from cut_hf.evaluation.translation import evaluate_folders, list_images
 from cut_hf.evaluation.metrics import TinyFeatureExtractor, inception_feature_extractor
-from cut_hf.models import CUTGenerator
 from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, Generator
 from cut_hf.objectives.sincut import SinCUTObjectiveConfig
 from cut_hf.data.single_image import EPOCH_CROPS
@@ -304,7 +303,8 @@ def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[st
         "image size": f"{args.crop_size} (preprocess {args.preprocess}, load {args.load_size})",
         "batch size": f"{args.batch_size} x {summary['num_processes']} process(es)",
         "precision": args.mixed_precision if args.mixed_precision != "no" else "fp32",
-        "learning rate": f"{args.lr} (Adam betas {args.beta1}, {args.beta2}); {args.n_epochs} + {args.n_epochs_decay} epochs",
+        "learning rate": f"{args.lr} (Adam betas {args.beta1}, {args.beta2}); "
+                         f"{args.n_epochs} + {args.n_epochs_decay} epochs",
         "lambda_GAN / lambda_NCE": f"{args.lambda_gan} / {args.lambda_nce}",
         "NCE identity loss": args.nce_idt,
         "flip equivariance": args.flip_equivariance,
@@ -322,10 +322,12 @@ def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[st
     metrics: dict[str, str] = {}
     if summary.get("best_step") is not None and args.eval_dirs is not None:
         name = "PSNR" if args.eval_paired else "FID"
-        extractor = "FID Inception-v3" if args.eval_feature_extractor == "inception" else "tiny test features, not comparable"
+        extractor = ("FID Inception-v3" if args.eval_feature_extractor == "inception"
+                     else "tiny test features, not comparable")
         training["evaluation"] = (f"every {args.eval_every} steps, `{Path(args.eval_dirs[0]).name}` → "
                                   f"`{Path(args.eval_dirs[1]).name}`, size {args.eval_size} ({extractor})")
-        training["best evaluation"] = f"step {summary['best_step']}: {name} {summary['best_metric']:.4f} (saved in best/)"
+        training["best evaluation"] = (f"step {summary['best_step']}: {name} {summary['best_metric']:.4f} "
+                                       "(saved in best/)")
         metrics[f"best {name} (step {summary['best_step']})"] = f"{summary['best_metric']:.4f}"
     if summary.get("evaluations"):
         last = summary["evaluations"][-1]

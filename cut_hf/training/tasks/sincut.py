@@ -27,7 +27,7 @@ from cut_hf.training.runtime import ConfigError
 from cut_hf.training.tasks.cut import ARCH_KEYS, CUTTask, CUTTrainConfig, write_model_folders
 
 # The StyleGAN2 networks' widths depend on the crop size, and their depth on the downsamplings.
-SINCUT_ARCH_KEYS = ARCH_KEYS + ("crop_size", "num_downsampling")
+SINCUT_ARCH_KEYS = (*ARCH_KEYS, "crop_size", "num_downsampling")
 
 
 def sincut_flag_defaults() -> dict[str, Any]:
@@ -75,7 +75,7 @@ def single_image_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple
     dataset = SingleImageDataset(image_a, image_b, c.batch_size, geometry, seed=c.seed, channels_a=c.input_nc,
                                  channels_b=c.output_nc)
     sampler = SingleImageSampler(c.batch_size, num_processes, rank, seed=c.seed, epoch_crops=c.epoch_crops)
-    sizes = [f"`{name}` ({img.width}x{img.height})" for img, name in zip(dataset.images, dataset.names)]
+    sizes = [f"`{name}` ({img.width}x{img.height})" for img, name in zip(dataset.images, dataset.names, strict=True)]
     return dataset, sampler, f"A {sizes[0]}, B {sizes[1]}; {c.crop_size} px zoom-and-patch crops"
 
 
