@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from cut_hf import CUTGenerator
+from tests.helpers import sharpen
 from tests.reference.official import official_generator
 
 # --- the layout table of DESIGN.md, written out by hand -------------------------------------
@@ -220,10 +221,16 @@ def test_feature_channels_match_encode(tiny_generator, images):
 
 
 def test_output_is_tanh_range_and_size_preserved(tiny_generator):
+    # Weights at He scale, so the last layer's input spans the whole tanh (at the paper's init it stays
+    # within ~0.01 of zero, where tanh, hardtanh and the identity agree): the output must be tanh of
+    # the last convolution's output, not merely bounded by 1.
+    g = sharpen(tiny_generator)
     x = torch.rand(1, 3, 36, 20) * 2 - 1  # multiples of 4, not square
     with torch.no_grad():
-        y = tiny_generator(x)
+        y, pre = g(x), g.model[:-1](x)
     assert y.shape == x.shape and y.abs().max() <= 1
+    assert pre.abs().max() > 2 and (pre.abs() < 0.5).float().mean() > 0.1  # both the saturated and the linear part
+    torch.testing.assert_close(y, torch.tanh(pre), rtol=0, atol=1e-6)
 
 
 def test_bad_arguments_are_refused():
