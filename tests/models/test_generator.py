@@ -258,6 +258,9 @@ def test_init_is_xavier_normal_gain_002_with_zero_bias(default_generator):
         rel = 4 / math.sqrt(2 * w.numel())  # ~4 standard errors of a sample std
         assert abs(w.std().item() / expected_std - 1) < max(rel, 0.02), name
         assert abs(w.mean().item()) < 4 * expected_std / math.sqrt(w.numel()), name
+        # Normal, not uniform with the same std (Xavier-uniform stops at 1.73 std): 4.55% beyond 2 std.
+        beyond = (w.abs() > 2 * expected_std).float().mean().item()
+        assert abs(beyond - 0.0455) < 4 * math.sqrt(0.0455 / w.numel()) + 0.002, name
         assert torch.count_nonzero(m.bias) == 0, name
 
 
