@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cut_hf import CUTGenerator, PatchSampler, translate
+from cut_hf import CUTGenerator, PatchSampler, Tiling, translate
 from cut_hf.demo import augment_explorer as aug
 from cut_hf.demo import models as demo_models
 from cut_hf.demo.catalog import ModelCatalog, display_name
@@ -312,21 +312,21 @@ def test_run_translation_sizes_precision_and_tiles(tiny_model_dir: Path, sharp_m
     res = run_translation(model, img, "16")  # shorter side 16: before and after resized alike
     assert res.before.size == res.after.size and min(res.after.size) == 16
     assert "resized from 37×29" in res.describe(img.size)
-    # The tiled path, with tiles small enough (64 px instead of 768) that a 160x128 image takes 12 of them.
-    from cut_hf.translation import pipeline
+    # The tiled path, with tiles small enough (128 px instead of 768) that a 320x256 image takes 9 of them.
+    from cut_hf.translation import inference
 
-    monkeypatch.setattr(pipeline, "DEFAULT_TILE", 64)
-    sharp, big = load_demo_model(sharp_model_dir), photo(160, 128)
+    monkeypatch.setattr(inference, "DEFAULT_TILE", 128)
+    sharp, big = load_demo_model(sharp_model_dir), photo(320, 256)
     steps: list[tuple[int, int]] = []
-    res = run_translation(sharp, big, tile_above=16_000, progress=lambda *a: steps.append(a))
-    assert res.tiled and res.after.size == (160, 128)
-    assert res.tiles == 12 and steps[-1] == (12, 12)  # the progress bar counts tiles
-    assert "tiled (12 tiles" in res.describe((160, 128))
+    res = run_translation(sharp, big, tile_above=65_000, progress=lambda *a: steps.append(a))
+    assert res.tiled and res.after.size == (320, 256)
+    assert res.tiles == 9 and steps[-1] == (9, 9)  # the progress bar counts tiles
+    assert "tiled (9 tiles" in res.describe((320, 256))
     # It is the library's tiled translation (whose seams and statistics tests/translation checks) ...
-    library = translate(sharp.generator, big, tile=64, max_whole_pixels=16_000)
+    library = translate(sharp.generator, big, tiling=Tiling(tile=128, max_whole_pixels=65_000))
     np.testing.assert_array_equal(np.asarray(res.after), np.asarray(library))
     # ... and close to the one-piece result on an output that varies: norm statistics estimated from
-    # 16 kpx of the 20 kpx image move pixels by ~12 grey levels on average, against ~49 for a flat
+    # 65 kpx of the 82 kpx image move pixels by ~8 grey levels on average, against ~49 for a flat
     # image of the right mean colour (measured), so a flat or misplaced output fails.
     whole = run_translation(sharp, big)
     assert not whole.tiled

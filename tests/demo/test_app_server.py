@@ -121,9 +121,9 @@ def test_tiled_translation_counts_tiles_in_the_progress_bar(server, monkeypatch)
     from gradio_client import handle_file
 
     from cut_hf.demo import translation
-    from cut_hf.translation import pipeline
+    from cut_hf.translation import inference
 
-    monkeypatch.setattr(pipeline, "DEFAULT_TILE", 128)  # a 256 px image in 3 x 3 tiles
+    monkeypatch.setattr(inference, "DEFAULT_TILE", 128)  # a 256 px image in 3 x 3 tiles
     real = translation.translate
     shown = {i: threading.Event() for i in range(1, 10)}
 
