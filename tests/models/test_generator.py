@@ -264,6 +264,16 @@ def test_init_is_xavier_normal_gain_002_with_zero_bias(default_generator):
         assert torch.count_nonzero(m.bias) == 0, name
 
 
+def test_init_of_batch_norm_scales_is_normal_1_002():
+    torch.manual_seed(0)
+    g = CUTGenerator(ngf=16, n_blocks=4, norm="batch")
+    scales = torch.cat([m.weight.detach() for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
+    shifts = torch.cat([m.bias.detach() for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert abs(scales.mean().item() - 1) < 4 * 0.02 / math.sqrt(scales.numel())  # N(1, 0.02), as the paper's init
+    assert abs(scales.std().item() / 0.02 - 1) < 4 / math.sqrt(2 * scales.numel())
+    assert torch.count_nonzero(shifts) == 0
+
+
 def test_init_leaves_the_blur_filters_binomial(default_generator):
     sd = default_generator.state_dict()
     for key, filt in [("model.7.filt", BLUR_DOWN), ("model.11.filt", BLUR_DOWN),

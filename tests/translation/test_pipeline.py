@@ -87,6 +87,20 @@ def test_tiled_output_matches_whole_image() -> None:
     assert (out - ref).abs().max() < 1e-4
 
 
+def test_tile_windows_cross_fade_to_one() -> None:
+    """Each tile's window is 1 inside and ramps over its overlaps; along an axis the windows of
+    neighbouring tiles sum to exactly 1, the last tile (moved back to the end) included. With exact
+    statistics tiles agree and any weights would do; with estimated ones this is what hides seams."""
+    for n, tile, overlap in ((380, 128, 16), (268, 128, 32), (1000, 192, 48)):
+        total = torch.zeros(n, dtype=torch.float64)
+        for start, size, before, after in I.tile_layout(n, tile, overlap):
+            w = I.window(size, before, after)
+            assert w.min() > 0 and w.max() <= 1 and bool((w[before : size - after] == 1).all())
+            assert bool((w[:before].diff() > 0).all()) and bool((w[size - after :].diff() < 0).all())
+            total[start : start + size] += w
+        torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-12)
+
+
 def test_naive_tiling_would_fail_the_same_check() -> None:
     """Tiles normalised with their own statistics differ visibly: the check above has teeth."""
     g = sharp_generator()
