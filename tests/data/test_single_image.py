@@ -120,7 +120,9 @@ def test_dataloader_yields_one_zoom_per_minibatch():
         assert all(locate(crop, zoomed) is not None for crop in b["A"])
     # Workers get whole minibatches and seed from the batch number: the same batches as in-process.
     with_workers = list(make_dataloader(dataset(batch_size=4), sampler, num_workers=2))
-    assert all(torch.equal(a["A"], b["A"]) and torch.equal(a["B"], b["B"]) for a, b in zip(batches, with_workers))
+    assert len(with_workers) == len(batches) == 3  # zip alone would pass an empty loader
+    for a, b in zip(batches, with_workers, strict=True):
+        assert torch.equal(a["A"], b["A"]) and torch.equal(a["B"], b["B"])
 
 
 def test_load_single_images_from_files_and_the_official_folder(tmp_path):

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -115,25 +116,39 @@ def test_translate_with_defaults(server, files) -> None:
 
 
 def test_tiled_translation_counts_tiles_in_the_progress_bar(server, monkeypatch) -> None:
+    """Every tile's progress reaches the client. Each tile is held (on an event, not a timer) until
+    the client has seen its report, so the test does not depend on how fast a loaded machine polls."""
     from gradio_client import handle_file
 
     from cut_hf.demo import translation
+    from cut_hf.translation import inference
 
+    monkeypatch.setattr(inference, "DEFAULT_TILE", 128)  # a 256 px image in 3 x 3 tiles
     real = translation.translate
+    shown = {i: threading.Event() for i in range(1, 10)}
 
-    def slow(*args, progress, **kwargs):  # each tile's report stays long enough to be seen
-        return real(*args, progress=lambda done, total: (progress(done, total), time.sleep(0.5)), **kwargs)
+    def held(*args, progress, **kwargs):  # the server thread waits for the client after each report
+        def report(done: int, total: int) -> None:
+            progress(done, total)
+            shown[done].wait(120)
 
-    monkeypatch.setattr(translation, "translate", slow)
+        return real(*args, progress=report, **kwargs)
+
+    monkeypatch.setattr(translation, "translate", held)
     client, _ = server
     job = client.submit(handle_file(str(EXAMPLE)), "256", api_name="/translate")
     seen = set()
+    deadline = time.monotonic() + 300
     while not job.done():
-        seen |= {(p.index, p.length, p.unit) for p in job.status().progress_data or []}
+        assert time.monotonic() < deadline, f"no result; progress seen: {sorted(seen)}"
+        for p in job.status().progress_data or []:
+            seen.add((p.index, p.length, p.unit))
+            if p.index in shown:
+                shown[p.index].set()
         time.sleep(0.05)
     (_, after), info = job.result()
-    assert "tiled (1 tile" in info and Image.open(after).size == (256, 256)
-    assert (1, 1, "tiles") in seen, seen
+    assert "tiled (9 tiles" in info and Image.open(after).size == (256, 256)
+    assert {(i, 9, "tiles") for i in range(1, 10)} <= seen, sorted(seen)
 
 
 def test_bad_uploads_are_refused_and_the_server_keeps_serving(server, files) -> None:
@@ -274,8 +289,13 @@ def test_stopping_the_app_removes_its_temporary_folders(tmp_path: Path, stop: si
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--threads", "1"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A shell starts a background job (`pytest ... &`) with SIGINT ignored, and a child inherits that:
+    # Python then installs no KeyboardInterrupt handler and Ctrl-C would never reach the app. Restore
+    # Python's default handler in the child (as a terminal would have it) before running app.py.
+    restore_sigint = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", restore_sigint, str(ROOT / "app.py"), "--threads", "1"], env=env,
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while True:

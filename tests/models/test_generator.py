@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from cut_hf import CUTGenerator
+from tests.helpers import sharpen
 from tests.reference.official import official_generator
 
 # --- the layout table of DESIGN.md, written out by hand -------------------------------------
@@ -220,10 +221,16 @@ def test_feature_channels_match_encode(tiny_generator, images):
 
 
 def test_output_is_tanh_range_and_size_preserved(tiny_generator):
+    # Weights at He scale, so the last layer's input spans the whole tanh (at the paper's init it stays
+    # within ~0.01 of zero, where tanh, hardtanh and the identity agree): the output must be tanh of
+    # the last convolution's output, not merely bounded by 1.
+    g = sharpen(tiny_generator)
     x = torch.rand(1, 3, 36, 20) * 2 - 1  # multiples of 4, not square
     with torch.no_grad():
-        y = tiny_generator(x)
+        y, pre = g(x), g.model[:-1](x)
     assert y.shape == x.shape and y.abs().max() <= 1
+    assert pre.abs().max() > 2 and (pre.abs() < 0.5).float().mean() > 0.1  # both the saturated and the linear part
+    torch.testing.assert_close(y, torch.tanh(pre), rtol=0, atol=1e-6)
 
 
 def test_bad_arguments_are_refused():
@@ -251,7 +258,20 @@ def test_init_is_xavier_normal_gain_002_with_zero_bias(default_generator):
         rel = 4 / math.sqrt(2 * w.numel())  # ~4 standard errors of a sample std
         assert abs(w.std().item() / expected_std - 1) < max(rel, 0.02), name
         assert abs(w.mean().item()) < 4 * expected_std / math.sqrt(w.numel()), name
+        # Normal, not uniform with the same std (Xavier-uniform stops at 1.73 std): 4.55% beyond 2 std.
+        beyond = (w.abs() > 2 * expected_std).float().mean().item()
+        assert abs(beyond - 0.0455) < 4 * math.sqrt(0.0455 / w.numel()) + 0.002, name
         assert torch.count_nonzero(m.bias) == 0, name
+
+
+def test_init_of_batch_norm_scales_is_normal_1_002():
+    torch.manual_seed(0)
+    g = CUTGenerator(ngf=16, n_blocks=4, norm="batch")
+    scales = torch.cat([m.weight.detach() for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
+    shifts = torch.cat([m.bias.detach() for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert abs(scales.mean().item() - 1) < 4 * 0.02 / math.sqrt(scales.numel())  # N(1, 0.02), as the paper's init
+    assert abs(scales.std().item() / 0.02 - 1) < 4 / math.sqrt(2 * scales.numel())
+    assert torch.count_nonzero(shifts) == 0
 
 
 def test_init_leaves_the_blur_filters_binomial(default_generator):

@@ -52,6 +52,21 @@ def nt_xent_loop(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> float:
     return sum(l(2 * k, 2 * k + 1) + l(2 * k + 1, 2 * k) for k in range(m // 2)) / m
 
 
+def nt_xent_anchor_terms(z_a: torch.Tensor, z_b: torch.Tensor, tau: float) -> list[float]:
+    """The loss l(i, positive of i) of each of the 2N views as an anchor, views 0..N-1 then N..2N-1 (z_a then z_b)."""
+    views = list(z_a.double()) + list(z_b.double())
+    m, n = len(views), len(views) // 2
+
+    def sim(u, v):
+        return float(u @ v / (u.norm() * v.norm()))
+
+    terms = []
+    for i in range(m):
+        den = sum(math.exp(sim(views[i], views[t]) / tau) for t in range(m) if t != i)
+        terms.append(-math.log(math.exp(sim(views[i], views[(i + n) % m]) / tau) / den))
+    return terms
+
+
 # --- PatchNCE ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_size, from_batch", [(1, False), (3, False), (3, True)])
 def test_patch_nce_equals_the_paper_loop_and_the_official_loss(batch_size, from_batch):
@@ -220,8 +235,14 @@ def test_nt_xent_losses_share_one_core():
     z_a, z_b = unit(6, 5), unit(6, 5, seed=1)
     pos, neg = nt_xent_logits(z_a, z_b)
     assert pos.shape == (12, 1) and neg.shape == (12, 10)
-    torch.testing.assert_close(info_nce(pos, neg, 0.3), nt_xent_loss(z_a, z_b, 0.3))
+    reference = nt_xent_loop(z_a, z_b, 0.3)  # SimCLR's Algorithm 1, not the library's own definition
+    assert info_nce(pos, neg, 0.3).item() == pytest.approx(reference, abs=1e-5)
+    assert nt_xent_loss(z_a, z_b, 0.3).item() == pytest.approx(reference, abs=1e-5)
     pos2, neg2 = nt_xent_logits(z_a, z_b, slice(2, 4))  # rows 2, 3 then their second views 8, 9
     torch.testing.assert_close(pos2, pos[[2, 3, 8, 9]])
     torch.testing.assert_close(neg2, neg[[2, 3, 8, 9]])
-    torch.testing.assert_close(nt_xent_loss_for_anchors(z_a, z_b, slice(0, 6), 0.3), nt_xent_loss(z_a, z_b, 0.3))
+    assert nt_xent_loss_for_anchors(z_a, z_b, slice(0, 6), 0.3).item() == pytest.approx(reference, abs=1e-5)
+    # A share of the anchors: the loop's terms of rows 2, 3 and their second views, against all 12 views.
+    share = nt_xent_anchor_terms(z_a, z_b, 0.3)
+    expected = (share[2] + share[3] + share[8] + share[9]) / 4
+    assert nt_xent_loss_for_anchors(z_a, z_b, slice(2, 4), 0.3).item() == pytest.approx(expected, abs=1e-5)

@@ -173,7 +173,7 @@ def run_both(mode: str, steps: int, exact: bool = False):
 
 def assert_same_steps(mode: str, steps: int, tol: float = 1e-5, rare: int | None = 10_000) -> None:
     """Losses to ``tol`` at every step; each tensor to 1e-5 in all but 1 in ``rare`` of its values
-    (``None``: only the 2 lr per step bound)."""
+    (``None``: the bulk of each tensor to a fraction of lr, and every value to the 2 lr per step bound)."""
     init, (ref_losses, ref_weights), (our_losses, our_weights), (net_g, net_d) = run_both(mode, steps)
     assert len(our_losses) == len(ref_losses) == steps
     for step, (ours, ref) in enumerate(zip(our_losses, ref_losses), 1):
@@ -193,8 +193,17 @@ def assert_same_steps(mode: str, steps: int, tol: float = 1e-5, rare: int | None
                     assert (side - init[net][key]).abs().max() <= bound, f"{net} {key}"
                 continue
             diff = (ours.float() - ref.float()).abs()
-            off = int((diff > 1e-5).sum())
-            assert rare is None or off <= diff.numel() // rare, f"{net} {key}: {off} of {diff.numel()} values differ by > 1e-5"
+            if rare is not None:
+                off = int((diff > 1e-5).sum())
+                assert off <= diff.numel() // rare, f"{net} {key}: {off} of {diff.numel()} values differ by > 1e-5"
+            elif ref.is_floating_point() and diff.numel() > 1:
+                # Each value moved by ~1.7 lr over three steps. Rounding steers only a few of them: the
+                # median difference stays under lr / 20 (measured: <= lr / 250) and at most 1% of the
+                # values differ by more than lr / 4 (measured: <= 0.13%, FastCUT's MLPs). Another
+                # optimiser setting, lr or loss weight moves the bulk of a tensor by a good part of lr.
+                assert diff.median().item() <= LR / 20, f"{net} {key}: median abs diff {diff.median().item():.2e}"
+                far = (diff > LR / 4).float().mean().item()
+                assert far <= 0.01, f"{net} {key}: {far:.2%} of the values differ by > lr / 4"
             assert diff.max().item() <= bound, f"{net} {key}: max abs diff {diff.max().item():.2e}"
         moved = max((our_weights[net][k] - init[net][k]).abs().max().item() for k in init[net])
         assert moved > LR / 2  # the steps did update this network
@@ -210,8 +219,9 @@ def test_first_step_matches_the_official_step(mode):
 def test_three_steps_match_the_official_step(mode):
     """Three steps with the fast ops (FastCUT's coins: flip, no flip, flip): Adam's moments carried
     across steps. The fast ops round differently, and Adam amplifies rounding where gradients are
-    near zero (see the module docstring), so losses are held to 1e-3 and weights to the 2 lr per step
-    bound; the bitwise test below holds the objective itself to the last bit."""
+    near zero (see the module docstring), so losses are held to 1e-3, the bulk of every tensor to
+    lr / 20 (median) and lr / 4 (99%), and each value to the 2 lr per step bound; the bitwise test
+    below holds the objective itself to the last bit."""
     assert_same_steps(mode, STEPS, tol=1e-3, rare=None)
 
 

@@ -294,6 +294,29 @@ def test_weighted_knn_is_a_weighted_vote():
     assert knn_predict(train, labels, query, 2, k=200).tolist() == [0]  # k capped at the training set
 
 
+def _knn_top1_by_hand(model_dir: Path, labelled: Path) -> float:
+    """Weighted kNN accuracy of the model's h on ``labelled``'s train/test folders, one vote at a time."""
+    from cut_hf.evaluation.simclr import preprocess
+
+    model = SimCLR.from_pretrained(model_dir).eval()
+
+    def features(split: str) -> list[tuple[torch.Tensor, str]]:
+        items = sorted((p, p.parent.name) for p in (labelled / split).glob("*/*.png"))
+        with torch.no_grad():
+            h = model.encode(torch.stack([preprocess(Image.open(p), 16) for p, _ in items]))
+        return [(torch.nn.functional.normalize(v, dim=0), label) for v, (_, label) in zip(h, items)]
+
+    train = features("train")
+    correct = 0
+    tests = features("test")
+    for query, label in tests:
+        votes: dict[str, float] = {}
+        for key, key_label in train:
+            votes[key_label] = votes.get(key_label, 0.0) + math.exp(float(query @ key) / 0.1)
+        correct += max(votes, key=votes.get) == label
+    return correct / len(tests)
+
+
 def test_evaluation_command(trained, labelled_folder, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert evaluate_main(["--model", str(trained), "--data", str(labelled_folder), "--image-size", "16",
@@ -301,7 +324,10 @@ def test_evaluation_command(trained, labelled_folder, tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["num_train"] == 12 and result["num_test"] == 6 and result["num_classes"] == 2
     assert result["k"] == 12 and result["knn_temperature"] == 0.1 and result["backbone"] == "resnet18"
-    assert 0.0 <= result["knn_top1"] <= 1.0 and 0.0 <= result["linear_top1"] <= 1.0
+    # kNN top-1 of the trained encoder against a vote written out here: every training image
+    # (k 12 >= 12) votes exp(cos / 0.1) for its class. The linear probe's is a count of 6 test images.
+    assert result["knn_top1"] == pytest.approx(_knn_top1_by_hand(trained, labelled_folder), abs=1e-9)
+    assert result["linear_top1"] * 6 == pytest.approx(round(result["linear_top1"] * 6), abs=1e-9)
     assert "kNN top-1" in capsys.readouterr().out
     # A random encoder separates red from blue: the probes themselves work.
     assert evaluate_main(["--random-init", "--backbone", "resnet18", "--cifar-stem", "--data", str(labelled_folder),
