@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-import tomllib
 
 import pytest
+import tomllib
 
 from cut_hf.__main__ import COMMANDS
 from tests.helpers import ROOT
