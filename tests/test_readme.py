@@ -82,6 +82,10 @@ def test_every_command_and_flag_in_the_readme_exists() -> None:
         flags = {arg.split("=")[0] for arg in args if arg.startswith("--")}
         unknown = flags - _parser_options(command, args) - {"--help"}
         assert not unknown, f"cut-hf {command}: no flag(s) {sorted(unknown)}"
+    # SimCLR is trained one way: `cut-hf train --task simclr` (or train.py, the same main).
+    simclr = [args for command, args in runs if command == "train" and "--task" in args]
+    assert simclr and all(args[args.index("--task") + 1] == "simclr" for args in simclr)
+    assert "python -m cut_hf.cli" not in README
 
 
 @pytest.mark.parametrize("line", [line for line in command_lines(README) if line.startswith("python ")

@@ -4,7 +4,7 @@
     python train.py --mode sincut --image-a photo.jpg --image-b painting.jpg             # one image per domain
     accelerate launch train.py --data-dir datasets/horse2zebra --mode fastcut            # many GPUs / nodes
     torchrun --nproc_per_node 4 train.py --data-dir datasets/horse2zebra                 # the same with torchrun
-    python train.py --task simclr --data images/ ...                          # SimCLR (cut_hf.cli.simclr_train)
+    python train.py --task simclr --data images/ ...                          # SimCLR (cut_hf.training.tasks.simclr)
 
 Reads top to bottom: the flags, the frozen configuration they make (``--mode`` fills the defaults
 the paper's ``--CUT_mode`` and ``--model sincut`` set), then ``run``: data, models, the objective
