@@ -24,15 +24,13 @@ from cut_hf.models.simclr import SimCLR
 from cut_hf.objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
 from cut_hf.training.logs import image_grid, save_image
 from cut_hf.training.optim import LARS, param_groups, warmup_cosine
-from cut_hf.training.runtime import RunConfig, Trainer, TrainingTask, setup_accelerator
+from cut_hf.training.runtime import RunConfig, Trainer, TrainingTask, fixed, setup_accelerator
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float | None]] = {
     "lars": dict(lr=None, weight_decay=1e-6),  # lr None: 0.3 x global batch / 256, the paper's scaling
     "adamw": dict(lr=1e-3, weight_decay=1e-4),
 }
-# Settings a checkpoint must share with the run that resumes it (they fix tensor shapes or optimiser state).
-ARCH_KEYS = ("backbone", "proj_dim", "cifar_stem", "optimizer")
 MODEL_SUBFOLDER = "model"
 
 
@@ -50,11 +48,11 @@ class SimCLRTrainConfig(RunConfig):
     jitter_strength: float | None
     min_crop_scale: float
     num_workers: int
-    backbone: str
-    cifar_stem: bool
-    proj_dim: int
+    backbone: str = fixed()
+    cifar_stem: bool = fixed()
+    proj_dim: int = fixed()
     temperature: float
-    optimizer: str
+    optimizer: str = fixed()
     lr: float | None
     weight_decay: float
     momentum: float
@@ -128,9 +126,6 @@ class SimCLRTask(TrainingTask):
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.config)
-
-    def fixed_settings(self) -> tuple[str, ...]:
-        return ARCH_KEYS
 
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.objective.training_step(batch, self.optimizer, self.scheduler, self.accelerator)
