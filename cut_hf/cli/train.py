@@ -9,7 +9,7 @@
 Reads top to bottom: the flags, the frozen configuration they make (``--mode`` fills the defaults
 the paper's ``--CUT_mode`` and ``--model sincut`` set), then ``run``: data, models, the objective
 (:class:`cut_hf.objectives.cut.CUTObjective`, the paper's step) and the loop, which is the runtime
-every objective shares (:class:`cut_hf.training.Trainer`: resume, checkpoints, logs, outputs, Hub).
+every objective shares (:class:`cut_hf.training.runtime.Trainer`: resume, checkpoints, logs, outputs, Hub).
 A new objective is a subclass of the objective, an entry in ``OBJECTIVES`` and ``MODE_DEFAULTS``;
 SinCUT also swaps the data, the networks and the task (:mod:`cut_hf.training.tasks.sincut`).
 """
@@ -29,15 +29,13 @@ from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.errors import DiskFullError
+from cut_hf.data.sources import DataError, check_enough_images, load_domains
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
-    DataError,
     Preprocess,
     UnpairedImageDataset,
     UnpairedSampler,
-    check_enough_images,
     default_num_workers,
-    load_domains,
     make_dataloader,
 )
 from cut_hf.evaluation.translation import EvaluationError
@@ -46,14 +44,9 @@ from cut_hf.evaluation.metrics import MetricsUnavailable
 from cut_hf.objectives.cut import CUTObjective, build_optimizers
 from cut_hf.objectives.sincut import SinCUTObjective
 from cut_hf.training.optim import linear_decay
-from cut_hf.training import (
-    CheckpointError,
-    ConfigError,
-    NonFiniteLossError,
-    Trainer,
-    add_runtime_flags,
-    setup_accelerator,
-)
+from cut_hf.training.checkpoints import CheckpointError
+from cut_hf.training.logs import NonFiniteLossError
+from cut_hf.training.runtime import ConfigError, Trainer, add_runtime_flags, setup_accelerator
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, Evaluator
 from cut_hf.training.tasks.sincut import (

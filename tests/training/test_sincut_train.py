@@ -17,7 +17,7 @@ from cut_hf import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator, tra
 from cut_hf.hub.loading import load_generator
 from cut_hf.objectives.losses import gan_loss
 from cut_hf.models.generator import nce_channels
-from cut_hf.training import CheckpointManager
+from cut_hf.training.checkpoints import CheckpointManager
 from tests.training.test_train import _event_tags, _LocalHub, _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - fixture
 from tests.reference.official_sincut import StyleGAN2Discriminator as OfficialD
 from tests.reference.official_sincut import StyleGAN2Generator as OfficialG

@@ -92,7 +92,7 @@ def single_image_data(c: SinCUTTrainConfig, num_processes: int, rank: int) -> tu
                                                                                  SingleImageSampler, str]:
     """The two images' crops, their sampler for process ``rank``, and a line about them.
 
-    Raises :class:`~cut_hf.data.unpaired.DataError` when the images are missing or unreadable, when
+    Raises :class:`~cut_hf.data.sources.DataError` when the images are missing or unreadable, when
     ``--data-dir`` does not hold exactly one image per domain, or when the crop does not fit.
     """
     image_a, image_b = load_single_images(c.image_a, c.image_b, c.data_dir)
