@@ -197,7 +197,7 @@ def _folder_job(args: argparse.Namespace, ext: str) -> Job:
 
 def _dataset_job(args: argparse.Namespace) -> Job:
     """The dataset job of ``--dataset``; the dataset and its columns are checked now."""
-    from cut_hf.data.unpaired import open_hf_dataset
+    from cut_hf.data.sources import open_hf_dataset
     from cut_hf.translation.datasets import open_stream, translate_dataset, translate_stream
 
     try:  # DataError is a ValueError

@@ -28,21 +28,7 @@ from cut_hf import __version__
 from cut_hf.hub.mixin import CODE_URL as OFFICIAL_REPO_URL
 from cut_hf.hub.mixin import PAPER_URL
 from cut_hf.models import CUTGenerator, PatchSampler, nce_channels
-from cut_hf.official.checkpoints import (  # noqa: F401 - re-exported: cut_hf.official.convert keeps offering the readers
-    MODES,
-    OfficialModel,
-    ConversionError,
-    checkpoint_kind,
-    drop_stale_instance_norm_stats,
-    infer_discriminator_config,
-    infer_generator_config,
-    infer_sampler_config,
-    load_official,
-    load_official_discriminator,
-    load_official_generator,
-    load_official_sampler,
-    load_state_dict_file,
-)
+from cut_hf.official.checkpoints import MODES, ConversionError, OfficialModel, load_official
 
 OFFICIAL_PRETRAINED_URL = "http://efrosgans.eecs.berkeley.edu/CUT/pretrained_models.tar"
 # FID on the test split as reported in the paper (pytorch-fid on 256x256 outputs).
@@ -51,7 +37,7 @@ PAPER_FID = {("horse2zebra", "cut"): 45.5, ("horse2zebra", "fastcut"): 73.4}
 SLOTS = (("generator", "", "generator"), ("discriminator", "discriminator", "discriminator"),
          ("sampler", "sampler", "patch sampler"))
 
-__all__ = ["convert", "ConversionError", "OFFICIAL_PRETRAINED_URL", "PAPER_FID"]
+__all__ = ["OFFICIAL_PRETRAINED_URL", "PAPER_FID", "convert"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,20 +1,2 @@
-"""The training runtime every objective shares (see :mod:`cut_hf.training.runtime`), its checkpoints and logs."""
-
-from cut_hf.training.checkpoints import COMPLETE_MARKER, TRAINER_STATE, CheckpointError, CheckpointManager
-from cut_hf.training.logs import (
-    NonFiniteLossError,
-    check_finite,
-    image_grid,
-    log_images,
-    push_folders_to_hub,
-    save_image,
-    tracker_config,
-    weights_digest,
-)
-from cut_hf.training.runtime import ConfigError, RunConfig, Trainer, TrainingTask, add_runtime_flags, setup_accelerator
-from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, StopSignals, TrainingStopped
-
-__all__ = ["COMPLETE_MARKER", "TRAINER_STATE", "CheckpointError", "CheckpointManager", "NonFiniteLossError",
-           "check_finite", "image_grid", "log_images", "push_folders_to_hub", "save_image", "tracker_config",
-           "weights_digest", "ConfigError", "RunConfig", "Trainer", "TrainingTask", "add_runtime_flags",
-           "setup_accelerator", "INTERRUPTED", "STOPPED_EXIT_CODE", "StopSignals", "TrainingStopped"]
+"""Training: the runtime every objective shares (:mod:`.runtime`), checkpoints, logs, optimisers,
+signals, and ``tasks/`` (CUT, SinCUT, SimCLR in the runtime). Import from the modules."""

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import cut_hf.cli.train as train
-from cut_hf.training import INTERRUPTED, STOPPED_EXIT_CODE, CheckpointManager, StopSignals
+from cut_hf.training.checkpoints import CheckpointManager
+from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, StopSignals
 from cut_hf.training.tasks.cut import CUTTask
 from tests.helpers import ROOT, make_images
 
