@@ -144,3 +144,34 @@ def test_checkpoint_minutes_saves_on_wall_time(data_dir: Path, tmp_path: Path):
     assert run_main(["--data-dir", str(data_dir), *TINY, "--max-steps", "3", "--checkpoint-every", "0",
                      "--checkpoint-minutes", "1e-7", "--output-dir", str(out)]) == 0  # every step takes longer
     assert [p.name for p in CheckpointManager(out / "checkpoints").complete()] == [f"checkpoint-{i}" for i in (1, 2, 3)]
+
+
+def test_simclr_stops_the_same_way(tmp_path: Path, monkeypatch, capsys):
+    """SimCLR runs in the same runtime: SIGTERM during step 2 -> checkpoint-2, the line, exit 75.
+    (Its bit-exact resume from a checkpoint is tests/training/test_simclr_train.py's.)"""
+    from cut_hf.cli import simclr_train
+
+    make_images(tmp_path / "images", 8, size=(20, 20))
+    step, calls = simclr_train.SimCLRTask.step, []
+
+    def signal_in_2(self, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch)
+
+    monkeypatch.setattr(simclr_train.SimCLRTask, "step", signal_in_2)
+    out = tmp_path / "out"
+    try:
+        rc = simclr_train.main(["--data", str(tmp_path / "images"), "--output-dir", str(out), "--backbone", "resnet18",
+                                "--cifar-stem", "--proj-dim", "8", "--image-size", "16", "--batch-size", "4",
+                                "--num-workers", "0", "--max-steps", "6", "--report-to", "none"])
+    finally:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert rc == STOPPED_EXIT_CODE
+    assert "stopped at step 2 by SIGTERM; resume with --resume latest" in capsys.readouterr().out
+    assert [p.name for p in CheckpointManager(out / "checkpoints").complete()] == ["checkpoint-2"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
