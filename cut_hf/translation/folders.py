@@ -387,7 +387,7 @@ def translate_files(
                 continue
             summary.translated, summary.failed = summary.translated - 1, summary.failed + 1
             if is_disk_full(error, targets[key].parent):
-                raise _disk_full(targets[key], len(mine) - summary.skipped - written[0], written)
+                raise _disk_full(targets[key], len(mine) - summary.already_there - written[0], written)
             progress.write(f"failed: {files[key]}: cannot write {targets[key]}: {error}")
 
     with state.split_between_processes(list(range(len(files)))) as mine:

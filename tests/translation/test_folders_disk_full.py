@@ -64,7 +64,7 @@ def test_injected_full_disk_stops_keeps_and_continues(model_dir: Path, inputs: P
     monkeypatch.setattr(folders, "write_atomic", write)
     assert main(argv) == 0
     summary = capsys.readouterr().out
-    assert "translated 4 of 6 image(s)" in summary and "2 skipped (output already there)" in summary
+    assert "translated 4 of 6 image(s)" in summary and "2 already there" in summary
     assert len(list(out.iterdir())) == 6
 
 
