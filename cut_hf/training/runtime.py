@@ -1,9 +1,9 @@
 """The one training runtime of cut-hf: Accelerate setup, resume, the loop, checkpoints, logs and outputs.
 
 Every objective (CUT, FastCUT and SinCUT, and SimCLR: ``cut-hf train [--task simclr]``, see
-:mod:`cut_hf.training.tasks`) runs in :class:`Trainer`. What differs between them lives in a :class:`TrainingTask`: one optimisation step,
-what happens at the end of an epoch, the sample images, the checkpointed settings and the saved
-outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
+:mod:`cut_hf.training.tasks`) runs in :class:`Trainer`. What differs between them lives in a
+:class:`TrainingTask`: one optimisation step, what happens at the end of an epoch, the sample
+images, the checkpointed settings and the saved outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
 process stops all of them together), the NaN guard, fp16 skipped-step counts, unreadable-file
 counts, tracker logs, checkpoints every N steps, every N minutes and at the end, ``--resume
 latest|PATH``, and the Hub upload. Nothing is lost when the run is stopped: SIGTERM, SIGUSR1 or a
