@@ -308,13 +308,3 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     # (H, W) uint8 -> L; (H, W, 2/3/4) uint8 -> LA / RGB / RGBA
     return Image.fromarray(np.ascontiguousarray(array[:, :, 0] if array.shape[2] == 1 else array))
 
-
-def image_to_tensor(
-    source: ImageSource,
-    channels: int = 3,
-    *,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    background: Sequence[int] = (255, 255, 255),
-) -> torch.Tensor:
-    """Any image source -> (channels, H, W) float tensor in [-1, 1], EXIF orientation applied."""
-    return pil_to_tensor(load_image(source, channels, max_pixels=max_pixels, background=background))

@@ -7,6 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
+def image_to_tensor(source, channels: int = 3):
+    """Any image source -> (channels, H, W) float in [-1, 1]: what translate() gives the generator."""
+    from cut_hf.images import load_image, pil_to_tensor
+
+    return pil_to_tensor(load_image(source, channels))
+
+
 def make_images(folder, n: int, size=(40, 44), seed: int = 0, prefix: str = "img", ext: str = "png") -> list:
     """``n`` random RGB images of ``size`` (H, W) saved as ``folder/<prefix>_<i>.<ext>``; returns their paths."""
     from pathlib import Path

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import image_to_tensor
 from cut_hf.images import (
     IMAGE_EXTENSIONS,
     ImageLoadError,
     ImageTooLargeError,
     find_images,
     from_array,
-    image_to_tensor,
     load_image,
     open_image,
     pil_to_tensor,

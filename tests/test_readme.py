@@ -53,6 +53,9 @@ def test_install_lines_work_from_a_clone() -> None:
         for extra in re.findall(r"\.\[([a-z,]+)\]", line):
             assert set(extra.split(",")) <= set(extras), line
     assert "pip install -e '.[export]'" in README
+    # The library's own messages say the same (they once said `pip install 'cut-hf[export]'`).
+    for path in (ROOT / "cut_hf").rglob("*.py"):
+        assert "cut-hf[" not in path.read_text(encoding="utf-8"), path
 
 
 def _invocation(line: str) -> tuple[str, list[str]] | None:

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cut-hf translate``."""
     p = argparse.ArgumentParser(
         prog="cut-hf translate",
-        description="Translate images with a CUT / FastCUT generator (Hub id or local folder).",
+        description="Translate images with a CUT, FastCUT or SinCUT generator (Hub id or local folder).",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="Hub id, save_pretrained folder or train.py output folder")

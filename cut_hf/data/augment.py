@@ -106,12 +106,6 @@ def to_rgb_tensor(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tenso
     return (image.expand(3, -1, -1) if image.shape[0] == 1 else image).contiguous()
 
 
-def to_float_rgb(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Like :func:`to_rgb_tensor`, always float32 in [0, 1]: (3, H, W)."""
-    x = to_rgb_tensor(image)
-    return TF.to_dtype(x, torch.float32, scale=True) if x.dtype == torch.uint8 else x
-
-
 def blur_kernel_size(size: int, fraction: float = 0.1) -> int:
     """Odd Gaussian kernel size, ``fraction`` of the image side (23 px at 224, 3 px at 32)."""
     k = max(3, round(size * fraction))

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cut_hf.errors import ModelLoadError
-from cut_hf.hub.loading import load_generator, load_pretrained
+from cut_hf.hub.loading import load_generator
 from cut_hf.models.generator import CUTGenerator
 from cut_hf.models.patch_sampler import PatchSampler
 from cut_hf.models.stylegan2 import StyleGAN2Generator
@@ -97,7 +97,7 @@ def load_demo_model(model: str | os.PathLike, device: str = "cpu", name: str | N
     sampler = None
     if dirs:
         try:
-            sampler = load_pretrained(PatchSampler, dirs[0], map_location=device)
+            sampler = PatchSampler.from_pretrained(dirs[0], map_location=device)
         except ModelLoadError as err:
             reason = _hide(err, source, name)
             raise DemoError(f"model {name!r} has a sampler/ that cannot be loaded: {reason}") from None

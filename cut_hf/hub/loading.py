@@ -1,7 +1,8 @@
 """Loading cut-hf models by what a user types: a folder, a ``train.py`` output folder or a Hub id.
 
 Above the models (it names them). Every model class loads the same way, through
-:meth:`cut_hf.hub.mixin.CheckedHubMixin.from_pretrained`; the functions here only choose the class.
+:meth:`cut_hf.hub.mixin.CheckedHubMixin.from_pretrained`; :func:`load_generator` only chooses the
+class (or an exported file).
 Failures are one-line :class:`~cut_hf.errors.ModelLoadError` s.
 """
 
@@ -9,32 +10,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from cut_hf.errors import ModelLoadError
-from cut_hf.hub.mixin import CheckedHubMixin, read_config
 from cut_hf.hub.files import DOWNLOAD_KWARGS, resolve_model_dir
+from cut_hf.hub.mixin import read_config
 from cut_hf.models.generator import CUTGenerator, generator_class
 from cut_hf.models.stylegan2 import StyleGAN2Generator
 from cut_hf.translation.exported import (
-    EXPORTED_SUFFIXES, ExportedModelError, OnnxGenerator, OpenVinoGenerator, ProgramGenerator, load_exported_generator,
+    EXPORTED_SUFFIXES,
+    ExportedModelError,
+    OnnxGenerator,
+    OpenVinoGenerator,
+    ProgramGenerator,
+    load_exported_generator,
 )
 
-__all__ = ["ModelLoadError", "load_generator", "load_pretrained"]
-
-Model = TypeVar("Model", bound=CheckedHubMixin)
-
-
-def load_pretrained(cls: type[Model], model_id_or_dir: str | os.PathLike, **kwargs: Any) -> Model:
-    """``cls.from_pretrained(model_id_or_dir, **kwargs)`` for any cut-hf model class.
-
-    Kept for callers that pick the class at run time; ``subfolder``, ``strict``,
-    ``map_location``, download options and config overrides are those of
-    :meth:`~cut_hf.hub.mixin.CheckedHubMixin.from_pretrained`.
-    """
-    if not hasattr(cls, "output_subfolder"):
-        raise TypeError(f"{cls.__name__} is not a cut-hf model class (it has no CheckedHubMixin)")
-    return cls.from_pretrained(model_id_or_dir, **kwargs)
+__all__ = ["load_generator"]
 
 
 def load_generator(

@@ -46,8 +46,6 @@ __all__ = [
     "drop_stale_instance_norm_stats",
     "load_official",
     "load_official_generator",
-    "load_official_discriminator",
-    "load_official_sampler",
 ]
 
 
@@ -404,12 +402,3 @@ def load_official_generator(path: str | os.PathLike) -> CUTGenerator:
     """A :class:`CUTGenerator` holding the weights of an official ``latest_net_G.pth`` (eval mode)."""
     return _load_official_as(path, "generator", CUTGenerator)
 
-
-def load_official_discriminator(path: str | os.PathLike) -> PatchDiscriminator:
-    """A :class:`PatchDiscriminator` holding the weights of an official ``latest_net_D.pth``."""
-    return _load_official_as(path, "discriminator", PatchDiscriminator)
-
-
-def load_official_sampler(path: str | os.PathLike) -> PatchSampler:
-    """A :class:`PatchSampler` holding the weights of an official ``latest_net_F.pth``."""
-    return _load_official_as(path, "sampler", PatchSampler)

@@ -1,4 +1,4 @@
-"""Bring official CUT / FastCUT checkpoints (``latest_net_G.pth``, ``_D``, ``_F``) to the Hub format.
+"""Bring official CUT / FastCUT / SinCUT checkpoints (``latest_net_G.pth``, ``_D``, ``_F``) to the Hub format.
 
 ``cut-hf convert --checkpoint latest_net_G.pth --output DIR [--netD latest_net_D.pth]
 [--netF latest_net_F.pth] [--name horse2zebra --mode cut|fastcut|sincut] [--push-to-hub ID]``

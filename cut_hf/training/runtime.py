@@ -1,9 +1,9 @@
 """The one training runtime of cut-hf: Accelerate setup, resume, the loop, checkpoints, logs and outputs.
 
-Every objective (CUT and FastCUT in ``train.py``, SimCLR in ``train_simclr.py``) runs in
-:class:`Trainer`. What differs between them lives in a :class:`TrainingTask`: one optimisation step,
-what happens at the end of an epoch, the sample images, the checkpointed settings and the saved
-outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
+Every objective (CUT, FastCUT and SinCUT, and SimCLR: ``cut-hf train [--task simclr]``, see
+:mod:`cut_hf.training.tasks`) runs in :class:`Trainer`. What differs between them lives in a
+:class:`TrainingTask`: one optimisation step, what happens at the end of an epoch, the sample
+images, the checkpointed settings and the saved outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
 process stops all of them together), the NaN guard, fp16 skipped-step counts, unreadable-file
 counts, tracker logs, checkpoints every N steps, every N minutes and at the end, ``--resume
 latest|PATH``, and the Hub upload. Nothing is lost when the run is stopped: SIGTERM, SIGUSR1 or a
@@ -142,7 +142,8 @@ class TrainingTask:
     """What one objective adds to the runtime. Subclasses override what they need.
 
     Attributes:
-        name: the kind of checkpoint (``"cut"``, ``"simclr"``); a run resumes only its own kind.
+        name: the kind of checkpoint (``"cut"`` for CUT and FastCUT, ``"sincut"``, ``"simclr"``); a run
+            resumes only its own kind.
         label: the progress bar's name.
         window: the final losses are the mean of this many last steps.
         sample_folder: OUTPUT subfolder where sample grids are saved too (None: tracker only).
@@ -201,7 +202,9 @@ def _json(value: Any) -> Any:
 
 
 class Trainer:
-    """Runs a :class:`TrainingTask` over a loader of epochs dealt out by an ``UnpairedSampler``.
+    """Runs a :class:`TrainingTask` over a loader of epochs dealt out by a sampler: an
+    :class:`~cut_hf.data.unpaired.UnpairedSampler` (CUT, FastCUT, SimCLR) or SinCUT's
+    :class:`~cut_hf.data.single_image.SingleImageSampler` (one of them, with epochs of crops).
 
     Args:
         accelerator: from :func:`setup_accelerator`; the task's models are prepared with it.

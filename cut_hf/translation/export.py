@@ -75,7 +75,8 @@ def require_onnx(runtime: bool = True) -> None:
     wanted = ["onnx", "onnxscript"] + (["onnxruntime"] if runtime else [])
     missing = [name for name in wanted if find_spec(name) is None]
     if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'cut-hf[export]'")
+        raise ExportError(f"ONNX export needs {', '.join(missing)}: "
+                          "pip install -e '.[export]' in the cut-hf folder")
 
 
 def export_metadata(

@@ -18,7 +18,7 @@ modules, and an exported graph has no modules to swap (its instance norms are gr
 normalised with its own statistics, which would leave visible seams.
 
 This module imports nothing else from cut_hf, so every loader may import it; onnxruntime is
-imported only when an ONNX file is opened (``pip install 'cut-hf[export]'``).
+imported only when an ONNX file is opened (``pip install -e '.[export]' in the cut-hf folder``).
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ class OnnxGenerator(_ExportedGenerator):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise ExportedModelError("running an ONNX model needs onnxruntime: pip install 'cut-hf[export]'") from e
+            raise ExportedModelError("running an ONNX model needs onnxruntime: "
+                                     "pip install -e '.[export]' in the cut-hf folder") from e
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -205,7 +206,8 @@ class OpenVinoGenerator(_ExportedGenerator):
         try:
             import openvino as ov
         except ImportError as e:
-            raise ExportedModelError("running an int8 model needs openvino: pip install 'cut-hf[int8]'") from e
+            raise ExportedModelError("running an int8 model needs openvino: "
+                                     "pip install -e '.[int8]' in the cut-hf folder") from e
         metadata = onnx_metadata(p)
         if "input_nc" not in metadata or "output_nc" not in metadata:
             raise ExportedModelError(f"{str(p)!r} was not written by cut_hf (no input_nc/output_nc metadata)")

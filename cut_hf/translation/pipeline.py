@@ -314,7 +314,7 @@ def translate(
         precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU), ``"fp16"`` (CUDA only) or ``"int8"``
             (CPU only: 8-bit convolutions through OpenVINO, :mod:`cut_hf.translation.quantize`; the
             generator is quantised on the first call and cached for its weights and size class;
-            runs whole, never tiled; needs ``pip install 'cut-hf[int8]'``).
+            runs whole, never tiled; needs ``pip install -e '.[int8]' in the cut-hf folder``).
         calibration: int8 only: images of the model's domain that set the 8-bit ranges (a folder,
             files, PIL images, arrays or tensors); ``None``: this call's own inputs (the first few).
         tiling: when and how images run in overlapping tiles with whole-image norm statistics

@@ -26,7 +26,7 @@ convolutions whose weights depend on a style vector) and exported files are refu
 The quantised graph has no norm modules to freeze, so it cannot be tiled (as the other exported
 graphs); :func:`cut_hf.translate` refuses an explicit tile size with int8 and runs large images whole.
 
-Needs ``onnx``, ``onnxscript``, ``onnxruntime`` and ``openvino``: ``pip install 'cut-hf[int8]'``.
+Needs ``onnx``, ``onnxscript``, ``onnxruntime`` and ``openvino``: ``pip install -e '.[int8]' in the cut-hf folder``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def require_int8() -> None:
     """Raise :class:`QuantizationError` naming what is missing when int8 needs packages that are not installed."""
     missing = [name for name in ("onnx", "onnxscript", "onnxruntime", "openvino") if find_spec(name) is None]
     if missing:
-        raise QuantizationError(f"precision 'int8' needs {', '.join(missing)}: pip install 'cut-hf[int8]'")
+        raise QuantizationError(f"precision 'int8' needs {', '.join(missing)}: "
+                                "pip install -e '.[int8]' in the cut-hf folder")
 
 
 def check_quantizable(generator: nn.Module) -> None:

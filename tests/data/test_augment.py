@@ -11,7 +11,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from cut_hf import SimCLRAugment
-from cut_hf.data.augment import PRESETS, ViewParams, blur_kernel_size, to_float_rgb
+from cut_hf.data.augment import PRESETS, ViewParams, blur_kernel_size, to_rgb_tensor
 
 DRAWS = 3000  # parameter draws only (no pixels): milliseconds each
 
@@ -207,13 +207,13 @@ def test_any_pil_mode_gives_rgb_views(mode):
 
 def test_tensor_and_array_inputs():
     u8 = torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8)
-    assert torch.allclose(to_float_rgb(u8), u8.float() / 255)
-    assert to_float_rgb(np.zeros((20, 20), np.uint8)).shape == (3, 20, 20)
+    assert torch.equal(to_rgb_tensor(u8), u8)  # uint8 stays uint8 until the views are cut
+    assert to_rgb_tensor(np.zeros((20, 20), np.uint8)).shape == (3, 20, 20)
     v, _ = SimCLRAugment(size=8, seed=0)(u8.float() / 255)
     assert v.shape == (3, 8, 8)
     with pytest.raises(ValueError, match="shape"):
-        to_float_rgb(torch.zeros(5, 8, 8))
+        to_rgb_tensor(torch.zeros(5, 8, 8))
     with pytest.raises(TypeError):
-        to_float_rgb("not an image")
+        to_rgb_tensor("not an image")
     with pytest.raises(ValueError, match="sampled for"):
         SimCLRAugment(size=8).apply(u8, ViewParams(source_size=(10, 10), crop=(0, 0, 5, 5)))

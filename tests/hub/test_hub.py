@@ -21,7 +21,6 @@ from cut_hf import (
     StyleGAN2Generator,
     load_generator,
 )
-from cut_hf.hub.loading import load_pretrained
 from cut_hf.hub.mixin import CUT_TAGS, check_local_model_dir
 
 G_CFG = dict(ngf=4, n_blocks=2, antialias_up=False, nce_layers=[0, 4, 8])  # not the defaults
@@ -231,13 +230,6 @@ def test_check_local_model_dir_tells_paths_from_hub_ids(saved_generator, tmp_pat
     for local_looking in ("./nope", "/no/such/dir", "a/b/c"):
         with pytest.raises(ModelLoadError, match="does not exist"):
             check_local_model_dir(local_looking)
-
-
-def test_load_pretrained_works_for_the_other_models(tmp_path):
-    s = PatchSampler(**S_CFG)
-    s.save_pretrained(tmp_path / "run" / "sampler")
-    loaded = load_pretrained(PatchSampler, tmp_path / "run", subfolder="sampler")
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), s.state_dict().values()))
 
 
 def hub_error(cls, message="boom"):

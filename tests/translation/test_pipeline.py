@@ -19,7 +19,8 @@ from PIL import Image
 import cut_hf.translation.inference as I
 import cut_hf.translation.pipeline as P
 from cut_hf import CUTGenerator, Tiling, translate
-from cut_hf.images import ImageLoadError, image_to_tensor
+from cut_hf.images import ImageLoadError
+from tests.helpers import image_to_tensor
 
 CPU = torch.device("cpu")
 
