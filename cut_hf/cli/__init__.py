@@ -1,1 +1,1 @@
-"""Command-line mains (argparse). Each ``cut_hf/<name>.py`` shim keeps ``python -m cut_hf.<name>`` working."""
+"""Command-line mains (argparse), one module per ``cut-hf <command>`` (:mod:`cut_hf.__main__` dispatches)."""
