@@ -294,14 +294,15 @@ def test_weighted_knn_is_a_weighted_vote():
     assert knn_predict(train, labels, query, 2, k=200).tolist() == [0]  # k capped at the training set
 
 
-def _relabelled(labelled: Path, dest: Path) -> Path:
-    """``labelled``'s images under two classes drawn at random (seeded), not by colour."""
+def _random_labelled(dest: Path) -> Path:
+    """48 random pictures (16 x 16) in 3 classes drawn at random: 10 train and 6 test images per class."""
     rng = np.random.default_rng(5)
-    for split in ("train", "test"):
-        for i, path in enumerate(sorted((labelled / split).glob("*/*.png"))):
-            folder = dest / split / ("ab"[rng.integers(2)] if i > 1 else "ab"[i])  # both classes in each split
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, folder / f"{path.parent.name}_{path.name}")
+    for split, n in (("train", 10), ("test", 6)):
+        for name in ("a", "b", "c"):
+            (dest / split / name).mkdir(parents=True)
+            for i in range(n):
+                arr = rng.integers(0, 256, (1, 1, 3)) * rng.uniform(0.5, 1, (16, 16, 1))  # a tinted texture
+                Image.fromarray(arr.astype(np.uint8)).save(dest / split / name / f"{i}.png")
     return dest
 
 
@@ -338,12 +339,12 @@ def test_evaluation_command(trained, labelled_folder, tmp_path, capsys):
     assert result["knn_top1"] == result["linear_top1"] == 1.0  # red from blue: any encoder separates them
     # Accuracies on red/blue are saturated, so the kNN is checked on labels unrelated to colour, where
     # the answer depends on the trained features, the vote and its weights: against a vote written
-    # out here (every training image, k 12 >= 12, votes exp(cos / 0.1) for its class).
-    shuffled = _relabelled(labelled_folder, tmp_path / "shuffled")
+    # out here (every training image, k 30 >= 30, votes exp(cos / 0.1) for its class).
+    shuffled = _random_labelled(tmp_path / "random")
     assert evaluate_main(["--model", str(trained), "--data", str(shuffled), "--image-size", "16",
                           "--output", str(out)]) == 0
     by_hand = _knn_top1_by_hand(trained, shuffled)
-    assert json.loads(out.read_text())["knn_top1"] == pytest.approx(by_hand, abs=1e-6)  # a float32 mean of 6
+    assert json.loads(out.read_text())["knn_top1"] == pytest.approx(by_hand, abs=1e-6)  # a float32 mean of 18
     assert "kNN top-1" in capsys.readouterr().out
     # A random encoder separates red from blue: the probes themselves work.
     assert evaluate_main(["--random-init", "--backbone", "resnet18", "--cifar-stem", "--data", str(labelled_folder),
