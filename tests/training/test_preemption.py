@@ -185,9 +185,10 @@ def test_two_processes_agree_when_only_one_gets_the_signal(data_dir: Path, tmp_p
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": str(ROOT)}
     env.pop("ACCELERATE_USE_CPU", None)
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(ROOT / "train.py"), "--data-dir", str(data_dir), "--output-dir", str(out), *TINY,
-                             "--max-steps", "1000", "--checkpoint-every", "2"],
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              str(ROOT / "train.py"), "--data-dir", str(data_dir), "--output-dir", str(out), *TINY,
+              "--checkpoint-every", "2"]
+    proc = subprocess.Popen([*launch, "--max-steps", "1000"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -209,3 +210,8 @@ def test_two_processes_agree_when_only_one_gets_the_signal(data_dir: Path, tmp_p
     assert latest.name == f"checkpoint-{step}"
     assert (latest / "random_states_0.pkl").is_file() and (latest / "random_states_1.pkl").is_file()
     assert CheckpointManager.read_state(latest)["step"] == step
+    # Both processes resume from it: the main process picks the checkpoint and tells the other.
+    resumed = subprocess.run([*launch, "--max-steps", str(step + 1), "--resume", "latest"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.count(f"resumed from {latest} at step {step}") == 1
