@@ -33,7 +33,14 @@ from cut_hf.data.sources import (
     DataError, DatasetColumnImages, FolderImages, ImageList, check_readable, open_hf_dataset,
 )
 from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
-from cut_hf.training import add_runtime_flags, image_grid, save_image, setup_accelerator
+from cut_hf.training import (
+    MIXED_PRECISION_HELP,
+    add_runtime_flags,
+    image_grid,
+    launcher_resolved,
+    save_image,
+    setup_accelerator,
+)
 from cut_hf.errors import DiskFullError
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 
@@ -80,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     o("--epochs", type=int, default=100, help="passes over the data")
     o("--max-steps", type=int, default=None, help="stop after this many steps (the schedule spans them)")
     o("--seed", type=int, default=0)
-    o("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")
+    o("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help=MIXED_PRECISION_HELP)
     o("--no-sync-bn", dest="sync_bn", action="store_false",
       help="with several GPUs, keep per-process batch norm instead of the paper's global (synchronised) BN")
     o("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -326,6 +333,7 @@ def save_outputs(args: SimCLRTrainConfig, model: SimCLR, summary: dict[str, Any]
 def run(c: SimCLRTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     accelerator = setup_accelerator(c)
+    c = launcher_resolved(c, accelerator)  # the precision Accelerate chose, for the card and the checkpoints
 
     # -- data: every process takes different images of the same epoch, in whole batches
     images = load_images(c)
@@ -367,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 with a one-line message on known errors)."""
     config = parse_args(argv)
     try:
-        run(config)
+        summary = run(config)
     except TrainingStopped:  # the runtime printed where it stopped and how to resume
         return STOPPED_EXIT_CODE
     except (DataError, CheckpointError, NonFiniteLossError, ConfigError, DiskFullError) as e:
@@ -376,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    if summary.get("push_error"):  # the model is saved; the push is what failed
+        print(f"error: {summary['push_error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -47,10 +47,12 @@ from cut_hf.objectives.sincut import SinCUTObjective
 from cut_hf.training.optim import linear_decay
 from cut_hf.training import (
     CheckpointError,
+    MIXED_PRECISION_HELP,
     ConfigError,
     NonFiniteLossError,
     Trainer,
     add_runtime_flags,
+    launcher_resolved,
     setup_accelerator,
 )
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
@@ -160,7 +162,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     t("--n-epochs-decay", type=int, default=None, help="epochs of linear decay to zero")
     t("--max-steps", type=int, default=None, help="stop after this many steps in all (tests, benchmarks)")
     t("--seed", type=int, default=0)
-    t("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")
+    t("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help=MIXED_PRECISION_HELP)
     t("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     # checkpoints, logging, outputs, Hub: the runtime's flags, and one of CUT's own
     group = add_runtime_flags(p, "outputs/cut", 5000, "sample image grids",
@@ -285,6 +287,7 @@ def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, U
 def run(c: CUTTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     accelerator = setup_accelerator(c)
+    c = launcher_resolved(c, accelerator)  # the precision Accelerate chose, for the card and the checkpoints
 
     # -- data: every process sees different items of the same epoch
     dataset, sampler, about = build_data(c, accelerator.num_processes, accelerator.process_index)
@@ -317,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         return simclr_main(argv)
     config = parse_args(argv)
     try:
-        run(config)
+        summary = run(config)
     except TrainingStopped:  # the runtime printed where it stopped and how to resume
         return STOPPED_EXIT_CODE
     except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable,
@@ -327,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    if summary.get("push_error"):  # the models are saved; the push is what failed
+        print(f"error: {summary['push_error']}", file=sys.stderr)
+        return 1
     return 0
 
 
