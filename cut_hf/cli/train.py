@@ -17,6 +17,7 @@ SinCUT also swaps the data, the networks and the task (:mod:`cut_hf.training.tas
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.errors import DiskFullError
+from cut_hf.data.sources import check_one_source
+from cut_hf.data.streaming import SHUFFLE_BUFFER, StreamedDomain, StreamedUnpairedDataset, make_stream_loader, open_stream
+from cut_hf.errors import ModelLoadError
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
     DataError,
@@ -55,6 +59,7 @@ from cut_hf.training import (
     launcher_resolved,
     setup_accelerator,
 )
+from cut_hf.training.finetune import load_source_models, source_flags, source_folders
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, Evaluator
 from cut_hf.training.tasks.sincut import SinCUTTask, build_sincut_models, sincut_flag_defaults, single_image_data
@@ -86,10 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     d("--data-dir", help="folder with trainA/ and trainB/ (the official layout)")
     d("--domain-a", help="folder of domain A images (instead of --data-dir)")
     d("--domain-b", help="folder of domain B images")
-    d("--dataset", help="🤗 dataset: Hub id, save_to_disk folder or local dataset folder")
-    d("--column-a", default="imageA", help="--dataset column of domain A")
-    d("--column-b", default="imageB", help="--dataset column of domain B")
-    d("--split", default="train", help="--dataset split")
+    d("--dataset", help="🤗 dataset holding both domains: Hub id, save_to_disk folder or local dataset folder")
+    d("--dataset-a", help="🤗 dataset of domain A (Hub id or folder, as --dataset); with --dataset-b")
+    d("--dataset-b", help="🤗 dataset of domain B")
+    d("--column-a", default=None, help="column of domain A (default: imageA with --dataset, image with --dataset-a)")
+    d("--column-b", default=None, help="column of domain B (default: imageB with --dataset, image with --dataset-b)")
+    d("--split", default="train", help="the 🤗 datasets' split")
+    d("--dataset-config", default=None, help="the 🤗 datasets' configuration, where they have several")
+    d("--revision", default=None, help="the 🤗 datasets' revision on the Hub (branch, tag or commit)")
+    d("--streaming", action="store_true",
+      help="stream the 🤗 datasets (rows read as needed; needs --max-steps, which the epochs share; see README)")
+    d("--shuffle-buffer", type=int, default=SHUFFLE_BUFFER, help="--streaming: rows in each stream's shuffle buffer")
     d("--label-a", help="name of domain A in the model card (default: from the data source)")
     d("--label-b", help="name of domain B in the model card")
     d("--image-a", help="SinCUT: the one image of domain A (or --data-dir with one image in trainA/ and trainB/)")
@@ -118,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     m("--residual", action="store_true",
       help="generator output tanh(last conv + atanh(input)): changes learnt as differences (not the paper's)")
     m("--netf-nc", type=int, default=256, help="PatchSampler embedding size")
+    m("--init-from", metavar="ID_OR_DIR", default=None,
+      help="fine-tune: start G (and F, D where it has them) from this Hub id, save_pretrained folder or train.py "
+           "output folder; the architecture flags come from its config.json")
     m("--num-downsampling", type=int, default=1, help="SinCUT: stride-2 stages of the StyleGAN2 generator")
     # objective
     o = p.add_argument_group("objective").add_argument
@@ -193,11 +208,45 @@ def parse_args(argv: list[str] | None = None) -> CUTTrainConfig:
     except ValueError:
         parser.error(f"--nce-layers must be comma-separated integers, got {values['nce_layers']!r}")
     values["eval_dirs"] = eval_dirs(parser, values)
+    for role in ("a", "b"):  # per-domain datasets usually call their one image column "image"
+        if values[f"column_{role}"] is None:
+            values[f"column_{role}"] = "image" if values[f"dataset_{role}"] else f"image{role.upper()}"
+    if values["init_from"]:
+        values.update(init_from_flags(parser, argv, values))
     if values["eval_size"] is None:
         values["eval_size"] = values["crop_size"]
     config = CUTTrainConfig(**values, command="python train.py " + shlex.join(argv))  # the card's command
     check_config(parser, config)
     return config
+
+
+def init_from_flags(parser: argparse.ArgumentParser, argv: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """The architecture flags of ``--init-from``'s models; a flag given that differs is a usage error."""
+    if values["resume"]:
+        parser.error("--init-from starts a new run from a model; --resume continues a run: use one of them")
+    if values["mode"] == "sincut":
+        parser.error("--init-from starts CUT / FastCUT runs (not --mode sincut)")
+    try:
+        from_source = source_flags(source_folders(values["init_from"]))
+    except ModelLoadError as e:
+        parser.error(f"--init-from: {e}")
+    given = explicit_flags(parser, argv)
+    if "nce_layers" in given:
+        given["nce_layers"] = values["nce_layers"]
+    conflicts = [f"--{k.replace('_', '-')} {given[k]} (the model has {v})" for k, v in from_source.items()
+                 if k in given and given[k] != v]
+    if conflicts:
+        parser.error(f"--init-from {values['init_from']}: {', '.join(conflicts)}; leave these flags out")
+    return from_source
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
+    """The flags given on the command line (defaults, ``--mode``'s included, left out)."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    quiet._defaults.clear()
+    return vars(quiet.parse_known_args(argv)[0])
 
 
 def eval_dirs(parser: argparse.ArgumentParser, values: dict[str, Any]) -> tuple[str, str] | None:
@@ -233,6 +282,10 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
                      "--lambda-identity needs --nce-idt (or --lambda-identity 0)")
     if c.mode == "sincut" and (c.eval_every or c.channels_last):
         parser.error("--mode sincut has no --eval-every or --channels-last")
+    if c.streaming and not (c.dataset or c.dataset_a):
+        parser.error("--streaming reads 🤗 datasets: give --dataset or --dataset-a/--dataset-b")
+    if c.streaming and not c.max_steps:
+        parser.error("--streaming needs --max-steps (a stream has no length to count epochs in)")
 
 
 # ----------------------------------------------------------------------------- models and objective
@@ -244,12 +297,26 @@ def build_models(
     """G, D and F (the PatchSampler, built here with its MLPs: nothing is created lazily); StyleGAN2 for SinCUT."""
     if c.mode == "sincut":
         return build_sincut_models(c)
+    if c.init_from:
+        return models_from_source(c)
     generator = CUTGenerator(input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm_g,
                              antialias=not c.no_antialias, antialias_up=not c.no_antialias_up, dropout=c.dropout,
                              nce_layers=list(c.nce_layers), fast_ops=c.fast_ops, residual=c.residual)
     discriminator = PatchDiscriminator(input_nc=c.output_nc, ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm_d,
                                        antialias=not c.no_antialias)
     sampler = PatchSampler.for_generator(generator, num_patches=c.num_patches, nc=c.netf_nc)
+    return generator, discriminator, sampler
+
+
+def models_from_source(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, PatchSampler]:
+    """``--init-from``: G from the source, and F and D where it has them (fresh from the flags, which
+    parse_args took from the source's configs, where not)."""
+    generator, discriminator, sampler = load_source_models(source_folders(c.init_from), c.fast_ops, c.num_patches)
+    if discriminator is None:
+        discriminator = PatchDiscriminator(input_nc=c.output_nc, ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm_d,
+                                           antialias=not c.no_antialias)
+    if sampler is None:
+        sampler = PatchSampler.for_generator(generator, num_patches=c.num_patches, nc=c.netf_nc)
     return generator, discriminator, sampler
 
 
@@ -274,7 +341,11 @@ def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, U
     domains, or SinCUT's zoom-and-patch crops of two images. Raises DataError."""
     if c.mode == "sincut":
         return single_image_data(c, num_processes, rank)
-    images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split)
+    if c.streaming:
+        return streamed_data(c, num_processes, rank)
+    images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split,
+                                      dataset_a=c.dataset_a, dataset_b=c.dataset_b, dataset_config=c.dataset_config,
+                                      revision=c.revision)
     check_enough_images(images_a, images_b, c.batch_size, num_processes)
     pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
     pre_b = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.output_nc)
@@ -284,6 +355,23 @@ def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, U
                               f"B {len(images_b)} images ({images_b.description})")
 
 
+def streamed_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, Any, str]:
+    """``--streaming``: each process reads its own part of the streams; an epoch is --max-steps
+    shared out over the schedule's epochs (the dataset is also the sampler)."""
+    check_one_source(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.dataset_a, c.dataset_b)
+    domains = []
+    for name, column in ((c.dataset_a or c.dataset, c.column_a), (c.dataset_b or c.dataset, c.column_b)):
+        stream = open_stream(name, c.split, c.dataset_config, c.revision)
+        domains.append(StreamedDomain(stream, column, f"{name}[{c.split}]", rank, num_processes, c.seed,
+                                      c.shuffle_buffer))
+    pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
+    pre_b = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.output_nc)
+    per_epoch = max(1, (c.max_steps or 0) // (c.n_epochs + c.n_epochs_decay))
+    dataset = StreamedUnpairedDataset(domains[0], domains[1], pre_a, pre_b, c.batch_size, per_epoch, seed=c.seed,
+                                      finetune_from_epoch=c.n_epochs)
+    return dataset, dataset, f"A {domains[0].description}, B {domains[1].description}"
+
+
 def run(c: CUTTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     accelerator = setup_accelerator(c)
@@ -291,7 +379,8 @@ def run(c: CUTTrainConfig) -> dict[str, Any]:
 
     # -- data: every process sees different items of the same epoch
     dataset, sampler, about = build_data(c, accelerator.num_processes, accelerator.process_index)
-    loader = make_dataloader(dataset, sampler, c.num_workers, pin_memory=accelerator.device.type == "cuda")
+    pin = accelerator.device.type == "cuda"
+    loader = (make_stream_loader(dataset, pin) if c.streaming else make_dataloader(dataset, sampler, c.num_workers, pin))
     total_epochs = c.n_epochs + c.n_epochs_decay
     planned = total_epochs * sampler.batches_per_epoch
     max_steps = planned if c.max_steps is None else min(planned, c.max_steps)
@@ -324,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped:  # the runtime printed where it stopped and how to resume
         return STOPPED_EXIT_CODE
     except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable,
-            DiskFullError) as e:
+            DiskFullError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C
