@@ -311,7 +311,8 @@ def build_models(
 def models_from_source(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, PatchSampler]:
     """``--init-from``: G from the source, and F and D where it has them (fresh from the flags, which
     parse_args took from the source's configs, where not)."""
-    generator, discriminator, sampler = load_source_models(source_folders(c.init_from), c.fast_ops, c.num_patches)
+    generator, discriminator, sampler = load_source_models(source_folders(str(c.init_from)), c.fast_ops,
+                                                           c.num_patches)
     if discriminator is None:
         discriminator = PatchDiscriminator(input_nc=c.output_nc, ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm_d,
                                            antialias=not c.no_antialias)
@@ -324,7 +325,7 @@ def setup_training(c: CUTTrainConfig, accelerator: Any) -> tuple[CUTObjective, t
     """The objective over G, D and F, its optimisers and per-epoch schedulers, all prepared in one call."""
     generator, discriminator, sampler = build_models(c)
     perf.training_fast_paths_(generator, discriminator, accelerator.device, c.channels_last, c.compile,
-                              c.mixed_precision)
+                              c.mixed_precision or "no")
     opt_g, opt_d = build_optimizers(generator, discriminator, sampler, c.lr, (c.beta1, c.beta2))
     rule = linear_decay(c.n_epochs, c.n_epochs_decay)
     sched_g, sched_d = (torch.optim.lr_scheduler.LambdaLR(opt, rule) for opt in (opt_g, opt_d))
@@ -361,7 +362,7 @@ def streamed_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any
     check_one_source(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.dataset_a, c.dataset_b)
     domains = []
     for name, column in ((c.dataset_a or c.dataset, c.column_a), (c.dataset_b or c.dataset, c.column_b)):
-        stream = open_stream(name, c.split, c.dataset_config, c.revision)
+        stream = open_stream(str(name), c.split, c.dataset_config, c.revision)
         domains.append(StreamedDomain(stream, column, f"{name}[{c.split}]", rank, num_processes, c.seed,
                                       c.shuffle_buffer))
     pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
@@ -380,7 +381,7 @@ def run(c: CUTTrainConfig) -> dict[str, Any]:
     # -- data: every process sees different items of the same epoch
     dataset, sampler, about = build_data(c, accelerator.num_processes, accelerator.process_index)
     pin = accelerator.device.type == "cuda"
-    loader = (make_stream_loader(dataset, pin) if c.streaming else make_dataloader(dataset, sampler, c.num_workers, pin))
+    loader = make_stream_loader(dataset, pin) if c.streaming else make_dataloader(dataset, sampler, c.num_workers, pin)
     total_epochs = c.n_epochs + c.n_epochs_decay
     planned = total_epochs * sampler.batches_per_epoch
     max_steps = planned if c.max_steps is None else min(planned, c.max_steps)

@@ -13,7 +13,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard
 
-__all__ = ["METRIC_NAMES", "translation_eval_results", "add_eval_results"]
+__all__ = ["METRIC_NAMES", "add_eval_results", "translation_eval_results"]
 
 #: Score key -> (model-index metric type, its display name). FID and KID are lower-is-better.
 METRIC_NAMES = {"fid": ("fid", "FID"), "kid_mean": ("kid", "KID"), "psnr": ("psnr", "PSNR"),

@@ -10,6 +10,7 @@ checkpoints) describes the models it trains.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,8 @@ def source_folders(init_from: str) -> dict[str, Path]:
             if found is not None:
                 folders[sub] = found
             continue
-        try:
+        with contextlib.suppress(ModelLoadError):  # a repository of the generator alone: F / D start fresh
             folders[sub] = resolve_model_dir(init_from, sub)
-        except ModelLoadError:  # a repository of the generator alone: F / D start fresh
-            pass
     return folders
 
 

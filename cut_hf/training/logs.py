@@ -161,7 +161,7 @@ def push_folders_to_hub(
         remote = hub.list_repo_files(repo_id, repo_type="model")
         stale = sorted(f for f in remote if f not in files and not f.startswith(KEEP_REMOTE))
         _commit(hub, repo_id, files, stale, commit_message)
-    except Exception as err:  # noqa: BLE001 - network, auth, quota...: one line, and the way back
+    except Exception as err:  # network, auth, quota...: one line, and the way back
         raise PushError(f"push to {repo_id} failed ({one_line(err)}); the repository is unchanged and {str(out)!r} "
                         f"is intact: retry with `cut-hf push {out} --hub-model-id {repo_id}`") from err
     return str(repo_url)
@@ -202,7 +202,7 @@ class CheckpointUploader:
         for name, future in self.futures:
             try:
                 future.result()
-            except Exception as err:  # noqa: BLE001 - reported, training's outputs do not depend on it
+            except Exception as err:  # reported: the outputs do not depend on it
                 problems.append(f"checkpoint upload {name} failed ({one_line(err)}); it is still on disk if kept")
         self.executor.shutdown()
         self.futures = []

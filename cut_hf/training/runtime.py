@@ -153,9 +153,8 @@ def setup_accelerator(config: RunConfig) -> Any:
     (each would train alone) and for fp16 on a CPU.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import ProjectConfiguration, set_seed
 
-    from accelerate.utils import ProjectConfiguration
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     log_with = trackers(config)
@@ -295,7 +294,7 @@ class Trainer:
         self.signals = StopSignals(announce=accelerator.is_local_main_process)
         self.stop_agreed = self.save_agreed = False  # what the processes agreed in the step's all-reduce
         # --push-checkpoints: the main process uploads each checkpoint in the background
-        self.uploader = (CheckpointUploader(config.hub_model_id, private=config.private, endpoint=config.hub_endpoint)
+        self.uploader = (CheckpointUploader(str(config.hub_model_id), private=config.private, endpoint=config.hub_endpoint)
                          if config.push_to_hub and config.push_checkpoints and accelerator.is_main_process else None)
 
     # -- resume
@@ -523,7 +522,7 @@ class Trainer:
                 if not cfg.hub_model_id:  # the parser requires it; a hand-made config may not
                     raise ValueError("push_to_hub needs hub_model_id (--hub-model-id user/name)")
                 try:
-                    url = push_folders_to_hub(cfg.hub_model_id, root, subfolders, private=cfg.private,
+                    url = push_folders_to_hub(str(cfg.hub_model_id), root, subfolders, private=cfg.private,
                                               endpoint=cfg.hub_endpoint)
                 except PushError as e:  # the outputs are saved: say so and how to retry, keep the other processes going
                     summary["push_error"] = str(e)

@@ -271,6 +271,11 @@ def test_convert_official_sincut_checkpoints(tmp_path: Path):
         torch.manual_seed(5)
         torch.testing.assert_close(g(x), ref, atol=1e-5, rtol=0)
         torch.testing.assert_close(d(x), official_d(x), atol=1e-5, rtol=0)
-    assert "SinCUT" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "SinCUT" in card
+    # SinCUT's StyleGAN2 networks carry more than the paper's BSD licence: the card names them.
+    meta = card.split("---")[1]
+    assert "license: other" in meta and "license_name: bsd-2-clause-and-nvidia-source-code-license-nc" in meta
+    assert "NVIDIA's Source Code License-NC" in card and "Taesung Park and Jun-Yan Zhu" in card
     # Without --mode sincut the message says which flags it needs.
     assert convert_main(["--checkpoint", str(paths["G"]), "--output", str(tmp_path / "c2")]) == 1

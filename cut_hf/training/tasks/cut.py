@@ -303,7 +303,7 @@ def describe_data(args: CUTTrainConfig) -> tuple[str, str, str]:
     if args.dataset_a:
         return (f"🤗 datasets `{args.dataset_a}` (column {args.column_a}) and `{args.dataset_b}` (column "
                 f"{args.column_b}), split {args.split}{streamed}",
-                args.label_a or Path(args.dataset_a).name, args.label_b or Path(args.dataset_b).name)
+                args.label_a or Path(args.dataset_a).name, args.label_b or Path(str(args.dataset_b)).name)
     return (f"🤗 dataset `{args.dataset}` (split {args.split}, columns {args.column_a}, {args.column_b}{streamed})",
             args.label_a or args.column_a, args.label_b or args.column_b)
 
