@@ -147,6 +147,7 @@ class StreamedUnpairedDataset(torch.utils.data.IterableDataset):
 
 def make_stream_loader(dataset: StreamedUnpairedDataset, pin_memory: bool = False) -> DataLoader:
     """Whole batches of ``dataset``, read in the training process (DataLoader workers would each
-    read the whole stream again)."""
+    read the whole stream again). Its own ``torch.Generator`` keeps each new iterator from drawing
+    on the global RNG, which would shift every later random draw after a resume."""
     return DataLoader(dataset, batch_size=dataset.batch_size, num_workers=0, collate_fn=collate, drop_last=True,
-                      pin_memory=pin_memory)
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(dataset.seed))
