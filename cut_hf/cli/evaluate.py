@@ -18,6 +18,7 @@ import torch.nn as nn
 from cut_hf.cli.help import HelpFormatter
 from cut_hf.errors import ModelLoadError
 from cut_hf.evaluation.translation import EvaluationError, evaluate_folders
+from cut_hf.perf import default_device
 from cut_hf.hub.cards import add_eval_results, translation_eval_results
 from cut_hf.hub.loading import load_generator
 from cut_hf.evaluation.metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256,
                    help="resize inputs and references to SIZE x SIZE, as the paper's test loader (0: native sizes)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps, xpu (default: CUDA, then MPS / XPU, then the CPU)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--paired", action="store_true", help="also PSNR / SSIM (LPIPS if cached) against same-name files")
     p.add_argument("--inception-weights", metavar="PATH",
@@ -69,7 +70,7 @@ def _load_model(model: str, device: str | None) -> nn.Module:
     except (ModelLoadError, ConversionError) as err:
         raise EvaluationError(str(err)) from err
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(default_device())
     return generator.to(device)
 
 
