@@ -11,12 +11,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cut_hf.cli.help import HelpFormatter
 from cut_hf.training.logs import PushError, output_folders, push_folders_to_hub
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``cut-hf push``."""
-    p = argparse.ArgumentParser(prog="cut-hf push", description="Upload a training output folder to the Hub.")
+    p = argparse.ArgumentParser(prog="cut-hf push", description="Upload a training output folder to the Hub.",
+                                formatter_class=HelpFormatter)
     p.add_argument("output_dir", help="the folder train.py wrote (with generator/, or model/ for SimCLR)")
     p.add_argument("--hub-model-id", required=True, help="user/name on the Hub")
     p.add_argument("--private", action="store_true", help="create the repository private")
