@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+
 import tomllib
 
 from tests.helpers import ROOT

@@ -294,8 +294,9 @@ class Trainer:
         self.signals = StopSignals(announce=accelerator.is_local_main_process)
         self.stop_agreed = self.save_agreed = False  # what the processes agreed in the step's all-reduce
         # --push-checkpoints: the main process uploads each checkpoint in the background
-        self.uploader = (CheckpointUploader(str(config.hub_model_id), private=config.private, endpoint=config.hub_endpoint)
-                         if config.push_to_hub and config.push_checkpoints and accelerator.is_main_process else None)
+        uploads = config.push_to_hub and config.push_checkpoints and accelerator.is_main_process
+        self.uploader = (CheckpointUploader(str(config.hub_model_id), private=config.private,
+                                            endpoint=config.hub_endpoint) if uploads else None)
 
     # -- resume
     def resume(self) -> Path | None:
