@@ -146,6 +146,8 @@ def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
         parser.error("give the training images in exactly one way: --data FOLDER or --dataset ID --column COL")
     if c.push_to_hub and not c.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id user/name")
+    if c.push_checkpoints and not c.push_to_hub:
+        parser.error("--push-checkpoints uploads to the --push-to-hub repository: add --push-to-hub")
     if c.batch_size < 2:
         parser.error("--batch-size must be >= 2: NT-Xent needs other images as negatives")
     if c.image_size < 8 or c.epochs < 1 or (c.max_steps is not None and c.max_steps < 1):

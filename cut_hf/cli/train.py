@@ -271,6 +271,8 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
         parser.error("the NCE identity loss runs G on B images: it needs --input-nc == --output-nc (or --no-nce-idt)")
     if c.push_to_hub and not c.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id user/name")
+    if c.push_checkpoints and not c.push_to_hub:
+        parser.error("--push-checkpoints uploads to the --push-to-hub repository: add --push-to-hub")
     if c.batch_size < 1 or c.n_epochs < 0 or c.n_epochs_decay < 0:
         parser.error("--batch-size must be >= 1 and epochs >= 0")
     if c.lambda_gan <= 0 and c.lambda_nce <= 0:

@@ -121,3 +121,11 @@ def test_push_checkpoints_uploads_each_checkpoint_in_the_background(hub, tmp_pat
     assert remote["checkpoints/checkpoint-3/model.safetensors"] == (
         tmp_path / "o" / "checkpoints" / "checkpoint-3" / "model.safetensors").read_bytes()
     assert "model.safetensors" in remote
+
+
+def test_push_checkpoints_needs_push_to_hub(capsys):
+    import cut_hf.cli.train as train
+
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data-dir", "x", "--push-checkpoints"])
+    assert "--push-checkpoints uploads to the --push-to-hub repository" in capsys.readouterr().err
