@@ -30,7 +30,7 @@ from cut_hf.models.simclr import BACKBONES, SimCLR
 from cut_hf.objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
 from cut_hf.training.optim import LARS, param_groups, warmup_cosine
 from cut_hf.data.sources import (
-    DataError, DatasetColumnImages, FolderImages, ImageList, check_readable, open_hf_dataset,
+    DataError, DatasetColumnImages, FolderImages, ImageList, check_readable, is_hub_id, open_hf_dataset,
 )
 from cut_hf.training import CheckpointError, ConfigError, NonFiniteLossError, RunConfig, Trainer, TrainingTask
 from cut_hf.training import (
@@ -318,6 +318,7 @@ def save_outputs(args: SimCLRTrainConfig, model: SimCLR, summary: dict[str, Any]
         training={**training, **final},
         metrics=metrics or None,
         repo_id=args.hub_model_id,
+        datasets=[args.dataset] if is_hub_id(args.dataset) else None,  # the card's datasets: (Hub ids only)
     )
     if folder.exists():
         shutil.rmtree(folder)  # a fresh folder: save_pretrained never overwrites a README.md

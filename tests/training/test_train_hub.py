@@ -129,3 +129,15 @@ def test_push_checkpoints_needs_push_to_hub(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--data-dir", "x", "--push-checkpoints"])
     assert "--push-checkpoints uploads to the --push-to-hub repository" in capsys.readouterr().err
+
+
+def test_simclr_card_names_its_hub_dataset(hub_dataset, tmp_path, monkeypatch):
+    import cut_hf.cli.simclr_train as simclr_train
+
+    monkeypatch.setattr(simclr_train, "open_hf_dataset", sources.open_hf_dataset)  # the stand-in Hub dataset
+    out = tmp_path / "simclr"
+    assert run_main(["--task", "simclr", "--dataset", hub_dataset, "--column", "imageA", "--output-dir", str(out),
+                     "--backbone", "resnet18", "--cifar-stem", "--proj-dim", "8", "--image-size", "16",
+                     "--batch-size", "2", "--num-workers", "0", "--max-steps", "1", "--report-to", "none",
+                     "--checkpoint-every", "0"]) == 0
+    assert ModelCard.load(out / "model" / "README.md").data.datasets == [hub_dataset]

@@ -63,12 +63,19 @@ def test_accelerate_launch_bf16_trains_in_bf16(data_dir, tmp_path):
     assert _precision(out) == ("| precision | bf16 |", "bf16")
 
 
-def test_simclr_takes_the_launchers_precision_too(monkeypatch):
+def test_simclr_takes_the_launchers_precision_too(tmp_path, monkeypatch, capsys):
     from cut_hf.cli import simclr_train
 
     config = simclr_train.parse_args(["--data", "x", "--batch-size", "2"])
     assert config.mixed_precision is None  # not "no": Accelerate resolves it when the run starts
-    assert train.parse_args(["--data-dir", "x"]).mixed_precision is None
+    make_images(tmp_path / "imgs", 4, size=(16, 16), seed=3)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    out = tmp_path / "simclr"
+    assert run_main(["--task", "simclr", "--data", str(tmp_path / "imgs"), "--output-dir", str(out), "--backbone",
+                     "resnet18", "--cifar-stem", "--proj-dim", "8", "--image-size", "16", "--batch-size", "2",
+                     "--num-workers", "0", "--max-steps", "1", "--report-to", "none", "--checkpoint-every", "0"]) == 0
+    assert "precision bf16 (Accelerate's setting)" in capsys.readouterr().out
+    assert "| precision | bf16 |" in (out / "model" / "README.md").read_text()
 
 
 def test_report_to_takes_accelerates_trackers_and_says_what_is_missing(data_dir, tmp_path, capsys):
