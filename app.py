@@ -4,6 +4,7 @@
     python app.py                                  # offline, the small model shipped in models/
     python app.py --model user/horse2zebra         # offer a Hub id (or a save_pretrained folder) too
     python app.py --allow-any-model                # a local session: the model box loads any id or folder
+    python app.py --cache-minutes 10               # keep uploads and results 10 minutes (default 60)
 
 Each tab is an API endpoint with named parameters (``/translate``, ``/augment``, ``/augment_batch``,
 ``/patch_similarity``; ``/model_info`` loads a model). ``cut_hf.demo`` does the work; this file lays
@@ -37,6 +38,7 @@ from PIL import Image  # noqa: E402
 
 from cut_hf.cli.help import HelpFormatter  # noqa: E402
 from cut_hf.demo import augment_explorer as aug  # noqa: E402
+from cut_hf.demo.cache import DEFAULT_CACHE_MINUTES, delete_cache_setting, sweeper  # noqa: E402
 from cut_hf.demo import texts  # noqa: E402
 from cut_hf.demo.catalog import SHIPPED_MODEL, ModelCatalog  # noqa: E402
 from cut_hf.demo.errors import DemoError  # noqa: E402
@@ -258,11 +260,13 @@ def build_demo(
     load_timeout: float = DEFAULT_LOAD_TIMEOUT,
     examples_cache: str | os.PathLike | None = None,
     cache: ModelCache | None = None,
+    cache_minutes: float = DEFAULT_CACHE_MINUTES,
 ) -> gr.Blocks:
     """The Blocks app offering ``models`` (the first is the default) and the shipped model.
 
     Loads the default model (raises DemoError when it cannot); caches the example outputs under
     ``examples_cache`` (default: a fresh temporary folder, removed at exit; a stale cache is never shown).
+    Uploads and results older than ``cache_minutes`` are deleted while it serves (0: kept until it stops).
     """
     models = [models] if isinstance(models, (str, os.PathLike)) else models
     catalog = ModelCatalog.from_flags(models, allow_any_model)
@@ -275,7 +279,8 @@ def build_demo(
     horse_examples = example_images()
     all_examples = example_images(extra_dir=Path(examples_cache) / "photos")
     h.batch_images = [read_image(p) for p in all_examples]
-    with gr.Blocks(title="cut-hf: contrastive unpaired translation") as demo:
+    with gr.Blocks(title="cut-hf: contrastive unpaired translation",
+                   delete_cache=delete_cache_setting(cache_minutes)) as demo:
         model_box = build_header(h, loaded.describe())
         with gr.Tab("Translate"):
             build_translate_tab(h, model_box, horse_examples)
@@ -303,6 +308,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 25mb")
     p.add_argument("--concurrency", type=int, default=2, help="events that may run at the same time")
     p.add_argument("--queue-size", type=int, default=32, help="requests that may wait in the queue")
+    p.add_argument("--cache-minutes", type=float, default=DEFAULT_CACHE_MINUTES,
+                   help="delete uploads and results older than this while serving (0: keep them until the app stops)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is faster on a busy shared CPU)")
     return p.parse_args(argv)
@@ -317,14 +324,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cut-hf-examples-") as examples_cache:  # removed however we stop
         try:
             demo = build_demo(args.model, allow_any_model=args.allow_any_model, max_pixels=args.max_pixels,
-                              tile_above=args.tile_above, load_timeout=args.load_timeout, examples_cache=examples_cache)
+                              tile_above=args.tile_above, load_timeout=args.load_timeout, examples_cache=examples_cache,
+                              cache_minutes=args.cache_minutes)
         except DemoError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         demo.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
+        setting = delete_cache_setting(args.cache_minutes)
+        # Gradio deletes old files; their hash-named folders, left empty, go on the same schedule.
+        lifespan = {"lifespan": sweeper(gr.utils.get_upload_folder(), *setting)} if setting else {}
         try:  # no host or port unless a flag names one: launch() then reads GRADIO_SERVER_NAME/PORT
             demo.launch(server_name=args.host, server_port=args.port or None, share=args.share,
-                        max_file_size=args.max_file_size, show_error=False)
+                        max_file_size=args.max_file_size, show_error=False, app_kwargs=lifespan)
         finally:  # a stop during startup: the server (and its example caching) ends before the folder goes
             demo.close()
     return 0

@@ -7,46 +7,44 @@ The default CUTGenerator (ngf 64, 9 blocks, random weights) is exported to ONNX 
 ``translate(generator, image)`` and ``translate(OnnxGenerator(path), image)``. Each timing is the
 median of ``--runs`` calls after one warm-up call (onnxruntime plans its kernels for each new
 shape on the first run). Both run on ``--threads`` intra-op threads. The machine's load average
-and AVX-512 flags are printed with the table: on a shared machine the figures move with the load.
+and ISA flags are printed with the table: on a shared machine the figures move with the load.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import functools
 import statistics
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from cut_hf import CUTGenerator, Tiling, translate
+if __package__ in (None, ""):  # run as `python bench/<script>.py`, beside bench/_script.py
+    import _script
+
+    _script.load_package()
+
+from bench.common import load_average, timed
+from cut_hf import CUTGenerator, Tiling, perf, translate
 from cut_hf.translation.export import export_onnx
 from cut_hf.translation.exported import OnnxGenerator
 
+CPU = torch.device("cpu")
 NEVER = Tiling(tile=0)  # whole images only: an exported graph cannot be tiled
 
 
-def _median_seconds(fn, runs: int) -> float:
+def _median_seconds(fn: Callable[[], object], runs: int) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, CPU) for _ in range(runs))
 
 
 def _machine() -> str:
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
-    flags = sorted(set(re.findall(r"avx512[a-z_0-9]*", cpuinfo)))
-    return (f"CPU: {model.group(1) if model else '?'}; load average {' '.join(load)}; "
-            f"AVX-512: {', '.join(flags) or 'none'}")
+    m = perf.machine_description()
+    return f"CPU: {m['cpu']}; load average {load_average()}; ISA: {' '.join(m['isa']) or '-'}"
 
 
 def main() -> None:
@@ -69,8 +67,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         for size in args.sizes:
             image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-            eager = _median_seconds(lambda: translate(generator, image, tiling=NEVER), args.runs)
-            onnx = _median_seconds(lambda: translate(runtime, image, tiling=NEVER), args.runs)
+            eager = _median_seconds(functools.partial(translate, generator, image, tiling=NEVER), args.runs)
+            onnx = _median_seconds(functools.partial(translate, runtime, image, tiling=NEVER), args.runs)
             a = np.asarray(translate(generator, image, tiling=NEVER), dtype=int)
             b = np.asarray(translate(runtime, image, tiling=NEVER), dtype=int)
             print(f"| {size} | {eager:.3f} | {onnx:.3f} | {eager / onnx:.2f}x | {np.abs(a - b).max()} |", flush=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where one CUT training step spends its time: ``torch.profiler`` over ``train.training_step``.
+"""Where one CUT training step spends its time: ``torch.profiler`` over the training step as ``train.py`` builds it.
 
     python bench/profile_step.py                      # the defaults, 256x256, 2 profiled steps
     python bench/profile_step.py --plain --size 128   # the paper code's path
@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+if __package__ in (None, ""):  # run as `python bench/<script>.py`, beside bench/_script.py
+    import _script
+
+    _script.load_package()
+
+from bench.common import Config, time_calls
+from bench.roofline import ROOF_FLOPS, roofline_conv
+from bench.train_step import PLAIN, build_train_case, resolved_defaults
 from cut_hf import perf
-
-# bench/ is a folder of scripts, not a package: its bench.py is loaded from its path.
-_spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parent / "bench.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench"] = bench
-_spec.loader.exec_module(bench)
-
 
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
             "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d", "aten::_nnpack_spatial_convolution",
@@ -41,11 +40,12 @@ CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_sl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--plain", action="store_true", help="the plain path (official ops, keys recomputed)")
     p.add_argument("--mode", default="cut", choices=["cut", "fastcut"])
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the defaults' precision (not with --plain)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="the defaults' precision (not with --plain)")
     p.add_argument("--steps", type=int, default=2, help="profiled steps (after one warm-up step)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--top", type=int, default=20, help="ops listed")
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     perf.set_threads(args.threads)
     device = torch.device("cpu")
-    defaults = bench.resolved_defaults(device, args.precision)
-    case = dict(bench.PLAIN if args.plain else defaults, mode=args.mode)
-    _, step = bench.build_train_case(case, bench.Config.full(), device, args.size)
+    defaults = resolved_defaults(device, args.precision)
+    case = dict(PLAIN if args.plain else defaults, mode=args.mode)
+    _, step = build_train_case(case, Config.full(), device, args.size)
 
     step()  # warm-up: oneDNN primitive caches, allocator
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         step()
     for op, n in counter.get_flop_counts()["Global"].items():
         flops["conv" if "convolution" in str(op) else "other"] += n
-    roof_fn = bench.roofline_conv(device, case["precision"], "channels_last" if case["channels_last"] else "contiguous")
-    roof = bench.ROOF_FLOPS / min(bench.time_calls(roof_fn, device, 2.0, max_calls=10)) / 1e9
+    roof_fn = roofline_conv(device, case["precision"], "channels_last" if case["channels_last"] else "contiguous")
+    roof = ROOF_FLOPS / min(time_calls(roof_fn, device, 2.0, max_calls=10)) / 1e9
     conv_rate = flops["conv"] / conv_time / 1e9
-    print(f"\nconvolution passes: {conv_time:.2f} s/step for {flops['conv'] / 1e9:.0f} GFLOP = {conv_rate:.1f} GFLOP/s, "
+    print(f"\nconvolution passes: {conv_time:.2f} s/step for {flops['conv'] / 1e9:.0f} GFLOP = "
+          f"{conv_rate:.1f} GFLOP/s, "
           f"{100 * conv_rate / roof:.0f}% of the roofline conv timed now ({roof:.1f} GFLOP/s, best of 10); "
           f"everything else: {total_self / 1e6 / args.steps - conv_time:.2f} s/step "
           f"({100 * (1 - conv_time * 1e6 * args.steps / total_self):.0f}% of the op time; matmul FLOPs "

@@ -31,6 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+if __package__ in (None, ""):  # run as `python bench/<script>.py`, beside bench/_script.py
+    import _script
+
+    _script.load_package()
+
+from bench.common import load_average
 from cut_hf import CUTGenerator, perf
 
 SUMMARY = re.compile(r"translated (\d+) of (\d+).*?([0-9.]+) s, ([0-9.]+) images/s")
@@ -42,7 +48,7 @@ def make_images(folder: Path, count: int, size: int) -> None:
     rng = np.random.default_rng(0)
     for i in range(count):
         small = Image.fromarray(rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8))
-        small.resize((size, size), Image.BICUBIC).save(folder / f"img_{i:04d}.png")
+        small.resize((size, size), Image.Resampling.BICUBIC).save(folder / f"img_{i:04d}.png")
 
 
 def launch(processes: int, model: Path, inputs: Path, output: Path, precision: str) -> dict[str, float]:
@@ -58,12 +64,12 @@ def launch(processes: int, model: Path, inputs: Path, output: Path, precision: s
     found = SUMMARY.findall(proc.stdout + proc.stderr)
     if proc.returncode != 0 or not found:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
-    translated, total, seconds, rate = found[-1]
+    translated, _total, seconds, rate = found[-1]
     return {"wall_s": wall, "translated": int(translated), "loop_s": float(seconds), "images_per_s": float(rate)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--images", type=int, default=48, help="images in the folder (default 48)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of 1 and 2 processes")
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     machine = perf.machine_description()
     print(f"CPU: {machine['cpu']} | {machine['usable_cores']} usable cores | ISA {' '.join(machine['isa'])} | "
-          f"torch {machine['torch']} | load {os.getloadavg()[0]:.2f}", flush=True)
+          f"torch {machine['torch']} | load {load_average()}", flush=True)
     runs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError(f"{n} process(es) translated {res['translated']} of {args.images}")
                 runs[n].append(res)
                 print(f"round {r} {n} process(es): wall {res['wall_s']:.1f} s, loop {res['loop_s']:.1f} s, "
-                      f"{res['images_per_s']:.2f} images/s | load {os.getloadavg()[0]:.2f}", flush=True)
+                      f"{res['images_per_s']:.2f} images/s | load {load_average()}", flush=True)
     wall = {n: statistics.median(x["wall_s"] for x in v) for n, v in runs.items()}
     rate = {n: statistics.median(x["images_per_s"] for x in v) for n, v in runs.items()}
-    ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs[1], runs[2])]
+    ratios = [b["wall_s"] / a["wall_s"] for a, b in zip(runs[1], runs[2], strict=True)]
     print(f"\n{args.images} images of {args.size} px, {args.precision}, 1 thread per process, median of {args.rounds}:")
     print("| processes | wall s | summary images/s |\n|---|---|---|")
     for n in (1, 2):

@@ -9,6 +9,9 @@ import torch
 
 #: The precisions every entry point accepts (``--precision`` / ``--mixed-precision`` values).
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: What translation accepts (``translate()``, the translate command, the app): the autocast precisions
+#: and int8, 8-bit convolutions on the CPU (:mod:`cut_hf.translation.quantize`; not a training precision).
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
 # Accelerate spells fp32 "no"; accepted here so its mixed-precision setting can be passed through.
 _DTYPES = {"fp32": None, "no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -25,6 +28,19 @@ def autocast_dtype(precision: str, device: str | torch.device | None = None) -> 
         raise ValueError(f"precision 'fp16' needs a CUDA device (got {torch.device(device).type}); "
                          "use 'bf16' or 'fp32'")
     return _DTYPES[precision]
+
+
+def check_inference_precision(precision: str, device: str | torch.device | None = None) -> None:
+    """Raise ValueError (one line) unless ``precision`` can translate on ``device``: one of
+    :data:`INFERENCE_PRECISIONS`, fp16 on CUDA only, int8 on the CPU only."""
+    if precision == "int8":
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"precision 'int8' runs on the CPU (got {torch.device(device).type}); "
+                             "use device 'cpu', or bf16/fp16 on the GPU")
+        return
+    if precision not in _DTYPES:
+        raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    autocast_dtype(precision, device)
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,7 @@ def horse_silhouette() -> np.ndarray:
     return (~data.horse()).astype(np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def ground_texture(name: str) -> np.ndarray:
     """A grey ground texture from scikit-image, float32 (512, 512), normalised to mean 0.5."""
     from skimage import data
@@ -173,7 +173,9 @@ def render_scene(
     qy, qx = _pixel_centres(n)
     u = (mu[0] * qx + mu[1] * qy + mu[2]).astype(np.float32)
     v = (mv[0] * qx + mv[1] * qy + mv[2]).astype(np.float32)
-    alpha = np.asarray(_silhouette_image().transform((n, n), Image.AFFINE, tuple(float(m) for m in (*mu, *mv)), resample=Image.BILINEAR),
+    affine = tuple(float(m) for m in (*mu, *mv))
+    alpha = np.asarray(_silhouette_image().transform((n, n), Image.Transform.AFFINE, affine,
+                                                     resample=Image.Resampling.BILINEAR),
                        dtype=np.float32) / 255.0
 
     # Shading in the horse's frame: lighter back, darker belly and legs.

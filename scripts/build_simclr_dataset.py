@@ -64,7 +64,7 @@ def random_crops(region: np.ndarray, n: int, size: int, rng: np.random.Generator
     pil = Image.fromarray(region)
     out = []
     for _ in range(n):
-        side = int(round(rng.uniform(min_side, max_side) * min(h, w)))
+        side = round(rng.uniform(min_side, max_side) * min(h, w))
         side = max(size // 2, min(side, h, w))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         crop = pil.crop((left, top, left + side, top + side))
@@ -77,7 +77,7 @@ def build_photos(args: argparse.Namespace, rng: np.random.Generator) -> dict[str
     splits: dict[str, dict[str, list[Image.Image]]] = {"train": {}, "test": {}}
     for name in PHOTOS[: args.classes]:
         img = load_photo(name)
-        cut = int(round(img.shape[1] * args.train_fraction))
+        cut = round(img.shape[1] * args.train_fraction)
         left, right = img[:, :cut], img[:, cut:]
         splits["train"][name] = random_crops(left, args.per_class_train, args.size, rng, args.min_side, args.max_side)
         splits["test"][name] = random_crops(right, args.per_class_test, args.size, rng, args.min_side, args.max_side)
@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=len(PHOTOS), help="use the first N classes")
     p.add_argument("--per-class-train", type=int, default=96, help="training images per class")
     p.add_argument("--per-class-test", type=int, default=32, help="test images per class")
-    p.add_argument("--train-fraction", type=float, default=0.7, help="photos: share of the width the train crops come from")
-    p.add_argument("--min-side", type=float, default=0.15, help="photos: smallest crop side, x the region's shorter side")
+    p.add_argument("--train-fraction", type=float, default=0.7,
+                   help="photos: share of the width the train crops come from")
+    p.add_argument("--min-side", type=float, default=0.15,
+                   help="photos: smallest crop side, x the region's shorter side")
     p.add_argument("--max-side", type=float, default=0.4, help="photos: largest crop side")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -10,7 +10,8 @@ stripes on it, leave the ground alone. Three scores measure that, with the known
   fitted on *training* images of both domains with their masks; IoU of the predicted horse
   (plain or striped) with the input's true mask.
 - **striped fraction** (stripes present): the share of the true horse pixels (mask eroded by
-  1 px) that the same classifier calls *striped horse* (rather than plain horse or ground). Its value on real domain-B test images is the reference.
+  1 px) that the same classifier calls *striped horse* (rather than plain horse or ground). Its value on
+  real domain-B test images is the reference.
 - **stripe energy**: mean absolute band-pass luminance (|L - blur(L)|) inside the eroded mask, a
   classifier-free check; again with the real domain-B value beside it.
 - **background PSNR** (ground kept): PSNR between output and input outside the mask dilated by
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         build(data)
     try:
         result = evaluate(args.model, data, args.limit, args.seed, args.figure)
-    except Exception as err:  # noqa: BLE001 - one line for the CLI
+    except Exception as err:  # one line for the CLI
         from cut_hf import ModelLoadError
 
         if isinstance(err, (ModelLoadError, FileNotFoundError)):

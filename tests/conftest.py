@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported by anything
 
@@ -43,3 +46,26 @@ def hub_offline(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """``mount(size_bytes) -> Path``: a small tmpfs of its own (a real full disk); unmounted after the
+    test. Skips the test where mounting is not allowed (not root, no mount command, a container)."""
+    point = tmp_path / "tmpfs"
+    point.mkdir()
+    mounted = []
+
+    def mount(size: int) -> Path:
+        if shutil.which("mount") is None:
+            pytest.skip("no mount command")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for p in mounted:
+        subprocess.run(["umount", str(p)], capture_output=True)

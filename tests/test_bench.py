@@ -81,15 +81,12 @@ def test_quick_bench_runs_and_reports_every_section(tmp_path):
 
 
 def test_gpu_check_is_prepared_at_the_papers_size_and_its_section_runs_here(tmp_path):
-    import importlib.util
+    from bench.common import Config
+    from bench.train_step import gpu_cases
 
-    spec = importlib.util.spec_from_file_location("bench_module", ROOT / "bench" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_module"] = bench
-    spec.loader.exec_module(bench)
-    cfg = bench.Config.quick_cuda()
+    cfg = Config.quick_cuda()
     assert cfg.size == 256 and not cfg.model_flags and cfg.budget < 300  # the paper's size and model
-    names = {c["name"] for c in bench.gpu_cases()}
+    names = {c["name"] for c in gpu_cases()}
     assert {"cut fp32 eager", "fastcut bf16 compiled", "cut bf16 compiled+cudagraphs"} <= names
     # the (g) section itself, on the CPU with the tiny config (CUDA graphs and timing need a GPU)
     out = tmp_path / "gpu.json"

@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 #: import name of each package the app must not need
 MODULES = {"datasets": "datasets", "tensorboard": "tensorboard", "trackio": "trackio", "torchmetrics": "torchmetrics",
            "scikit-learn": "sklearn", "torch-fidelity": "torch_fidelity", "onnx": "onnx", "onnxscript": "onnxscript",
-           "onnxruntime": "onnxruntime", "pytest": "pytest"}
+           "onnxruntime": "onnxruntime", "openvino": "openvino", "pytest": "pytest", "mypy": "mypy"}
 
 
 def _name(requirement: str) -> str:
@@ -36,17 +36,17 @@ def pins(filename: str) -> dict[str, str]:
 
 
 def test_requirements_files_split_and_match_the_extras():
-    app, train, export, test = (pins(f"requirements-{x}.txt") for x in ("app", "train", "export", "test"))
-    assert all("==" in line for f in (app, train, export, test) for line in f.values())  # exact pins
-    assert pins("requirements.txt") == {**app, **train, **export, **test}  # the README's one line: everything
-    assert not set(app) & set(MODULES), "the Space would install training, test or export packages"
-    assert {"pytest"} == set(test) and {"onnx", "onnxscript", "onnxruntime"} == set(export)
+    app, train, export, int8, test = (pins(f"requirements-{x}.txt") for x in ("app", "train", "export", "int8", "test"))
+    assert all("==" in line for f in (app, train, export, int8, test) for line in f.values())  # exact pins
+    assert pins("requirements.txt") == {**app, **train, **int8, **test}  # the README's one line: everything
+    assert not set(app) & (set(MODULES) | {"ruff"}), "the Space would install training, test or export packages"
+    assert {"pytest", "ruff", "mypy"} == set(test) and {"onnx", "onnxscript", "onnxruntime"} == set(export)
     assert "trackio" in train and "tensorboard" in train
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = {k: {_name(r) for r in v} for k, v in project["optional-dependencies"].items()}
     core = {_name(r) for r in project["dependencies"]}
     assert set(app) == core | extras["app"]  # pip install 'cut-hf[app]' == the Space
-    for extra, pinned in (("train", train), ("export", export), ("test", test)):
+    for extra, pinned in (("train", train), ("export", export), ("int8", int8), ("test", test)):
         assert extras[extra] == set(pinned), extra
 
 

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from cut_hf.cli.help import HelpFormatter
-from cut_hf.official.convert import OFFICIAL_PRETRAINED_URL, ConversionError, convert
 from cut_hf.errors import one_line
-from cut_hf.official.checkpoints import MODES
+from cut_hf.official.checkpoints import MODES, ConversionError
+from cut_hf.official.convert import OFFICIAL_PRETRAINED_URL, convert
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from cut_hf.cli.help import HelpFormatter
-from cut_hf.data.unpaired import DataError
+from cut_hf.data.sources import DataError
 from cut_hf.errors import ModelLoadError
 from cut_hf.evaluation.simclr import evaluate
 from cut_hf.models.simclr import BACKBONES, SimCLR

@@ -4,12 +4,12 @@
     python train.py --mode sincut --image-a photo.jpg --image-b painting.jpg             # one image per domain
     accelerate launch train.py --data-dir datasets/horse2zebra --mode fastcut            # many GPUs / nodes
     torchrun --nproc_per_node 4 train.py --data-dir datasets/horse2zebra                 # the same with torchrun
-    python train.py --task simclr --data images/ ...                          # SimCLR (cut_hf.cli.simclr_train)
+    python train.py --task simclr --data images/ ...                          # SimCLR (cut_hf.training.tasks.simclr)
 
 Reads top to bottom: the flags, the frozen configuration they make (``--mode`` fills the defaults
 the paper's ``--CUT_mode`` and ``--model sincut`` set), then ``run``: data, models, the objective
 (:class:`cut_hf.objectives.cut.CUTObjective`, the paper's step) and the loop, which is the runtime
-every objective shares (:class:`cut_hf.training.Trainer`: resume, checkpoints, logs, outputs, Hub).
+every objective shares (:class:`cut_hf.training.runtime.Trainer`: resume, checkpoints, logs, outputs, Hub).
 A new objective is a subclass of the objective, an entry in ``OBJECTIVES`` and ``MODE_DEFAULTS``;
 SinCUT also swaps the data, the networks and the task (:mod:`cut_hf.training.tasks.sincut`).
 """
@@ -20,6 +20,7 @@ import argparse
 import copy
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,15 @@ from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.errors import DiskFullError
-from cut_hf.data.sources import check_one_source
+from cut_hf.data.sources import DataError, check_enough_images, check_one_source, load_domains
 from cut_hf.data.streaming import SHUFFLE_BUFFER, StreamedDomain, StreamedUnpairedDataset, make_stream_loader, open_stream
 from cut_hf.errors import ModelLoadError
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
-    DataError,
     Preprocess,
     UnpairedImageDataset,
     UnpairedSampler,
-    check_enough_images,
     default_num_workers,
-    load_domains,
     make_dataloader,
 )
 from cut_hf.evaluation.translation import EvaluationError
@@ -49,20 +47,26 @@ from cut_hf.evaluation.metrics import MetricsUnavailable
 from cut_hf.objectives.cut import CUTObjective, build_optimizers
 from cut_hf.objectives.sincut import SinCUTObjective
 from cut_hf.training.optim import linear_decay
-from cut_hf.training import (
-    CheckpointError,
+from cut_hf.training.checkpoints import CheckpointError
+from cut_hf.training.finetune import load_source_models, source_flags, source_folders
+from cut_hf.training.logs import NonFiniteLossError
+from cut_hf.training.runtime import (
     MIXED_PRECISION_HELP,
     ConfigError,
-    NonFiniteLossError,
     Trainer,
     add_runtime_flags,
     launcher_resolved,
     setup_accelerator,
 )
-from cut_hf.training.finetune import load_source_models, source_flags, source_folders
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, Evaluator
-from cut_hf.training.tasks.sincut import SinCUTTask, build_sincut_models, sincut_flag_defaults, single_image_data
+from cut_hf.training.tasks.sincut import (
+    SinCUTTask,
+    SinCUTTrainConfig,
+    build_sincut_models,
+    sincut_flag_defaults,
+    single_image_data,
+)
 
 # ----------------------------------------------------------------------------- configuration
 # `--mode` fills in whatever was not given on the command line, as the paper's --CUT_mode does.
@@ -215,7 +219,13 @@ def parse_args(argv: list[str] | None = None) -> CUTTrainConfig:
         values.update(init_from_flags(parser, argv, values))
     if values["eval_size"] is None:
         values["eval_size"] = values["crop_size"]
-    config = CUTTrainConfig(**values, command="python train.py " + shlex.join(argv))  # the card's command
+    config_class = SinCUTTrainConfig if values["mode"] == "sincut" else CUTTrainConfig
+    sincut_only = {f.name for f in fields(SinCUTTrainConfig)} - {f.name for f in fields(CUTTrainConfig)}
+    if config_class is CUTTrainConfig:  # SinCUT's flags are refused, not ignored, in the other modes
+        given = sorted(name for name in sincut_only if values.pop(name) != parser.get_default(name))
+        if given:
+            parser.error(f"{', '.join('--' + n.replace('_', '-') for n in given)}: SinCUT's, add --mode sincut")
+    config = config_class(**values, command="python train.py " + shlex.join(argv))  # the card's command
     check_config(parser, config)
     return config
 
@@ -277,8 +287,6 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
         parser.error("--batch-size must be >= 1 and epochs >= 0")
     if c.lambda_gan <= 0 and c.lambda_nce <= 0:
         parser.error("nothing to train: --lambda-gan and --lambda-nce are both 0")
-    if c.mode != "sincut" and (c.image_a or c.image_b):
-        parser.error("--image-a/--image-b are SinCUT's: add --mode sincut")
     if c.lambda_identity > 0 and not c.nce_idt:
         parser.error("the identity loss translates B images: "
                      "--lambda-identity needs --nce-idt (or --lambda-identity 0)")
@@ -297,7 +305,7 @@ def build_models(
     c: CUTTrainConfig,
 ) -> tuple[CUTGenerator | StyleGAN2Generator, PatchDiscriminator | StyleGAN2Discriminator, PatchSampler]:
     """G, D and F (the PatchSampler, built here with its MLPs: nothing is created lazily); StyleGAN2 for SinCUT."""
-    if c.mode == "sincut":
+    if isinstance(c, SinCUTTrainConfig):
         return build_sincut_models(c)
     if c.init_from:
         return models_from_source(c)
@@ -342,7 +350,7 @@ def setup_training(c: CUTTrainConfig, accelerator: Any) -> tuple[CUTObjective, t
 def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, UnpairedSampler, str]:
     """The dataset, the sampler of process ``rank`` and a line about the data: the unpaired
     domains, or SinCUT's zoom-and-patch crops of two images. Raises DataError."""
-    if c.mode == "sincut":
+    if isinstance(c, SinCUTTrainConfig):
         return single_image_data(c, num_processes, rank)
     if c.streaming:
         return streamed_data(c, num_processes, rank)
@@ -395,7 +403,8 @@ def run(c: CUTTrainConfig) -> dict[str, Any]:
 
     # -- models, objective, optimisers, schedulers; then the loop
     objective, optimizers, schedulers = setup_training(c, accelerator)
-    task = (SinCUTTask if c.mode == "sincut" else CUTTask)(c, objective, optimizers, schedulers, accelerator, evaluator)
+    task = (SinCUTTask if isinstance(c, SinCUTTrainConfig) else CUTTask)(c, objective, optimizers, schedulers,
+                                                                         accelerator, evaluator)
     trainer = Trainer(accelerator, c, task, loader, sampler, max_steps, total_epochs, planned)
     return trainer.run()
 

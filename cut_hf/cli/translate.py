@@ -38,7 +38,7 @@ from cut_hf.translation.folders import (
 )
 from cut_hf.translation.inference import MIN_TILE, Tiling
 from cut_hf.data.unpaired import default_num_workers
-from cut_hf.errors import ModelLoadError
+from cut_hf.errors import DiskFullError, ModelLoadError
 from cut_hf.hub.loading import load_generator
 from cut_hf.images import DEFAULT_MAX_PIXELS, find_images
 from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
@@ -198,7 +198,7 @@ def _folder_job(args: argparse.Namespace, ext: str) -> Job:
 
 def _dataset_job(args: argparse.Namespace) -> Job:
     """The dataset job of ``--dataset``; the dataset and its columns are checked now."""
-    from cut_hf.data.unpaired import open_hf_dataset
+    from cut_hf.data.sources import open_hf_dataset
     from cut_hf.translation.datasets import open_stream, translate_dataset, translate_stream
 
     try:  # DataError is a ValueError
@@ -236,7 +236,7 @@ def _report(summary: Summary, total: int, where: str, state: PartialState) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 nothing translated, 2 bad command line)."""
+    """Run the CLI; returns the exit status (0 ok, 1 nothing translated or a full disk, 2 bad command line)."""
     args = build_parser().parse_args(argv)
     try:
         try:
@@ -253,3 +253,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return job(generator, options, device, state)
     except UsageError as err:
         return _fail(str(err), err.code)
+    except DiskFullError as err:  # the outputs written so far stay; a rerun continues
+        return _fail(str(err), 1)

@@ -34,7 +34,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cut_hf.data.unpaired import DataError, UnpairedSampler, load_domains, to_channels
+from cut_hf.data.sources import DataError, load_domains
+from cut_hf.data.unpaired import UnpairedSampler, to_channels
 from cut_hf.data.unpaired import item_generator as _seeded
 from cut_hf.images import ImageLoadError, open_image
 

@@ -34,16 +34,7 @@ from torchvision.transforms import InterpolationMode
 
 from cut_hf.images import to_channels as images_to_channels
 from cut_hf.perf import usable_cores
-from cut_hf.data.sources import (  # noqa: F401 - the public names of cut_hf.data.unpaired, defined where images are found
-    DataError,
-    DatasetColumnImages,
-    FolderImages,
-    ImageList,
-    check_enough_images,
-    load_domains,
-    load_readable,
-    open_hf_dataset,
-)
+from cut_hf.data.sources import DataError, ImageList, load_readable
 
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")

@@ -29,7 +29,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 
-from cut_hf.data.unpaired import DataError
+from cut_hf.data.sources import DataError
 from cut_hf.images import ImageLoadError, find_images, open_image, to_channels
 from cut_hf.models.simclr import SimCLR
 from cut_hf.perf import default_device
@@ -59,7 +59,7 @@ def load_labelled(
 ) -> tuple[LabelledImages, LabelledImages]:
     """(train, test) from ``DIR/train/<class>``, ``DIR/test/<class>`` or ``DIR/<class>`` (split per class).
 
-    Raises :class:`~cut_hf.data.unpaired.DataError` with a one-line reason for a missing folder, no classes,
+    Raises :class:`~cut_hf.data.sources.DataError` with a one-line reason for a missing folder, no classes,
     an empty class, a single class or test classes unknown to the training split.
     """
     root = Path(data_dir).expanduser()

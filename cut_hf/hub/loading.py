@@ -17,7 +17,7 @@ from cut_hf.hub.files import DOWNLOAD_KWARGS, resolve_model_dir
 from cut_hf.models.generator import CUTGenerator, generator_class
 from cut_hf.models.stylegan2 import StyleGAN2Generator
 from cut_hf.translation.exported import (
-    EXPORTED_SUFFIXES, ExportedModelError, OnnxGenerator, ProgramGenerator, load_exported_generator,
+    EXPORTED_SUFFIXES, ExportedModelError, OnnxGenerator, OpenVinoGenerator, ProgramGenerator, load_exported_generator,
 )
 
 __all__ = ["ModelLoadError", "load_generator", "load_pretrained"]
@@ -39,7 +39,7 @@ def load_pretrained(cls: type[Model], model_id_or_dir: str | os.PathLike, **kwar
 
 def load_generator(
     model_id_or_dir: str | os.PathLike, **kwargs: Any
-) -> CUTGenerator | StyleGAN2Generator | OnnxGenerator | ProgramGenerator:
+) -> CUTGenerator | StyleGAN2Generator | OnnxGenerator | OpenVinoGenerator | ProgramGenerator:
     """Load a generator from a folder, a training output folder, a Hub id or an exported file.
 
     Accepts a ``save_pretrained`` folder, a ``train.py`` output folder (its ``generator/``), a

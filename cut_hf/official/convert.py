@@ -28,21 +28,7 @@ from cut_hf import __version__
 from cut_hf.hub.mixin import CODE_URL as OFFICIAL_REPO_URL
 from cut_hf.hub.mixin import PAPER_URL
 from cut_hf.models import CUTGenerator, PatchSampler, nce_channels
-from cut_hf.official.checkpoints import (  # noqa: F401 - re-exported: cut_hf.official.convert keeps offering the readers
-    MODES,
-    OfficialModel,
-    ConversionError,
-    checkpoint_kind,
-    drop_stale_instance_norm_stats,
-    infer_discriminator_config,
-    infer_generator_config,
-    infer_sampler_config,
-    load_official,
-    load_official_discriminator,
-    load_official_generator,
-    load_official_sampler,
-    load_state_dict_file,
-)
+from cut_hf.official.checkpoints import MODES, ConversionError, OfficialModel, load_official
 
 OFFICIAL_PRETRAINED_URL = "http://efrosgans.eecs.berkeley.edu/CUT/pretrained_models.tar"
 # FID on the test split as reported in the paper (pytorch-fid on 256x256 outputs).
@@ -64,8 +50,7 @@ SINCUT_LICENSE_NOTE = ("the paper's code is BSD 2-clause (" + OFFICIAL_COPYRIGHT
                        "official LICENSE also lists NVIDIA's Source Code License-NC (Copyright (c) 2019, NVIDIA "
                        "Corporation; non-commercial use): check it before any commercial use")
 
-__all__ = ["convert", "ConversionError", "OFFICIAL_PRETRAINED_URL", "PAPER_FID", "OFFICIAL_LICENSE",
-           "OFFICIAL_COPYRIGHT"]
+__all__ = ["OFFICIAL_COPYRIGHT", "OFFICIAL_LICENSE", "OFFICIAL_PRETRAINED_URL", "PAPER_FID", "convert"]
 
 
 def license_metadata(mode: str | None) -> dict[str, str]:

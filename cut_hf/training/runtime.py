@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,18 @@ logger = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """Flags that cannot work together on this machine."""
+
+
+def fixed() -> Any:
+    """Marks a :class:`RunConfig` field that a checkpoint must share with the run resuming it (it
+    fixes the shape of saved tensors, or the kind of optimiser state): ``ngf: int = fixed()``. The
+    one rule of resuming: :func:`fixed_settings` lists the marked fields, the trainer compares them."""
+    return field(metadata={"fixed": True})
+
+
+def fixed_settings(config: RunConfig) -> tuple[str, ...]:
+    """The names of ``config``'s fields marked :func:`fixed` (what a resumed checkpoint must share)."""
+    return tuple(f.name for f in fields(config) if f.metadata.get("fixed"))
 
 
 @dataclass(frozen=True)
@@ -222,10 +234,6 @@ class TrainingTask:
         """The flags, saved as ``args`` in every checkpoint and logged as tracker hparams."""
         return {}
 
-    def fixed_settings(self) -> tuple[str, ...]:
-        """Names of :meth:`settings` a checkpoint must share with the run resuming it (shapes)."""
-        return ()
-
     def step(self, batch: Any) -> dict[str, torch.Tensor]:
         """One optimisation step; detached 0-d values to log. A key ``skipped`` or ``skipped_X``
         is 1.0 when fp16's GradScaler skipped that step (counted as ``skipped_steps[_X]``)."""
@@ -316,7 +324,7 @@ class Trainer:
         if saved.get("task", "cut") != self.task.name:  # checkpoints without "task" are CUT's
             raise CheckpointError(f"{path} is not a {self.task.name} checkpoint (task {saved.get('task', 'cut')!r})")
         now = _json(self.task.settings())
-        mismatch = {k: (saved["args"].get(k), now.get(k)) for k in self.task.fixed_settings()
+        mismatch = {k: (saved["args"].get(k), now.get(k)) for k in fixed_settings(self.config)
                     if saved["args"].get(k) != now.get(k)}
         if mismatch:
             raise CheckpointError(f"{path} was trained with other model settings (saved, now): {mismatch}")

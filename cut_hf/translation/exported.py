@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["ExportedModelError", "OnnxGenerator", "ProgramGenerator", "load_exported_generator",
-           "load_onnx_generator", "METADATA_FILE"]
+__all__ = ["METADATA_FILE", "ExportedModelError", "OnnxGenerator", "OpenVinoGenerator", "ProgramGenerator",
+           "load_exported_generator", "load_onnx_generator", "onnx_metadata"]
 
 #: Name of the JSON metadata stored inside a ``.pt2`` archive (``torch.export.save(extra_files=...)``).
 METADATA_FILE = "cut_hf_metadata.json"
@@ -171,17 +172,90 @@ class ProgramGenerator(_ExportedGenerator):
         return y.to(device=x.device, dtype=out_dtype)
 
 
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (``{}`` when ``onnx`` is not installed or the file has none)."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and others for foreign files
+        raise ExportedModelError(f"cannot read ONNX file {str(path)!r}: {str(e).splitlines()[0]}") from e
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+class OpenVinoGenerator(_ExportedGenerator):
+    """An ONNX generator run by OpenVINO on the CPU, callable like a CUTGenerator: the runtime of
+    int8 files (:mod:`cut_hf.translation.quantize`), whose quantised convolutions OpenVINO runs on the
+    CPU's int8 units (VNNI, AMX-INT8) where onnxruntime runs them much more slowly (bench/RESULTS.md).
+
+    OpenVINO compiles a graph for static shapes fastest, so one compiled model is kept per input shape
+    (the last :attr:`MAX_SHAPES`); a compile takes about a second.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: inference threads (default: ``torch.get_num_threads()``, as the eager generator uses).
+    """
+
+    MAX_SHAPES = 4
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        p = _check_file(path, ".onnx")
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise ExportedModelError("running an int8 model needs openvino: pip install 'cut-hf[int8]'") from e
+        metadata = onnx_metadata(p)
+        if "input_nc" not in metadata or "output_nc" not in metadata:
+            raise ExportedModelError(f"{str(p)!r} was not written by cut_hf (no input_nc/output_nc metadata)")
+        super().__init__(p, metadata, int(metadata["input_nc"]), int(metadata["output_nc"]))
+        self._core = ov.Core()
+        try:
+            self._model = self._core.read_model(str(p))
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses with long messages
+            raise ExportedModelError(f"openvino cannot load {str(p)!r}: {str(e).splitlines()[0]}") from e
+        self.threads = threads
+        self._compiled: dict[tuple[int, ...], Any] = {}
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        """An infer request of the model compiled for ``shape`` (compiled on first use)."""
+        if shape not in self._compiled:
+            if len(self._compiled) >= self.MAX_SHAPES:
+                self._compiled.pop(next(iter(self._compiled)))
+            model = self._model.clone()
+            model.reshape({model.inputs[0].get_any_name(): list(shape)})
+            config = {"INFERENCE_NUM_THREADS": int(self.threads or torch.get_num_threads()),
+                      "INFERENCE_PRECISION_HINT": "f32",  # the float parts (norms, ends) stay fp32, not bf16
+                      "PERFORMANCE_HINT": "LATENCY"}
+            self._compiled[shape] = self._core.compile_model(model, "CPU", config).create_infer_request()
+        return self._compiled[shape]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, C', H, W) in [-1, 1], on ``x``'s device and in its float dtype."""
+        self._check(x)
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        y = self._request(tuple(array.shape)).infer({0: array})[0]
+        out_dtype = x.dtype if x.is_floating_point() else torch.float32
+        return torch.from_numpy(np.array(y)).to(device=x.device, dtype=out_dtype)
+
+
 def load_onnx_generator(path: str | os.PathLike, **kwargs: Any) -> OnnxGenerator:
     """An :class:`OnnxGenerator` for ``path``; keyword arguments go to its constructor.
     Raises :class:`ExportedModelError` (one line) for a missing or unreadable file."""
     return OnnxGenerator(path, **kwargs)
 
 
-def load_exported_generator(path: str | os.PathLike, **kwargs: Any) -> OnnxGenerator | ProgramGenerator:
-    """The runtime generator for an exported file, by suffix: ``.onnx`` or ``.pt2``.
+def load_exported_generator(
+    path: str | os.PathLike, **kwargs: Any
+) -> OnnxGenerator | OpenVinoGenerator | ProgramGenerator:
+    """The runtime generator for an exported file, by suffix: ``.onnx`` or ``.pt2``; an int8 ONNX file
+    runs on OpenVINO when it is installed (:class:`OpenVinoGenerator`), any other ONNX file on onnxruntime.
     Raises :class:`ExportedModelError` (one line) for other suffixes and unreadable files."""
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
+        if find_spec("openvino") is not None and onnx_metadata(_check_file(path, ".onnx")).get("precision") == "int8":
+            return OpenVinoGenerator(path, **kwargs)  # onnxruntime runs int8 files too, but slowly
         return OnnxGenerator(path, **kwargs)
     if suffix == ".pt2":
         return ProgramGenerator(path)

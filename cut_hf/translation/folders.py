@@ -12,6 +12,9 @@ The engine behind ``cut-hf translate``; :func:`cut_hf.translation.pipeline.trans
   it). Outputs are written to a hidden ``.NAME.partial`` file in the same folder and renamed into
   place, so a killed run leaves no half-written output under the real name; a rerun deletes the
   leftover partial file and translates that input again.
+- **Full disks**: an output that cannot be written because the disk or quota is full stops the job
+  with :class:`~cut_hf.errors.DiskFullError` (the folder, about how much the rest needs); what was
+  written stays, and the same command continues from there once there is space.
 - **Datasets**: :mod:`cut_hf.translation.datasets` runs the same engine over a 🤗 dataset's column.
 """
 
@@ -34,6 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cut_hf.errors import DiskFullError, is_disk_full
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageSource, load_image, pil_to_uint8
 from cut_hf.perf import default_device
 from cut_hf.translation.pipeline import Tiling, io_channels, translate, will_tile
@@ -324,6 +328,13 @@ class Writer(Generic[Key]):
         return key, (None if error else future.result()), error
 
 
+def _disk_full(target: Path, left: int, written: list[int]) -> DiskFullError:
+    """The error for a full disk at ``target`` with ``left`` outputs to go; ``written``: (count, bytes) so far."""
+    needed = written[1] * left // written[0] if written[0] else None
+    return DiskFullError(f"{target.name} ({left} output(s) to go)", target.parent, needed,
+                         f"the {written[0]} written stay; free space and rerun the same command to continue")
+
+
 def job_state(cpu: bool | None = None) -> PartialState:
     """Accelerate's ``PartialState`` of this launch (one process when not launched).
 
@@ -365,24 +376,37 @@ def translate_files(
 ) -> Summary:
     """Translate ``files[i]`` into ``targets[i]``, sharded over the processes of ``state``
     (Accelerate's ``PartialState``; default: the current launch). Returns the whole job's summary
-    on every process; failures are counted and reported, not raised."""
+    on every process; failures are counted and reported, not raised, except a full disk: then
+    :class:`~cut_hf.errors.DiskFullError` once the outputs already queued are written or dropped."""
     state, start = state or job_state(), time.perf_counter()
     progress, summary = Progress(len(files), state.is_main_process), Summary()
     writer: Writer[int] = Writer(options.num_workers)
+    written = [0, 0]  # outputs written by this process, their bytes: the estimate of what the rest needs
 
     def count(done: Iterator[tuple[int, object, BaseException | None]]) -> None:
         for key, _, error in done:
-            if error is not None:
-                progress.write(f"failed: {files[key]}: cannot write {targets[key]}: {error}")
-                summary.translated, summary.failed = summary.translated - 1, summary.failed + 1
+            if error is None:
+                written[0] += 1
+                written[1] += targets[key].stat().st_size
+                continue
+            summary.translated, summary.failed = summary.translated - 1, summary.failed + 1
+            if is_disk_full(error, targets[key].parent):
+                raise _disk_full(targets[key], len(mine) - summary.already_there - written[0], written)
+            progress.write(f"failed: {files[key]}: cannot write {targets[key]}: {error}")
 
     with state.split_between_processes(list(range(len(files)))) as mine:
         reader = Reader(mine, FileSource(files), io_channels(generator)[0], options.max_pixels, targets,
                         options.overwrite)
-        for item, image in translated(generator, reader, options, device or job_device(state), progress, summary):
-            if image is not None:
-                count(writer.submit(item.key, write_atomic, image, targets[item.key], options.ext))
-        count(writer.drain())
+        try:
+            for item, image in translated(generator, reader, options, device or job_device(state), progress, summary):
+                if image is not None:
+                    count(writer.submit(item.key, write_atomic, image, targets[item.key], options.ext))
+            count(writer.drain())
+        except DiskFullError:
+            for _ in writer.drain():  # the writes under way end (each removes its partial file if it fails)
+                pass
+            progress.close()
+            raise
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
     progress.close(total.inputs)

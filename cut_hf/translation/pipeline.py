@@ -21,6 +21,8 @@ import torch.nn as nn
 from PIL import Image
 
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, load_image, pil_to_uint8, tensor_to_pil
+from cut_hf.perf import channels_last_default, default_device
+from cut_hf.precision import check_inference_precision
 from cut_hf.translation.inference import (
     MULTIPLE,
     Runner,
@@ -31,8 +33,7 @@ from cut_hf.translation.inference import (
     run_tiled,
     run_whole,
 )
-from cut_hf.perf import channels_last_default, default_device
-from cut_hf.precision import autocast_dtype
+from cut_hf.translation.quantize import MAX_CALIBRATION_IMAGES, int8_generator, size_class
 
 __all__ = [
     "ImageLike", "Tiling", "TranslationReport", "io_channels", "resized_shape", "resolve_device", "translate",
@@ -252,6 +253,7 @@ def translate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    calibration: object = None,
     tiling: Tiling | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     channels_last: bool | None = None,
@@ -270,6 +272,7 @@ def translate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    calibration: object = None,
     tiling: Tiling | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     channels_last: bool | None = None,
@@ -287,6 +290,7 @@ def translate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    calibration: object = None,
     tiling: Tiling | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     channels_last: bool | None = None,
@@ -307,7 +311,12 @@ def translate(
             resize the result back to the input's size (default) or not.
         batch_size: images of equal size run together in batches of this many (order is kept).
         device: ``"cpu"``, ``"cuda"``, ...; ``None``: :func:`resolve_device`.
-        precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU) or ``"fp16"`` (CUDA only).
+        precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU), ``"fp16"`` (CUDA only) or ``"int8"``
+            (CPU only: 8-bit convolutions through OpenVINO, :mod:`cut_hf.translation.quantize`; the
+            generator is quantised on the first call and cached for its weights and size class;
+            runs whole, never tiled; needs ``pip install 'cut-hf[int8]'``).
+        calibration: int8 only: images of the model's domain that set the 8-bit ranges (a folder,
+            files, PIL images, arrays or tensors); ``None``: this call's own inputs (the first few).
         tiling: when and how images run in overlapping tiles with whole-image norm statistics
             (:mod:`cut_hf.translation.inference`), bounding memory: a :class:`Tiling`. ``None``
             (``Tiling()``) tiles only images over 1 Mpx, in 768 px tiles; ``Tiling(tile=0)`` never
@@ -325,21 +334,30 @@ def translate(
         with ``size`` and ``keep_size=False``. With ``return_report=True``: ``(output, report)``.
 
     Raises ImageLoadError when an input cannot be read (the message names it) and ValueError for bad
-    arguments, e.g. ``precision="fp16"`` on the CPU or a tensor outside [-1, 1].
+    arguments, e.g. ``precision="fp16"`` on the CPU, a tensor outside [-1, 1], or int8 for a model
+    that cannot be quantised (:class:`~cut_hf.translation.quantize.QuantizationError`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = resolve_device(device, generator)
-    autocast_dtype(precision, dev)  # unknown names and fp16 off CUDA fail before any work
-    cl = channels_last_default(dev, precision) if channels_last is None else bool(channels_last)
-    tiling, cl = _exported_limits(generator, tiling or Tiling(), cl)
+    int8 = precision == "int8"
+    dev = resolve_device("cpu" if int8 and device is None else device, generator)
+    check_inference_precision(precision, dev)  # unknown names, fp16 off CUDA, int8 off the CPU fail before any work
+    if int8 and tiling is not None and tiling.tile:
+        raise ValueError("precision 'int8' runs the quantised graph whole (it has no norm modules to freeze for "
+                         "tiles): use tiling=Tiling(tile=0) or another precision")
     in_nc, out_nc = io_channels(generator)
     items, single = _as_list(image_or_images)
     inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) uint8 or [-1, 1], CPU
     original = [(x.shape[-2], x.shape[-1]) for x in inputs]
     inputs = [resize(x, resized_shape(x.shape[-2], x.shape[-1], size)) for x in inputs] if size is not None else inputs
+    if int8 and inputs:  # the quantised graph stands in for the generator (float32 around its int8 convolutions)
+        generator = int8_generator(generator, inputs[:MAX_CALIBRATION_IMAGES] if calibration is None else calibration,
+                                   size_class(*inputs[0].shape[-2:]))
+    run_precision = "fp32" if int8 else precision
+    cl = channels_last_default(dev, run_precision) if channels_last is None else bool(channels_last)
+    tiling, cl = _exported_limits(generator, tiling or Tiling(), cl)
     restore = size is not None and keep_size
-    job = _Job(Runner(dev, precision, cl), tiling, out_nc, batch_size, progress=progress,
+    job = _Job(Runner(dev, run_precision, cl), tiling, out_nc, batch_size, progress=progress,
                finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))
     groups = _groups(inputs, tiling)
     tiles = sum(tiling.count(*hw) * len(ix) for hw, (ix, tiled) in groups.items() if tiled)

@@ -1,4 +1,4 @@
-"""cut_hf.data.unpaired: sources, the paper's preprocessing, unpaired sampling across processes, bad files."""
+"""cut_hf.data.sources and cut_hf.data.unpaired: sources, the paper's preprocessing, unpaired sampling across processes, bad files."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ import torch
 from tests.helpers import make_images
 from PIL import Image
 
+from cut_hf.data.sources import DataError, FolderImages, check_enough_images, load_domains
 from cut_hf.data.unpaired import (
-    DataError,
-    FolderImages,
     Preprocess,
     UnpairedImageDataset,
     UnpairedSampler,
-    check_enough_images,
     collate,
-    load_domains,
     make_dataloader,
 )
 
@@ -272,7 +269,7 @@ def test_unreadable_files_are_skipped_with_a_warning(two_domains: Path, caplog):
     good = (two_domains / "A" / "a_3.png").read_bytes()
     (two_domains / "A" / "a_3.png").write_bytes(good[: len(good) // 3])  # truncated
     ds = _dataset(two_domains)
-    with caplog.at_level(logging.WARNING, logger="cut_hf.data.unpaired"):
+    with caplog.at_level(logging.WARNING, logger="cut_hf.data.sources"):
         item = ds[(0, 2)]
     assert item["A_name"] == "a_4.png" and item["skipped"].split("\n") == ["a_2.png", "a_3.png"]
     assert "skipping unreadable image a_2.png" in caplog.text and "a_3.png" in caplog.text

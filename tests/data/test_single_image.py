@@ -8,7 +8,8 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from cut_hf.data.unpaired import DataError, collate, make_dataloader
+from cut_hf.data.sources import DataError
+from cut_hf.data.unpaired import collate, make_dataloader
 from cut_hf.data.single_image import (
     EPOCH_CROPS,
     SingleImageDataset,

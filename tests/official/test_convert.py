@@ -24,13 +24,13 @@ from tests.reference.official import PatchSampleF, official_discriminator, offic
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
 from cut_hf.official import convert as convert_module
 from cut_hf.cli.convert import main
-from cut_hf.official.convert import (
+from cut_hf.official.checkpoints import (
     ConversionError,
-    convert,
     infer_generator_config,
     load_official_generator,
     load_state_dict_file,
 )
+from cut_hf.official.convert import convert
 
 ROOT = Path(__file__).resolve().parents[2]
 

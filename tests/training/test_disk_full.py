@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,28 +140,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(data_dir: Path, tm
     assert names == ["checkpoint-2", "checkpoint-4", "checkpoint-6", "damaged-checkpoint-4"]
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path):
-    """A mount point for a small tmpfs (root only); skipped where mounting is not allowed."""
-    point = tmp_path / "tmpfs"
-    point.mkdir()
-
-    def mount(size: int) -> Path:
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-        return point
-
-    yield mount
-    subprocess.run(["umount", str(point)], capture_output=True)
-
-
 def test_real_tmpfs_holding_one_checkpoint_but_not_two(data_dir: Path, tmp_path: Path, tmpfs, capsys):
     """The issue's case: --checkpoint-every 5 on a disk with room for one checkpoint. One "disk full"
     line, no traceback; checkpoint-5 is whole, and copied elsewhere it resumes to the end."""
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
     common = ["--data-dir", str(data_dir), *TINY, "--checkpoint-every", "5"]
     probe = tmp_path / "probe"
     assert run_main([*common, "--output-dir", str(probe), "--max-steps", "5"]) == 0

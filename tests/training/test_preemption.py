@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import cut_hf.cli.train as train
-from cut_hf.training import INTERRUPTED, STOPPED_EXIT_CODE, CheckpointManager, StopSignals
+from cut_hf.training.checkpoints import CheckpointManager
+from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, StopSignals
 from cut_hf.training.tasks.cut import CUTTask
 from tests.helpers import ROOT, make_images
 
@@ -144,3 +145,67 @@ def test_checkpoint_minutes_saves_on_wall_time(data_dir: Path, tmp_path: Path):
     assert run_main(["--data-dir", str(data_dir), *TINY, "--max-steps", "3", "--checkpoint-every", "0",
                      "--checkpoint-minutes", "1e-7", "--output-dir", str(out)]) == 0  # every step takes longer
     assert [p.name for p in CheckpointManager(out / "checkpoints").complete()] == [f"checkpoint-{i}" for i in (1, 2, 3)]
+
+
+def test_simclr_stops_the_same_way(tmp_path: Path, monkeypatch, capsys):
+    """SimCLR runs in the same runtime: SIGTERM during step 2 -> checkpoint-2, the line, exit 75.
+    (Its bit-exact resume from a checkpoint is tests/training/test_simclr_train.py's.)"""
+    from cut_hf.cli import simclr_train
+
+    make_images(tmp_path / "images", 8, size=(20, 20))
+    step, calls = simclr_train.SimCLRTask.step, []
+
+    def signal_in_2(self, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch)
+
+    monkeypatch.setattr(simclr_train.SimCLRTask, "step", signal_in_2)
+    out = tmp_path / "out"
+    try:
+        rc = simclr_train.main(["--data", str(tmp_path / "images"), "--output-dir", str(out), "--backbone", "resnet18",
+                                "--cifar-stem", "--proj-dim", "8", "--image-size", "16", "--batch-size", "4",
+                                "--num-workers", "0", "--max-steps", "6", "--report-to", "none"])
+    finally:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert rc == STOPPED_EXIT_CODE
+    assert "stopped at step 2 by SIGTERM; resume with --resume latest" in capsys.readouterr().out
+    assert [p.name for p in CheckpointManager(out / "checkpoints").complete()] == ["checkpoint-2"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_two_processes_agree_when_only_one_gets_the_signal(data_dir: Path, tmp_path: Path):
+    """torchrun, 2 gloo processes: SIGUSR1 to rank 1 alone. Both stop at the same step (the flag rides
+    in the step's all-reduce) and write their parts of one complete checkpoint; the main process says so."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("ACCELERATE_USE_CPU", None)
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "train.py"), "--data-dir", str(data_dir), "--output-dir", str(out), *TINY,
+                             "--max-steps", "1000", "--checkpoint-every", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        wait_for(out / "checkpoints" / "checkpoint-2", proc)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        rank1 = [int(w) for w in workers if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{w}/environ").read_bytes()]
+        assert len(rank1) == 1, workers
+        os.kill(rank1[0], signal.SIGUSR1)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # torchrun reports a worker's non-zero status as its own failure; what matters is the checkpoint.
+    assert "exitcode  : 75" in stderr, stderr[-2000:]
+    stopped = [line for line in stdout.splitlines() if line.startswith("stopped at step")]
+    assert len(stopped) == 1 and "by a signal to another process" in stopped[0], stdout[-2000:]
+    step = int(stopped[0].split()[3])
+    latest = CheckpointManager(out / "checkpoints").latest()
+    assert latest.name == f"checkpoint-{step}"
+    assert (latest / "random_states_0.pkl").is_file() and (latest / "random_states_1.pkl").is_file()
+    assert CheckpointManager.read_state(latest)["step"] == step

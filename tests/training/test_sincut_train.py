@@ -17,7 +17,7 @@ from cut_hf import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator, tra
 from cut_hf.hub.loading import load_generator
 from cut_hf.objectives.losses import gan_loss
 from cut_hf.models.generator import nce_channels
-from cut_hf.training import CheckpointManager
+from cut_hf.training.checkpoints import CheckpointManager
 from tests.helpers import LocalHub
 from tests.training.test_train import _event_tags, _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - fixture
 from tests.reference.official_sincut import StyleGAN2Discriminator as OfficialD
@@ -64,6 +64,30 @@ def test_paper_defaults_of_mode_sincut():
                 ["--mode", "sincut", "--no-nce-idt"]):
         with pytest.raises(SystemExit):
             train.parse_args(["--data-dir", "x", *bad])
+
+
+def test_sincut_has_a_config_of_its_own_and_resumes_by_the_one_rule(capsys):
+    """SinCUT's flags live in SinCUTTrainConfig (not in CUT's) and are refused in the other modes;
+    what a checkpoint must share is, for every task, the config fields marked fixed()."""
+    from cut_hf.cli.simclr_train import parse_args as simclr_args
+    from cut_hf.training.runtime import fixed_settings
+    from cut_hf.training.tasks.cut import CUTTrainConfig
+    from cut_hf.training.tasks.sincut import SinCUTTrainConfig
+
+    cut = train.parse_args(["--data-dir", "x"])
+    sincut = train.parse_args(["--mode", "sincut", "--image-a", "a.jpg", "--image-b", "b.jpg"])
+    assert type(cut) is CUTTrainConfig and isinstance(sincut, SinCUTTrainConfig)
+    assert not any(hasattr(cut, name) for name in ("image_a", "epoch_crops", "lambda_r1", "num_downsampling"))
+    assert fixed_settings(cut) == ("input_nc", "output_nc", "ngf", "ndf", "n_blocks", "n_layers_d", "norm_g",
+                                   "norm_d", "no_antialias", "no_antialias_up", "dropout", "netf_nc", "nce_layers")
+    assert set(fixed_settings(sincut)) == {*fixed_settings(cut), "crop_size", "num_downsampling"}
+    simclr = simclr_args(["--data", "x"])
+    assert fixed_settings(simclr) == ("backbone", "cifar_stem", "proj_dim", "optimizer")
+    for flag, value in (("--epoch-crops", "10"), ("--lambda-r1", "2"), ("--num-downsampling", "2")):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--data-dir", "x", flag, value])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert flag in err and "add --mode sincut" in err
 
 
 def _objective():

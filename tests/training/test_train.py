@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
-from cut_hf.training import COMPLETE_MARKER, CheckpointError, CheckpointManager
+from cut_hf.training.checkpoints import COMPLETE_MARKER, CheckpointError, CheckpointManager
 
 from tests.helpers import LocalHub, make_images
 

@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import cut_hf.cli.train as train
-from cut_hf.training import CheckpointManager
+from cut_hf.training.checkpoints import CheckpointManager
 from cut_hf.training.tasks.cut import CUTTask
 from tests.training.test_train import TINY, _one_thread_and_fresh_accelerate, reset_accelerate, run_main  # noqa: F401
 

@@ -47,7 +47,7 @@ def test_two_processes_share_weights_and_split_the_data(tmp_path: Path):
     args = train.parse_args(["--data-dir", str(data), "--ngf", "8", "--n-blocks", "2", "--netf-nc", "16"])
     torch.manual_seed(0)
     initial, _, _ = train.build_models(args)
-    from cut_hf.training import weights_digest
+    from cut_hf.training.logs import weights_digest
 
     assert weights_digest(initial) != ranks[0]["generator_sha256"]
     assert weights_digest(train.CUTGenerator.from_pretrained(out / "generator")) == ranks[0]["generator_sha256"]

@@ -15,7 +15,7 @@ from tests.helpers import make_images
 from safetensors.torch import load_file
 
 from cut_hf import CUTGenerator
-from cut_hf.training import CheckpointManager
+from cut_hf.training.checkpoints import CheckpointManager
 
 import cut_hf.cli.train as train
 

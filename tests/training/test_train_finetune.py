@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 import cut_hf.cli.train as train
 import cut_hf.training.finetune as finetune
 from cut_hf import CUTGenerator
-from cut_hf.training import weights_digest
+from cut_hf.training.logs import weights_digest
 from tests.helpers import make_images
 from tests.training.test_train import TINY, _one_thread_and_fresh_accelerate, run_main  # noqa: F401
 

@@ -132,9 +132,9 @@ def test_push_checkpoints_needs_push_to_hub(capsys):
 
 
 def test_simclr_card_names_its_hub_dataset(hub_dataset, tmp_path, monkeypatch):
-    import cut_hf.cli.simclr_train as simclr_train
+    import cut_hf.training.tasks.simclr as simclr
 
-    monkeypatch.setattr(simclr_train, "open_hf_dataset", sources.open_hf_dataset)  # the stand-in Hub dataset
+    monkeypatch.setattr(simclr, "open_hf_dataset", sources.open_hf_dataset)  # the stand-in Hub dataset
     out = tmp_path / "simclr"
     assert run_main(["--task", "simclr", "--dataset", hub_dataset, "--column", "imageA", "--output-dir", str(out),
                      "--backbone", "resnet18", "--cifar-stem", "--proj-dim", "8", "--image-size", "16",

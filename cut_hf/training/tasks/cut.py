@@ -9,31 +9,29 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from cut_hf.evaluation.translation import evaluate_folders, list_images
 from cut_hf.evaluation.metrics import TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, Generator
-from cut_hf.objectives.sincut import SinCUTObjectiveConfig
-from cut_hf.data.single_image import EPOCH_CROPS
 from cut_hf.data.sources import is_hub_id
 from cut_hf.hub.cards import translation_eval_results
 from cut_hf.training.logs import image_grid, save_image, weights_digest
-from cut_hf.training.runtime import RunConfig, TrainingTask
+from cut_hf.training.runtime import RunConfig, TrainingTask, fixed
 
-# Settings a checkpoint must share with the run that resumes it (they fix the tensors' shapes).
-ARCH_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "n_blocks", "n_layers_d", "norm_g", "norm_d", "no_antialias",
-             "no_antialias_up", "dropout", "nce_layers", "netf_nc")
 
 
 @dataclass(frozen=True, kw_only=True)
 class CUTTrainConfig(RunConfig):
-    """Every flag of ``train.py`` (same names; the runtime's in :class:`RunConfig`), ``--mode`` defaults filled in.
+    """Every flag of ``train.py`` for CUT and FastCUT (same names; the runtime's in
+    :class:`RunConfig`), ``--mode`` defaults filled in; SinCUT's own flags are in
+    :class:`~cut_hf.training.tasks.sincut.SinCUTTrainConfig`.
 
     ``command`` is the command line (for the model card); ``eval_dirs`` the (input, reference)
-    folders of ``--eval-every``, or None.
+    folders of ``--eval-every``, or None. Fields marked :func:`~cut_hf.training.runtime.fixed` fix
+    the networks' shapes: a checkpoint resumes only a run that shares them.
     """
 
     # data
@@ -59,20 +57,20 @@ class CUTTrainConfig(RunConfig):
     no_flip: bool
     num_workers: int
     # model
-    input_nc: int
-    output_nc: int
-    ngf: int
-    ndf: int
-    n_blocks: int
-    n_layers_d: int
-    norm_g: str
-    norm_d: str
-    no_antialias: bool
-    no_antialias_up: bool
-    dropout: bool
+    input_nc: int = fixed()
+    output_nc: int = fixed()
+    ngf: int = fixed()
+    ndf: int = fixed()
+    n_blocks: int = fixed()
+    n_layers_d: int = fixed()
+    norm_g: str = fixed()
+    norm_d: str = fixed()
+    no_antialias: bool = fixed()
+    no_antialias_up: bool = fixed()
+    dropout: bool = fixed()
     residual: bool = False
-    netf_nc: int
-    nce_layers: tuple[int, ...]
+    netf_nc: int = fixed()
+    nce_layers: tuple[int, ...] = fixed()
     # objective
     mode: str
     lambda_gan: float
@@ -106,19 +104,14 @@ class CUTTrainConfig(RunConfig):
     command: str
     task: str = "cut"
     lambda_identity: float = 0.0  # identity L1 |G(B) - B| (every mode; 1 in SinCUT's preset)
-    # SinCUT (--mode sincut, cut_hf.training.tasks.sincut): its two images, zoom, epoch, networks, weights
-    image_a: str | None = None
-    image_b: str | None = None
-    random_scale_max: float = 3.0
-    epoch_crops: int = EPOCH_CROPS
-    num_downsampling: int = 1
-    lambda_r1: float = 1.0
+
+    #: The objective's configuration class (SinCUT's adds its R1 weight).
+    objective_config: ClassVar[type[CUTObjectiveConfig]] = CUTObjectiveConfig
 
     def objective(self) -> CUTObjectiveConfig:
-        """The objective's part of the configuration (SinCUT's for ``--mode sincut``)."""
-        cls = SinCUTObjectiveConfig if self.mode == "sincut" else CUTObjectiveConfig
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in asdict(self).items() if k in names})
+        """The objective's part of the configuration."""
+        names = {f.name for f in fields(self.objective_config)}
+        return self.objective_config(**{k: v for k, v in asdict(self).items() if k in names})
 
 
 class CUTTask(TrainingTask):
@@ -140,9 +133,6 @@ class CUTTask(TrainingTask):
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.config)
-
-    def fixed_settings(self) -> tuple[str, ...]:
-        return ARCH_KEYS
 
     def step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.objective.training_step(batch, self.optimizers, self.accelerator)

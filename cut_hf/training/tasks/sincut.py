@@ -1,7 +1,8 @@
 """SinCUT in the training runtime: the two single images as data, the StyleGAN2 networks, and the task.
 
 ``train.py --mode sincut`` runs the CUT runtime (:class:`~cut_hf.training.tasks.cut.CUTTask`) with
-three things swapped, each built here from the same :class:`~cut_hf.training.tasks.cut.CUTTrainConfig`:
+three things swapped, each built here from :class:`SinCUTTrainConfig` (CUT's configuration and
+SinCUT's own settings):
 
 * data: zoom-and-patch crops of one image per domain (:mod:`cut_hf.data.single_image`) instead of
   unpaired folders; an epoch is ``epoch_crops`` crops;
@@ -13,21 +14,45 @@ three things swapped, each built here from the same :class:`~cut_hf.training.tas
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from cut_hf.models import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.objectives.cut import CUTObjective
-from cut_hf.objectives.sincut import SinCUTConfig
+from cut_hf.objectives.cut import CUTObjectiveConfig
+from cut_hf.objectives.sincut import SinCUTConfig, SinCUTObjectiveConfig
 from cut_hf.data.single_image import SingleImageDataset, SingleImageSampler, ZoomAndPatch, load_single_images
-from cut_hf.training.runtime import ConfigError
-from cut_hf.training.tasks.cut import ARCH_KEYS, CUTTask, CUTTrainConfig, write_model_folders
+from cut_hf.training.runtime import ConfigError, fixed
+from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, write_model_folders
 
-# The StyleGAN2 networks' widths depend on the crop size, and their depth on the downsamplings.
-SINCUT_ARCH_KEYS = (*ARCH_KEYS, "crop_size", "num_downsampling")
+
+@dataclass(frozen=True, kw_only=True)
+class SinCUTTrainConfig(CUTTrainConfig):
+    """:class:`~cut_hf.training.tasks.cut.CUTTrainConfig` and the flags only ``--mode sincut``
+    takes (defaults: :class:`~cut_hf.objectives.sincut.SinCUTConfig`, the paper's ``--model sincut``).
+
+    Attributes:
+        image_a, image_b: the one image of each domain (or ``data_dir`` with one image in trainA/
+            and trainB/).
+        random_scale_max: each crop's image is zoomed out by up to this factor.
+        epoch_crops: crops in one epoch.
+        num_downsampling: stride-2 stages of the StyleGAN2 generator (fixes its shapes).
+        lambda_r1: weight of the R1 penalty on real B.
+        crop_size: as CUT's, but it also sets the StyleGAN2 networks' widths (fixes their shapes).
+    """
+
+    image_a: str | None = None
+    image_b: str | None = None
+    random_scale_max: float = SinCUTConfig.random_scale_max
+    epoch_crops: int = SinCUTConfig.epoch_crops
+    num_downsampling: int = fixed()
+    lambda_r1: float = SinCUTConfig.lambda_r1
+    crop_size: int = fixed()
+
+    objective_config: ClassVar[type[CUTObjectiveConfig]] = SinCUTObjectiveConfig
 
 
 def sincut_flag_defaults() -> dict[str, Any]:
@@ -44,7 +69,7 @@ def sincut_flag_defaults() -> dict[str, Any]:
     return {**values, "n_blocks": 6, "channels_last": False}
 
 
-def build_sincut_models(c: CUTTrainConfig) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator, PatchSampler]:
+def build_sincut_models(c: SinCUTTrainConfig) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator, PatchSampler]:
     """SinCUT's G, D and F (the PatchSampler's MLPs built for G's ``nce_layers``).
 
     Raises :class:`~cut_hf.training.runtime.ConfigError` for a crop size that is not a power of two
@@ -63,11 +88,11 @@ def build_sincut_models(c: CUTTrainConfig) -> tuple[StyleGAN2Generator, StyleGAN
     return generator, discriminator, sampler
 
 
-def single_image_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[SingleImageDataset,
+def single_image_data(c: SinCUTTrainConfig, num_processes: int, rank: int) -> tuple[SingleImageDataset,
                                                                                  SingleImageSampler, str]:
     """The two images' crops, their sampler for process ``rank``, and a line about them.
 
-    Raises :class:`~cut_hf.data.unpaired.DataError` when the images are missing or unreadable, when
+    Raises :class:`~cut_hf.data.sources.DataError` when the images are missing or unreadable, when
     ``--data-dir`` does not hold exactly one image per domain, or when the crop does not fit.
     """
     image_a, image_b = load_single_images(c.image_a, c.image_b, c.data_dir)
@@ -80,20 +105,18 @@ def single_image_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple
 
 
 class SinCUTTask(CUTTask):
-    """:class:`~cut_hf.training.tasks.cut.CUTTask` for SinCUT: its own checkpoint kind, the settings
-    that fix the StyleGAN2 shapes, and outputs with a SinCUT card. No evaluation while training
-    (there is no test folder: the model is for its one image)."""
+    """:class:`~cut_hf.training.tasks.cut.CUTTask` for SinCUT: its own checkpoint kind and outputs
+    with a SinCUT card. No evaluation while training (there is no test folder: the model is for its
+    one image)."""
 
     name = "sincut"
-
-    def fixed_settings(self) -> tuple[str, ...]:
-        return SINCUT_ARCH_KEYS
+    config: SinCUTTrainConfig
 
     def save(self, summary: dict[str, Any], grid: torch.Tensor | None) -> None:
         save_sincut_outputs(self.config, self.objective, summary, grid)
 
 
-def image_names(c: CUTTrainConfig) -> tuple[str, str]:
+def image_names(c: SinCUTTrainConfig) -> tuple[str, str]:
     """The file names of the two images (the labels' defaults): from the flags, without reading them."""
     if c.image_a and c.image_b:
         return Path(c.image_a).name, Path(c.image_b).name
@@ -101,7 +124,7 @@ def image_names(c: CUTTrainConfig) -> tuple[str, str]:
     return name_a, name_b
 
 
-def save_sincut_outputs(c: CUTTrainConfig, objective: CUTObjective, summary: dict[str, Any],
+def save_sincut_outputs(c: SinCUTTrainConfig, objective: CUTObjective, summary: dict[str, Any],
                         grid: torch.Tensor | None) -> Path:
     """Write OUTPUT/generator (SinCUT card and sample grid), OUTPUT/sampler, OUTPUT/discriminator."""
     file_a, file_b = image_names(c)
