@@ -46,7 +46,7 @@ from cut_hf.demo.examples import example_images  # noqa: E402
 from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload  # noqa: E402
 from cut_hf.demo.models import ModelCache  # noqa: E402
 from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
-from cut_hf.demo.translation import device_line  # noqa: E402
+from cut_hf.demo.translation import device_line
 from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image  # noqa: E402
 from cut_hf.perf import set_threads  # noqa: E402
 

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
 from cut_hf.cli.help import HelpFormatter

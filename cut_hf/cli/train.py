@@ -31,7 +31,13 @@ from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.errors import DiskFullError
 from cut_hf.data.sources import DataError, check_enough_images, check_one_source, load_domains
-from cut_hf.data.streaming import SHUFFLE_BUFFER, StreamedDomain, StreamedUnpairedDataset, make_stream_loader, open_stream
+from cut_hf.data.streaming import (
+    SHUFFLE_BUFFER,
+    StreamedDomain,
+    StreamedUnpairedDataset,
+    make_stream_loader,
+    open_stream,
+)
 from cut_hf.errors import ModelLoadError
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,

@@ -51,7 +51,7 @@ def open_stream(name_or_path: str, split: str, config: str | None = None, revisi
     try:
         return datasets.load_dataset(str(path) if path.exists() else name_or_path, config, split=split,
                                      revision=revision, streaming=True)
-    except Exception as e:  # datasets raises many kinds; training stops with one line
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds; training stops with one line
         raise DataError(f"cannot stream dataset {name_or_path!r} (split {split!r}): {one_line(e)}") from None
 
 

@@ -202,7 +202,7 @@ class CheckpointUploader:
         for name, future in self.futures:
             try:
                 future.result()
-            except Exception as err:  # reported: the outputs do not depend on it
+            except Exception as err:  # noqa: BLE001 - reported: the outputs do not depend on it
                 problems.append(f"checkpoint upload {name} failed ({one_line(err)}); it is still on disk if kept")
         self.executor.shutdown()
         self.futures = []
