@@ -46,6 +46,7 @@ from cut_hf.demo.examples import example_images  # noqa: E402
 from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload  # noqa: E402
 from cut_hf.demo.models import ModelCache  # noqa: E402
 from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
+from cut_hf.demo.translation import device_line
 from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image  # noqa: E402
 from cut_hf.perf import set_threads  # noqa: E402
 
@@ -115,6 +116,7 @@ def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[
                                          label="Resolution: original size, or shorter side in px")
                 precision = gr.Radio(precisions_available(), value="fp32", label="Precision", info=precision_note())
             t_button = gr.Button("Translate", variant="primary", elem_id="translate-button")
+            gr.Markdown(device_line(), elem_id="translate-device")
         with gr.Column():
             slider = gr.ImageSlider(type="pil", format="png", label="Before | after", elem_id="translate-slider")
             t_info = gr.Markdown(elem_id="translate-info")

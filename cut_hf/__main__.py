@@ -18,6 +18,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "translate": ("translate", "translate images, folders or a 🤗 dataset column with a trained generator"),
     "train": ("train", "train CUT / FastCUT / SinCUT (or SimCLR with --task simclr) with 🤗 Accelerate"),
+    "push": ("push", "upload a training output folder to the Hub in one commit (what a failed push says to run)"),
     "convert": ("convert", "turn the paper's official checkpoints into from_pretrained folders"),
     "export": ("export", "write a generator as ONNX or a torch.export program"),
     "evaluate": ("evaluate", "translate a test folder and score it (FID / KID, or PSNR / SSIM when paired)"),

@@ -60,6 +60,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def default_device() -> torch.device:
+    """Where cut-hf runs when no device is named: CUDA, then another accelerator PyTorch knows
+    (Apple's MPS, Intel's XPU, ...: ``torch.accelerator``), then the CPU. The one choice that
+    ``translate()``, ``cut-hf translate``, ``cut-hf evaluate`` and the app share."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.accelerator.is_available():
+        accelerator = torch.accelerator.current_accelerator()
+        if accelerator is not None:
+            return torch.device(accelerator.type)
+    return torch.device("cpu")
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask, which containers narrow)."""
     try:

@@ -71,3 +71,58 @@ def assert_close_to(actual, expected, rel: float = 1e-5, min_std: float = 0.05) 
     scale = expected.abs().max().item()
     assert expected.float().std().item() > min_std, f"reference output too flat to compare (std {expected.std():.2e})"
     torch.testing.assert_close(actual, expected, rtol=rel, atol=rel * scale)
+
+
+class LocalHub:
+    """A stand-in for ``huggingface_hub.HfApi`` whose repositories are folders under ``root``.
+
+    ``create_commit`` applies all its operations or none, as the Hub does; ``fail_at`` makes the
+    commit numbered so (0-based) fail after reading half of its files. Every call is recorded.
+    """
+
+    root = None  # set by the test: where the "remote" repositories live
+    fail_at: int | None = None
+    instances: list = []  # noqa: RUF012 - the test reads the instances its run made
+
+    def __init__(self, endpoint=None, token=None) -> None:
+        self.endpoint, self.calls = endpoint, []
+        LocalHub.instances.append(self)
+
+    @classmethod
+    def reset(cls, root) -> None:
+        from pathlib import Path
+
+        cls.root, cls.fail_at, cls.instances = Path(root), None, []
+        cls.commits = []
+
+    def create_repo(self, repo_id, private=None, exist_ok=False, repo_type=None):
+        self.calls.append(("create_repo", repo_id, private, exist_ok))
+        (self.root / repo_id).mkdir(parents=True, exist_ok=True)
+        return f"{self.endpoint or 'https://huggingface.co'}/{repo_id}"
+
+    def list_repo_files(self, repo_id, repo_type=None):
+        repo = self.root / repo_id
+        return sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
+
+    def create_commit(self, repo_id, operations, *, commit_message, repo_type=None, **kwargs):
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        operations = list(operations)
+        self.calls.append(("create_commit", repo_id, commit_message))
+        number = len(LocalHub.commits)
+        LocalHub.commits.append((repo_id, commit_message, operations))
+        staged = {}
+        adds = [op for op in operations if isinstance(op, CommitOperationAdd)]
+        for i, op in enumerate(adds):
+            if LocalHub.fail_at == number and i == len(adds) // 2:
+                raise ConnectionError("connection reset by peer (simulated, halfway through the upload)")
+            with open(op.path_or_fileobj, "rb") as f:
+                staged[op.path_in_repo] = f.read()
+        repo = self.root / repo_id  # all uploaded: apply the whole commit
+        for op in operations:
+            if isinstance(op, CommitOperationDelete):
+                (repo / op.path_in_repo).unlink()
+        for path, data in staged.items():
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_bytes(data)
+        return f"commit {number}"

@@ -12,12 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
 from cut_hf.cli.help import HelpFormatter
 from cut_hf.errors import ModelLoadError
 from cut_hf.evaluation.translation import EvaluationError, evaluate_folders
+from cut_hf.perf import default_device
+from cut_hf.hub.cards import add_eval_results, translation_eval_results
 from cut_hf.hub.loading import load_generator
 from cut_hf.evaluation.metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.official.checkpoints import ConversionError, load_official_generator
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256,
                    help="resize inputs and references to SIZE x SIZE, as the paper's test loader (0: native sizes)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps, xpu (default: CUDA, then MPS / XPU, then the CPU)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--paired", action="store_true", help="also PSNR / SSIM (LPIPS if cached) against same-name files")
     p.add_argument("--inception-weights", metavar="PATH",
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0, help="seed of KID's subset sampling")
     p.add_argument("--json", metavar="PATH", help="write the metrics here (default: OUTPUT/metrics.json with --output)")
+    p.add_argument("--update-card", action="store_true",
+                   help="add the scores to the model-index of --model's README.md (a local folder)")
+    p.add_argument("--dataset-name", help="what the scores were measured on, for the card (default: the "
+                                          "reference folder, e.g. horse2zebra/testB; a Hub dataset id if it is one)")
     return p
 
 
@@ -64,7 +69,7 @@ def _load_model(model: str, device: str | None) -> nn.Module:
     except (ModelLoadError, ConversionError) as err:
         raise EvaluationError(str(err)) from err
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(default_device())
     return generator.to(device)
 
 
@@ -103,6 +108,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         line += f"  PSNR {pr['psnr']:.2f} dB  SSIM {pr['ssim']:.4f}" + (
             f"  LPIPS {pr['lpips']:.4f}" if pr.get("lpips") is not None else "")
     print(line, file=sys.stderr)
+    if args.update_card:
+        return _update_card(args, {**result, **result.get("paired", {})})
+    return 0
+
+
+def _update_card(args: argparse.Namespace, scores: dict) -> int:
+    """Add ``scores`` to the model-index of the model folder's card (``--update-card``)."""
+    folder = Path(args.model)
+    card = next((c for c in (folder / "README.md", folder / "generator" / "README.md") if c.is_file()), None)
+    if card is None:
+        print(f"error: --update-card: no README.md in {args.model!r} (or its generator/); it needs a local "
+              "model folder", file=sys.stderr)
+        return 1
+    reference = Path(args.reference)
+    name = args.dataset_name or f"{reference.parent.name}/{reference.name}"
+    note = "tiny test features, not comparable" if args.feature_extractor == "tiny" else None
+    add_eval_results(card, translation_eval_results(scores, name, note=note), model_name=folder.name)
+    print(f"added the scores to the model-index of {card}", file=sys.stderr)
     return 0
 
 

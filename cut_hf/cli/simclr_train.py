@@ -21,7 +21,7 @@ from cut_hf.errors import DiskFullError
 from cut_hf.models.simclr import BACKBONES
 from cut_hf.training.checkpoints import CheckpointError
 from cut_hf.training.logs import NonFiniteLossError
-from cut_hf.training.runtime import ConfigError, add_runtime_flags
+from cut_hf.training.runtime import MIXED_PRECISION_HELP, ConfigError, add_runtime_flags
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.simclr import OPTIMIZER_DEFAULTS, SimCLRTrainConfig, run
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     o("--epochs", type=int, default=100, help="passes over the data")
     o("--max-steps", type=int, default=None, help="stop after this many steps (the schedule spans them)")
     o("--seed", type=int, default=0)
-    o("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")
+    o("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help=MIXED_PRECISION_HELP)
     o("--no-sync-bn", dest="sync_bn", action="store_false",
       help="with several GPUs, keep per-process batch norm instead of the paper's global (synchronised) BN")
     o("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
         parser.error("give the training images in exactly one way: --data FOLDER or --dataset ID --column COL")
     if c.push_to_hub and not c.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id user/name")
+    if c.push_checkpoints and not c.push_to_hub:
+        parser.error("--push-checkpoints uploads to the --push-to-hub repository: add --push-to-hub")
     if c.batch_size < 2:
         parser.error("--batch-size must be >= 2: NT-Xent needs other images as negatives")
     if c.image_size < 8 or c.epochs < 1 or (c.max_steps is not None and c.max_steps < 1):
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 with a one-line message on known errors)."""
     config = parse_args(argv)
     try:
-        run(config)
+        summary = run(config)
     except TrainingStopped:  # the runtime printed where it stopped and how to resume
         return STOPPED_EXIT_CODE
     except (DataError, CheckpointError, NonFiniteLossError, ConfigError, DiskFullError) as e:
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    if summary.get("push_error"):  # the model is saved; the push is what failed
+        print(f"error: {summary['push_error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,6 +17,7 @@ SinCUT also swaps the data, the networks and the task (:mod:`cut_hf.training.tas
 from __future__ import annotations
 
 import argparse
+import copy
 import shlex
 import sys
 from dataclasses import fields
@@ -29,7 +30,15 @@ from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.errors import DiskFullError
-from cut_hf.data.sources import DataError, check_enough_images, load_domains
+from cut_hf.data.sources import DataError, check_enough_images, check_one_source, load_domains
+from cut_hf.data.streaming import (
+    SHUFFLE_BUFFER,
+    StreamedDomain,
+    StreamedUnpairedDataset,
+    make_stream_loader,
+    open_stream,
+)
+from cut_hf.errors import ModelLoadError
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
     Preprocess,
@@ -45,8 +54,16 @@ from cut_hf.objectives.cut import CUTObjective, build_optimizers
 from cut_hf.objectives.sincut import SinCUTObjective
 from cut_hf.training.optim import linear_decay
 from cut_hf.training.checkpoints import CheckpointError
+from cut_hf.training.finetune import load_source_models, source_flags, source_folders
 from cut_hf.training.logs import NonFiniteLossError
-from cut_hf.training.runtime import ConfigError, Trainer, add_runtime_flags, setup_accelerator
+from cut_hf.training.runtime import (
+    MIXED_PRECISION_HELP,
+    ConfigError,
+    Trainer,
+    add_runtime_flags,
+    launcher_resolved,
+    setup_accelerator,
+)
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, Evaluator
 from cut_hf.training.tasks.sincut import (
@@ -84,10 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     d("--data-dir", help="folder with trainA/ and trainB/ (the official layout)")
     d("--domain-a", help="folder of domain A images (instead of --data-dir)")
     d("--domain-b", help="folder of domain B images")
-    d("--dataset", help="🤗 dataset: Hub id, save_to_disk folder or local dataset folder")
-    d("--column-a", default="imageA", help="--dataset column of domain A")
-    d("--column-b", default="imageB", help="--dataset column of domain B")
-    d("--split", default="train", help="--dataset split")
+    d("--dataset", help="🤗 dataset holding both domains: Hub id, save_to_disk folder or local dataset folder")
+    d("--dataset-a", help="🤗 dataset of domain A (Hub id or folder, as --dataset); with --dataset-b")
+    d("--dataset-b", help="🤗 dataset of domain B")
+    d("--column-a", default=None, help="column of domain A (default: imageA with --dataset, image with --dataset-a)")
+    d("--column-b", default=None, help="column of domain B (default: imageB with --dataset, image with --dataset-b)")
+    d("--split", default="train", help="the 🤗 datasets' split")
+    d("--dataset-config", default=None, help="the 🤗 datasets' configuration, where they have several")
+    d("--revision", default=None, help="the 🤗 datasets' revision on the Hub (branch, tag or commit)")
+    d("--streaming", action="store_true",
+      help="stream the 🤗 datasets (rows read as needed; needs --max-steps, which the epochs share; see README)")
+    d("--shuffle-buffer", type=int, default=SHUFFLE_BUFFER, help="--streaming: rows in each stream's shuffle buffer")
     d("--label-a", help="name of domain A in the model card (default: from the data source)")
     d("--label-b", help="name of domain B in the model card")
     d("--image-a", help="SinCUT: the one image of domain A (or --data-dir with one image in trainA/ and trainB/)")
@@ -116,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     m("--residual", action="store_true",
       help="generator output tanh(last conv + atanh(input)): changes learnt as differences (not the paper's)")
     m("--netf-nc", type=int, default=256, help="PatchSampler embedding size")
+    m("--init-from", metavar="ID_OR_DIR", default=None,
+      help="fine-tune: start G (and F, D where it has them) from this Hub id, save_pretrained folder or train.py "
+           "output folder; the architecture flags come from its config.json")
     m("--num-downsampling", type=int, default=1, help="SinCUT: stride-2 stages of the StyleGAN2 generator")
     # objective
     o = p.add_argument_group("objective").add_argument
@@ -160,7 +187,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     t("--n-epochs-decay", type=int, default=None, help="epochs of linear decay to zero")
     t("--max-steps", type=int, default=None, help="stop after this many steps in all (tests, benchmarks)")
     t("--seed", type=int, default=0)
-    t("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="bf16 works on CPU too")
+    t("--mixed-precision", default=None, choices=["no", "fp16", "bf16"], help=MIXED_PRECISION_HELP)
     t("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     # checkpoints, logging, outputs, Hub: the runtime's flags, and one of CUT's own
     group = add_runtime_flags(p, "outputs/cut", 5000, "sample image grids",
@@ -191,6 +218,11 @@ def parse_args(argv: list[str] | None = None) -> CUTTrainConfig:
     except ValueError:
         parser.error(f"--nce-layers must be comma-separated integers, got {values['nce_layers']!r}")
     values["eval_dirs"] = eval_dirs(parser, values)
+    for role in ("a", "b"):  # per-domain datasets usually call their one image column "image"
+        if values[f"column_{role}"] is None:
+            values[f"column_{role}"] = "image" if values[f"dataset_{role}"] else f"image{role.upper()}"
+    if values["init_from"]:
+        values.update(init_from_flags(parser, argv, values))
     if values["eval_size"] is None:
         values["eval_size"] = values["crop_size"]
     config_class = SinCUTTrainConfig if values["mode"] == "sincut" else CUTTrainConfig
@@ -202,6 +234,35 @@ def parse_args(argv: list[str] | None = None) -> CUTTrainConfig:
     config = config_class(**values, command="python train.py " + shlex.join(argv))  # the card's command
     check_config(parser, config)
     return config
+
+
+def init_from_flags(parser: argparse.ArgumentParser, argv: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """The architecture flags of ``--init-from``'s models; a flag given that differs is a usage error."""
+    if values["resume"]:
+        parser.error("--init-from starts a new run from a model; --resume continues a run: use one of them")
+    if values["mode"] == "sincut":
+        parser.error("--init-from starts CUT / FastCUT runs (not --mode sincut)")
+    try:
+        from_source = source_flags(source_folders(values["init_from"]))
+    except ModelLoadError as e:
+        parser.error(f"--init-from: {e}")
+    given = explicit_flags(parser, argv)
+    if "nce_layers" in given:
+        given["nce_layers"] = values["nce_layers"]
+    conflicts = [f"--{k.replace('_', '-')} {given[k]} (the model has {v})" for k, v in from_source.items()
+                 if k in given and given[k] != v]
+    if conflicts:
+        parser.error(f"--init-from {values['init_from']}: {', '.join(conflicts)}; leave these flags out")
+    return from_source
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
+    """The flags given on the command line (defaults, ``--mode``'s included, left out)."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    quiet._defaults.clear()
+    return vars(quiet.parse_known_args(argv)[0])
 
 
 def eval_dirs(parser: argparse.ArgumentParser, values: dict[str, Any]) -> tuple[str, str] | None:
@@ -226,6 +287,8 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
         parser.error("the NCE identity loss runs G on B images: it needs --input-nc == --output-nc (or --no-nce-idt)")
     if c.push_to_hub and not c.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id user/name")
+    if c.push_checkpoints and not c.push_to_hub:
+        parser.error("--push-checkpoints uploads to the --push-to-hub repository: add --push-to-hub")
     if c.batch_size < 1 or c.n_epochs < 0 or c.n_epochs_decay < 0:
         parser.error("--batch-size must be >= 1 and epochs >= 0")
     if c.lambda_gan <= 0 and c.lambda_nce <= 0:
@@ -235,6 +298,10 @@ def check_config(parser: argparse.ArgumentParser, c: CUTTrainConfig) -> None:
                      "--lambda-identity needs --nce-idt (or --lambda-identity 0)")
     if c.mode == "sincut" and (c.eval_every or c.channels_last):
         parser.error("--mode sincut has no --eval-every or --channels-last")
+    if c.streaming and not (c.dataset or c.dataset_a):
+        parser.error("--streaming reads 🤗 datasets: give --dataset or --dataset-a/--dataset-b")
+    if c.streaming and not c.max_steps:
+        parser.error("--streaming needs --max-steps (a stream has no length to count epochs in)")
 
 
 # ----------------------------------------------------------------------------- models and objective
@@ -246,6 +313,8 @@ def build_models(
     """G, D and F (the PatchSampler, built here with its MLPs: nothing is created lazily); StyleGAN2 for SinCUT."""
     if isinstance(c, SinCUTTrainConfig):
         return build_sincut_models(c)
+    if c.init_from:
+        return models_from_source(c)
     generator = CUTGenerator(input_nc=c.input_nc, output_nc=c.output_nc, ngf=c.ngf, n_blocks=c.n_blocks, norm=c.norm_g,
                              antialias=not c.no_antialias, antialias_up=not c.no_antialias_up, dropout=c.dropout,
                              nce_layers=list(c.nce_layers), fast_ops=c.fast_ops, residual=c.residual)
@@ -255,11 +324,24 @@ def build_models(
     return generator, discriminator, sampler
 
 
+def models_from_source(c: CUTTrainConfig) -> tuple[CUTGenerator, PatchDiscriminator, PatchSampler]:
+    """``--init-from``: G from the source, and F and D where it has them (fresh from the flags, which
+    parse_args took from the source's configs, where not)."""
+    generator, discriminator, sampler = load_source_models(source_folders(str(c.init_from)), c.fast_ops,
+                                                           c.num_patches)
+    if discriminator is None:
+        discriminator = PatchDiscriminator(input_nc=c.output_nc, ndf=c.ndf, n_layers=c.n_layers_d, norm=c.norm_d,
+                                           antialias=not c.no_antialias)
+    if sampler is None:
+        sampler = PatchSampler.for_generator(generator, num_patches=c.num_patches, nc=c.netf_nc)
+    return generator, discriminator, sampler
+
+
 def setup_training(c: CUTTrainConfig, accelerator: Any) -> tuple[CUTObjective, tuple[Any, Any], tuple[Any, Any]]:
     """The objective over G, D and F, its optimisers and per-epoch schedulers, all prepared in one call."""
     generator, discriminator, sampler = build_models(c)
     perf.training_fast_paths_(generator, discriminator, accelerator.device, c.channels_last, c.compile,
-                              c.mixed_precision)
+                              c.mixed_precision or "no")
     opt_g, opt_d = build_optimizers(generator, discriminator, sampler, c.lr, (c.beta1, c.beta2))
     rule = linear_decay(c.n_epochs, c.n_epochs_decay)
     sched_g, sched_d = (torch.optim.lr_scheduler.LambdaLR(opt, rule) for opt in (opt_g, opt_d))
@@ -276,7 +358,11 @@ def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, U
     domains, or SinCUT's zoom-and-patch crops of two images. Raises DataError."""
     if isinstance(c, SinCUTTrainConfig):
         return single_image_data(c, num_processes, rank)
-    images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split)
+    if c.streaming:
+        return streamed_data(c, num_processes, rank)
+    images_a, images_b = load_domains(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.column_a, c.column_b, c.split,
+                                      dataset_a=c.dataset_a, dataset_b=c.dataset_b, dataset_config=c.dataset_config,
+                                      revision=c.revision)
     check_enough_images(images_a, images_b, c.batch_size, num_processes)
     pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
     pre_b = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.output_nc)
@@ -286,13 +372,32 @@ def build_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, U
                               f"B {len(images_b)} images ({images_b.description})")
 
 
+def streamed_data(c: CUTTrainConfig, num_processes: int, rank: int) -> tuple[Any, Any, str]:
+    """``--streaming``: each process reads its own part of the streams; an epoch is --max-steps
+    shared out over the schedule's epochs (the dataset is also the sampler)."""
+    check_one_source(c.data_dir, c.domain_a, c.domain_b, c.dataset, c.dataset_a, c.dataset_b)
+    domains = []
+    for name, column in ((c.dataset_a or c.dataset, c.column_a), (c.dataset_b or c.dataset, c.column_b)):
+        stream = open_stream(str(name), c.split, c.dataset_config, c.revision)
+        domains.append(StreamedDomain(stream, column, f"{name}[{c.split}]", rank, num_processes, c.seed,
+                                      c.shuffle_buffer))
+    pre_a = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.input_nc)
+    pre_b = Preprocess(c.preprocess, c.load_size, c.crop_size, not c.no_flip, c.output_nc)
+    per_epoch = max(1, (c.max_steps or 0) // (c.n_epochs + c.n_epochs_decay))
+    dataset = StreamedUnpairedDataset(domains[0], domains[1], pre_a, pre_b, c.batch_size, per_epoch, seed=c.seed,
+                                      finetune_from_epoch=c.n_epochs)
+    return dataset, dataset, f"A {domains[0].description}, B {domains[1].description}"
+
+
 def run(c: CUTTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     accelerator = setup_accelerator(c)
+    c = launcher_resolved(c, accelerator)  # the precision Accelerate chose, for the card and the checkpoints
 
     # -- data: every process sees different items of the same epoch
     dataset, sampler, about = build_data(c, accelerator.num_processes, accelerator.process_index)
-    loader = make_dataloader(dataset, sampler, c.num_workers, pin_memory=accelerator.device.type == "cuda")
+    pin = accelerator.device.type == "cuda"
+    loader = make_stream_loader(dataset, pin) if c.streaming else make_dataloader(dataset, sampler, c.num_workers, pin)
     total_epochs = c.n_epochs + c.n_epochs_decay
     planned = total_epochs * sampler.batches_per_epoch
     max_steps = planned if c.max_steps is None else min(planned, c.max_steps)
@@ -322,16 +427,19 @@ def main(argv: list[str] | None = None) -> int:
         return simclr_main(argv)
     config = parse_args(argv)
     try:
-        run(config)
+        summary = run(config)
     except TrainingStopped:  # the runtime printed where it stopped and how to resume
         return STOPPED_EXIT_CODE
     except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable,
-            DiskFullError) as e:
+            DiskFullError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    if summary.get("push_error"):  # the models are saved; the push is what failed
+        print(f"error: {summary['push_error']}", file=sys.stderr)
+        return 1
     return 0
 
 

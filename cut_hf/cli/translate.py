@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-keep-size", action="store_true", help="with --size: save at the working size")
     p.add_argument("--batch-size", type=int, default=8, help="images of equal size per forward")
     p.add_argument("--device", default=None,
-                   help="cpu, cuda, cuda:1, ... (default: the launch's device per process, else cuda if available)")
+                   help="cpu, cuda, cuda:1, mps, xpu, ... (default: the launch's device per process; one process: "
+                        "CUDA, then MPS / XPU, then the CPU)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp16 needs CUDA")
     p.add_argument("--tile", type=int, default=None,
                    help=f"tile images larger than N x N, N >= {MIN_TILE} (default: only images over 1 Mpx; 0: never)")

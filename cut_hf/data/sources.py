@@ -90,15 +90,20 @@ class DatasetColumnImages(ImageList):
         return len(self.rows)
 
     def load(self, i: int) -> Image.Image:
-        value = self.dataset[int(self.rows[i])][self.column]
-        if isinstance(value, dict):  # the undecoded Image feature: {"bytes": ..., "path": ...}
-            value = value.get("bytes") or value.get("path")
-        if not isinstance(value, (bytes, str, os.PathLike, Image.Image)):
-            raise ImageLoadError(f"{self.name(i)}: a {type(value).__name__}, not an image")
-        return open_image(value)
+        return open_image(image_source(self.dataset[int(self.rows[i])][self.column], self.name(i)))
 
     def name(self, i: int) -> str:
         return f"{self._label}/{self.column}/{int(self.rows[i])}"
+
+
+def image_source(value: Any, name: str) -> bytes | str | os.PathLike | Image.Image:
+    """What :func:`~cut_hf.images.open_image` reads from a dataset cell: the bytes or path of an
+    undecoded Image feature (``{"bytes": ..., "path": ...}``), a path, or an image; else ImageLoadError."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if not isinstance(value, (bytes, str, os.PathLike, Image.Image)):
+        raise ImageLoadError(f"{name}: a {type(value).__name__}, not an image")
+    return value
 
 
 def load_domains(
@@ -110,19 +115,27 @@ def load_domains(
     column_b: str = "imageB",
     split: str = "train",
     phase: str = "train",
+    dataset_a: str | None = None,
+    dataset_b: str | None = None,
+    dataset_config: str | None = None,
+    revision: str | None = None,
 ) -> tuple[ImageList, ImageList]:
-    """The two domains' images from exactly one of the three sources; raises :class:`DataError`.
+    """The two domains' images from exactly one of the four sources; raises :class:`DataError`.
 
-    ``phase`` picks ``trainA``/``trainB`` or ``testA``/``testB`` under ``data_dir``.
+    ``phase`` picks ``trainA``/``trainB`` or ``testA``/``testB`` under ``data_dir``; ``dataset_a`` and
+    ``dataset_b`` are one 🤗 dataset per domain (``column_a`` of the first, ``column_b`` of the
+    second); ``dataset_config``, ``split`` and ``revision`` apply to every dataset opened.
     """
-    given = [name for name, v in (("--data-dir", data_dir), ("--domain-a/--domain-b", domain_a or domain_b),
-                                  ("--dataset", dataset)) if v]
-    if len(given) != 1:
-        raise DataError("give the training data in exactly one way: --data-dir D (with trainA/ and trainB/), "
-                        "--domain-a DIR --domain-b DIR, or --dataset ID --column-a A --column-b B "
-                        f"(got {given or 'none'})")
     images_a: ImageList
     images_b: ImageList
+    check_one_source(data_dir, domain_a, domain_b, dataset, dataset_a, dataset_b)
+    if dataset_a and dataset_b:  # check_one_source refused one without the other
+        images_a = DatasetColumnImages(open_hf_dataset(dataset_a, split, dataset_config, revision), column_a,
+                                       f"{dataset_a}[{split}]")
+        images_b = DatasetColumnImages(open_hf_dataset(dataset_b, split, dataset_config, revision), column_b,
+                                       f"{dataset_b}[{split}]")
+        check_not_empty(images_a, images_b)
+        return images_a, images_b
     if data_dir:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
@@ -138,28 +151,58 @@ def load_domains(
         images_a, images_b = FolderImages(domain_a, "domain A"), FolderImages(domain_b, "domain B")
     else:
         assert dataset is not None  # exactly one source was given
-        ds = open_hf_dataset(dataset, split)
+        ds = open_hf_dataset(dataset, split, dataset_config, revision)
         images_a = DatasetColumnImages(ds, column_a, f"{dataset}[{split}]")
         images_b = DatasetColumnImages(ds, column_b, f"{dataset}[{split}]")
+    check_not_empty(images_a, images_b)
+    return images_a, images_b
+
+
+def check_one_source(data_dir: str | None, domain_a: str | None, domain_b: str | None, dataset: str | None,
+                     dataset_a: str | None = None, dataset_b: str | None = None) -> None:
+    """Raise :class:`DataError` unless exactly one way of giving the two domains is used, completely."""
+    given = [name for name, v in (("--data-dir", data_dir), ("--domain-a/--domain-b", domain_a or domain_b),
+                                  ("--dataset", dataset), ("--dataset-a/--dataset-b", dataset_a or dataset_b)) if v]
+    if len(given) != 1:
+        raise DataError("give the training data in exactly one way: --data-dir D (with trainA/ and trainB/), "
+                        "--domain-a DIR --domain-b DIR, --dataset ID --column-a A --column-b B, or "
+                        f"--dataset-a ID --dataset-b ID (got {given or 'none'})")
+    if (dataset_a or dataset_b) and not (dataset_a and dataset_b):
+        raise DataError("--dataset-a and --dataset-b must be given together")
+
+
+def check_not_empty(images_a: ImageList, images_b: ImageList) -> None:
     for role, images in (("A", images_a), ("B", images_b)):
         if len(images) == 0:
             raise DataError(f"domain {role} ({images.description}) holds no images "
                             f"(looked for files ending in {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return images_a, images_b
 
 
-def open_hf_dataset(name_or_path: str, split: str) -> Any:
-    """A split of a 🤗 dataset: a ``save_to_disk`` folder, a local folder or a Hub id."""
+def is_saved_to_disk(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
+
+
+def is_hub_id(name: str | None) -> bool:
+    """Whether ``name`` names a Hub dataset or model (``user/name`` or ``name``), not a local path."""
+    return bool(name) and not Path(str(name)).expanduser().exists() and not str(name).startswith((".", "/", "~")) \
+        and str(name).count("/") <= 1
+
+
+def open_hf_dataset(name_or_path: str, split: str, config: str | None = None, revision: str | None = None) -> Any:
+    """A split of a 🤗 dataset: a ``save_to_disk`` folder, a local folder or a Hub id (its
+    ``config`` and ``revision`` where given)."""
     import datasets
 
     path = Path(name_or_path).expanduser()
     try:
-        if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        if is_saved_to_disk(path):
             ds = datasets.load_from_disk(str(path))
         else:
-            ds = datasets.load_dataset(str(path) if path.exists() else name_or_path, split=split)
+            ds = datasets.load_dataset(str(path) if path.exists() else name_or_path, config, split=split,
+                                       revision=revision)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as e:
-        raise DataError(f"could not open dataset {name_or_path!r} (split {split!r}): {e}") from e
+        raise DataError(f"could not open dataset {name_or_path!r} (split {split!r}): {one_line(e)}") from e
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise DataError(f"dataset {name_or_path!r} has no split {split!r}; it has {list(ds)}")

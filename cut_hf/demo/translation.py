@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
+from cut_hf.perf import EMULATED_BF16_NOTE, default_device, emulated_bf16
 from cut_hf.precision import PRECISIONS
 from cut_hf.translation.inference import DEFAULT_TILE, Tiling
 from cut_hf.translation.pipeline import resized_shape, translate
@@ -31,8 +31,15 @@ def precisions_available() -> list[str]:
 
 
 def translation_device() -> str:
-    """Where the tab translates: the GPU when there is one."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Where the tab translates: :func:`cut_hf.perf.default_device` (CUDA, then MPS / XPU, then the CPU)."""
+    return default_device().type
+
+
+def device_line() -> str:
+    """What the page says about where it translates."""
+    where = translation_device()
+    return f"Translating on **{where}**" + (" (no GPU found: CUDA, MPS and XPU are tried first)" if where == "cpu"
+                                             else "")
 
 
 def precision_note() -> str | None:

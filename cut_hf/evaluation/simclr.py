@@ -32,6 +32,7 @@ from torchvision.transforms import InterpolationMode
 from cut_hf.data.sources import DataError
 from cut_hf.images import ImageLoadError, find_images, open_image, to_channels
 from cut_hf.models.simclr import SimCLR
+from cut_hf.perf import default_device
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def evaluate(model: SimCLR, data_dir: str | Path, image_size: int | None = None,
              knn_temperature: float = 0.1, probe_c: float = 1.0, batch_size: int = 256,
              device: str | torch.device | None = None, test_fraction: float = 0.2, seed: int = 0) -> dict[str, Any]:
     """kNN and linear-probe top-1 accuracy of ``model``'s h on a labelled folder; a JSON-ready dict."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     size = image_size or default_image_size(model)
     train, test = load_labelled(data_dir, test_fraction, seed)
     was_training = model.training

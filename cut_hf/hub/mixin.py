@@ -177,20 +177,29 @@ class CheckedHubMixin(PyTorchModelHubMixin):
         return dict(config) if isinstance(config, dict) else {}
 
     def generate_model_card(self, *args: Any, datasets: str | Sequence[str] | None = None,
-                            examples: Sequence[dict[str, str]] | None = None, **kwargs: Any) -> ModelCard:
-        """The mixin's card from this class's template, with two more card keyword arguments.
+                            examples: Sequence[dict[str, str]] | None = None, base_model: str | None = None,
+                            eval_results: Sequence[Any] | None = None, **kwargs: Any) -> ModelCard:
+        """The mixin's card from this class's template, with more card keyword arguments.
 
         Args:
             datasets: Hub dataset id(s) the model was trained on: the card's ``datasets:`` metadata.
             examples: example images, each ``{"input": path_or_url, "output": path_or_url,
                 "title": str}`` (paths relative to the card): the card's ``widget:`` metadata and
                 its Examples section.
+            base_model: the Hub id of the model this one was fine-tuned from (``base_model:``).
+            eval_results: ``huggingface_hub.EvalResult`` s (:func:`cut_hf.hub.cards.translation_eval_results`):
+                the card's ``model-index``, named by ``repo_id`` or ``model_name``.
             *args, **kwargs: template variables (``model_name``, ``training``, ``metrics``, ...).
         """
         examples = [dict(e) for e in examples or []]
         card = super().generate_model_card(*args, examples=examples, **kwargs)
         if datasets:
             card.data["datasets"] = [datasets] if isinstance(datasets, str) else list(datasets)
+        if base_model:
+            card.data["base_model"] = base_model
+        if eval_results:
+            card.data["eval_results"] = list(eval_results)
+            card.data["model_name"] = kwargs.get("repo_id") or kwargs.get("model_name") or type(self).__name__
         if examples:
             card.data["widget"] = [{"src": e["input"], "example_title": e.get("title") or Path(e["input"]).stem,
                                  **({"output": {"url": e["output"]}} if e.get("output") else {})} for e in examples]

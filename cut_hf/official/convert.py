@@ -37,7 +37,34 @@ PAPER_FID = {("horse2zebra", "cut"): 45.5, ("horse2zebra", "fastcut"): 73.4}
 SLOTS = (("generator", "", "generator"), ("discriminator", "discriminator", "discriminator"),
          ("sampler", "sampler", "patch sampler"))
 
-__all__ = ["OFFICIAL_PRETRAINED_URL", "PAPER_FID", "convert"]
+# The official repository's LICENSE: its own code (and so the weights it publishes) is BSD 2-clause.
+OFFICIAL_LICENSE = "bsd-2-clause"
+OFFICIAL_COPYRIGHT = "Copyright (c) 2020, Taesung Park and Jun-Yan Zhu"
+OFFICIAL_LICENSE_URL = f"{OFFICIAL_REPO_URL}/blob/master/LICENSE"
+# SinCUT's StyleGAN2 networks (models/stylegan_networks.py) come from rosinality's stylegan2-pytorch
+# (MIT), and the official LICENSE lists, for StyleGAN2, NVIDIA's Source Code License-NC (research or
+# evaluation use only), inherited from stylegan2-pytorch: the card names both, and no single SPDX id fits.
+SINCUT_LICENSE_NAME = "bsd-2-clause-and-nvidia-source-code-license-nc"
+SINCUT_LICENSE_NOTE = ("the paper's code is BSD 2-clause (" + OFFICIAL_COPYRIGHT + "); SinCUT's StyleGAN2 networks "
+                       "derive from stylegan2-pytorch (MIT, Copyright (c) 2019 Kim Seonghyeon), for which the "
+                       "official LICENSE also lists NVIDIA's Source Code License-NC (Copyright (c) 2019, NVIDIA "
+                       "Corporation; non-commercial use): check it before any commercial use")
+
+__all__ = ["OFFICIAL_COPYRIGHT", "OFFICIAL_LICENSE", "OFFICIAL_PRETRAINED_URL", "PAPER_FID", "convert"]
+
+
+def license_metadata(mode: str | None) -> dict[str, str]:
+    """The card's licence metadata for weights converted from the official release."""
+    if mode == "sincut":
+        return {"license": "other", "license_name": SINCUT_LICENSE_NAME, "license_link": OFFICIAL_LICENSE_URL}
+    return {"license": OFFICIAL_LICENSE}
+
+
+def license_line(mode: str | None) -> str:
+    """The card's licence row: the licence and the copyright line it carries."""
+    if mode == "sincut":
+        return SINCUT_LICENSE_NOTE + f" ([LICENSE]({OFFICIAL_LICENSE_URL}))"
+    return f"BSD 2-clause, {OFFICIAL_COPYRIGHT} ([LICENSE]({OFFICIAL_LICENSE_URL}), the paper's code and weights)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +115,7 @@ def _provenance(slot: str, path: Path, config: Mapping[str, Any], n_tensors: int
         ("architecture (inferred)", _architecture_line(getattr(MODES[mode or "cut"], slot), config)),
         ("check", f"all {n_tensors} tensors loaded with `strict=True` (names and shapes of the original)"),
         ("conversion", f"`{command}` (cut-hf {__version__})"),
+        ("licence", license_line(mode)),
     ]
     fid = PAPER_FID.get((name or "", mode or ""))
     if slot == "generator" and fid is not None:
@@ -104,11 +132,15 @@ def _provenance(slot: str, path: Path, config: Mapping[str, Any], n_tensors: int
     return f"{intro}\n\n| | |\n|---|---|\n{table}"
 
 
-def _save(model: OfficialModel, out: Path, card_kwargs: dict[str, Any], extra_tags: Sequence[str]) -> None:
-    """``save_pretrained`` plus a card rendered from the model's template with our metadata."""
+def _save(model: OfficialModel, out: Path, card_kwargs: dict[str, Any], extra_tags: Sequence[str],
+          licence: Mapping[str, str]) -> None:
+    """``save_pretrained`` plus a card rendered from the model's template with our metadata
+    (``licence``: the official weights' licence, not cut-hf's MIT)."""
     model.save_pretrained(out)
     card = model.generate_model_card(**card_kwargs)
     card.data["tags"] = list(dict.fromkeys([*card.data.get("tags", []), *(t for t in extra_tags if t)]))
+    for key, value in licence.items():
+        card.data[key] = value
     card.save(out / "README.md")  # replaces any card of an earlier conversion in the same folder
 
 
@@ -199,7 +231,7 @@ def convert(
         sub = next(s for k, s, _ in SLOTS if k == slot)
         card = _card_kwargs(slot, src, model, name=name, mode=mode, source=source, command=command,
                             push_to_hub=push_to_hub)
-        _save(model, out / sub if sub else out, card, extra_tags)
+        _save(model, out / sub if sub else out, card, extra_tags, license_metadata(mode))
     if push_to_hub:
         mode_title = MODES[mode].title if mode else "CUT"
         api = HfApi()

@@ -14,6 +14,7 @@ says how to resume; a full disk ends the run with one :class:`~cut_hf.errors.Dis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,15 @@ import torch
 from cut_hf import perf
 from cut_hf.errors import DiskFullError, is_disk_full, tree_bytes
 from cut_hf.training.checkpoints import CheckpointError, CheckpointManager
-from cut_hf.training.logs import check_finite, log_images, push_folders_to_hub, save_image, tracker_config
+from cut_hf.training.logs import (
+    CheckpointUploader,
+    PushError,
+    check_finite,
+    log_images,
+    push_folders_to_hub,
+    save_image,
+    tracker_config,
+)
 from cut_hf.training.signals import StopSignals, TrainingStopped
 
 logger = logging.getLogger(__name__)
@@ -57,7 +66,7 @@ class RunConfig:
 
     output_dir: str
     seed: int = 0
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None  # None: Accelerate's (launcher, accelerate config, env); resolved at start
     cpu: bool = False
     threads: int | None = None
     report_to: str = "tensorboard"
@@ -72,6 +81,41 @@ class RunConfig:
     hub_model_id: str | None = None
     private: bool = False
     hub_endpoint: str | None = None
+    push_checkpoints: bool = False
+
+
+#: ``--mixed-precision``'s help: the launcher decides unless the flag is given.
+MIXED_PRECISION_HELP = ("default: Accelerate's setting (accelerate launch --mixed_precision, accelerate config, "
+                        "ACCELERATE_MIXED_PRECISION), else no; bf16 works on CPU too")
+#: Where a run's trackers file it (wandb / trackio / mlflow project); the run is named by its output folder.
+TRACKER_PROJECT = "cut-hf"
+
+
+def parse_report_to(value: str) -> str:
+    """``--report-to``'s value checked against Accelerate's trackers: ``all``, ``none``, a name or a
+    comma list (``tensorboard,trackio``); returns it normalised. Raises ``ValueError`` (argparse
+    turns it into a usage error)."""
+    from accelerate.utils import LoggerType
+
+    names = [n.strip().lower() for n in str(value).split(",") if n.strip()]
+    known = [*LoggerType.list(), "none"]
+    unknown = [n for n in names if n not in known]
+    if not names or unknown or ("none" in names and len(names) > 1):
+        raise ValueError(f"--report-to takes {', '.join(known)} or a comma list of them, got {value!r}")
+    return ",".join(dict.fromkeys(names))
+
+
+def trackers(config: RunConfig) -> list[str]:
+    """The trackers of ``config.report_to`` (empty for ``none``); raises :class:`ConfigError` for one
+    that is not installed (Accelerate would leave it out without a word)."""
+    from accelerate.tracking import get_available_trackers
+
+    names = [n for n in parse_report_to(config.report_to).split(",") if n != "none"]
+    available = {str(t) for t in get_available_trackers()}
+    missing = [n for n in names if n != "all" and n not in available]
+    if missing:
+        raise ConfigError(f"--report-to {','.join(missing)}: not installed here (pip install {' '.join(missing)})")
+    return names
 
 
 def add_runtime_flags(parser: Any, output_dir: str, checkpoint_every: int, samples: str, upload: str) -> Any:
@@ -92,13 +136,26 @@ def add_runtime_flags(parser: Any, output_dir: str, checkpoint_every: int, sampl
     r("--resume", default=None, help="'latest' (newest in OUTPUT/checkpoints) or a checkpoint folder")
     r("--log-every", type=int, default=10, help="steps between tracker logs")
     r("--sample-every", type=int, default=500, help=f"steps between {samples} (0: never)")
-    r("--report-to", default="tensorboard", choices=["tensorboard", "none"])
+    r("--report-to", default="tensorboard", type=_report_to_flag,
+      help="Accelerate's trackers: all, tensorboard, wandb, trackio, mlflow, comet_ml, aim, clearml, dvclive, "
+           "swanlab, a comma list, or none")
     h = parser.add_argument_group("Hub").add_argument
     h("--push-to-hub", action="store_true", help=f"upload {upload}")
     h("--hub-model-id", help="user/name on the Hub")
     h("--private", action="store_true", help="create the Hub repository private")
     h("--hub-endpoint", default=None, help="Hub URL (default: huggingface.co or HF_ENDPOINT)")
+    h("--push-checkpoints", action="store_true",
+      help="with --push-to-hub: upload each checkpoint to checkpoints/ in the background as it is written")
     return group
+
+
+def _report_to_flag(value: str) -> str:
+    import argparse
+
+    try:
+        return parse_report_to(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def setup_accelerator(config: RunConfig) -> Any:
@@ -108,25 +165,31 @@ def setup_accelerator(config: RunConfig) -> Any:
     (each would train alone) and for fp16 on a CPU.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import ProjectConfiguration, set_seed
+
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    log_with = trackers(config)
     accelerator = Accelerator(
         # Without a GPU, Accelerate only joins torchrun's processes into one job when told cpu=True.
         cpu=config.cpu or not torch.accelerator.is_available(),
+        # None lets Accelerate decide: `accelerate launch --mixed_precision`, `accelerate config` and
+        # ACCELERATE_MIXED_PRECISION; a flag given on the command line wins over all of them.
         mixed_precision=config.mixed_precision,
-        log_with=None if config.report_to == "none" else config.report_to,
-        project_dir=config.output_dir,
+        log_with=log_with or None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir,
+                                            logging_dir=str(Path(config.output_dir) / "logs")),
         step_scheduler_with_optimizer=False,  # each task steps its schedule itself (per epoch or per step)
     )
+    precision = accelerator.mixed_precision
     # torchrun / accelerate launch set WORLD_SIZE; a plain `python` run has nothing to compare.
     launched = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))
     if launched != accelerator.num_processes:
         raise ConfigError(f"launched as {launched} processes but Accelerate joined {accelerator.num_processes}: "
                           "each would train alone; check the launcher and its environment")
-    if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+    if precision == "fp16" and accelerator.device.type == "cpu":
         raise ConfigError("--mixed-precision fp16 needs a GPU; use bf16 on the CPU")
-    if perf.emulated_bf16(config.mixed_precision, accelerator.device):  # the translate CLI's and the app's test too
+    if perf.emulated_bf16(precision, accelerator.device):  # the translate CLI's and the app's test too
         logger.warning("%s (figures in bench/RESULTS.md); use --mixed-precision no", perf.EMULATED_BF16_NOTE)
     if accelerator.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
@@ -135,7 +198,17 @@ def setup_accelerator(config: RunConfig) -> Any:
     if accelerator.device.type == "cpu":
         perf.keep_freed_memory()  # no page faults on every step's activations (bench/RESULTS.md)
     set_seed(config.seed)  # the same on every process: identical initial weights and random draws
+    source = ("--mixed-precision" if config.mixed_precision is not None
+              else "Accelerate's setting" if os.environ.get("ACCELERATE_MIXED_PRECISION") else "default")
+    accelerator.print(f"precision {'fp32' if precision == 'no' else precision} ({source}); "
+                      f"{accelerator.num_processes} process(es) on {accelerator.device.type}")
     return accelerator
+
+
+def launcher_resolved(config: Any, accelerator: Any) -> Any:
+    """``config`` with the settings Accelerate resolved (the precision actually used), so that the
+    card, ``trainer_state.json`` and the tracker's hparams say what ran, not what was (not) typed."""
+    return dataclasses.replace(config, mixed_precision=accelerator.mixed_precision)
 
 
 class TrainingTask:
@@ -231,6 +304,10 @@ class Trainer:
         self.last_save_time = time.monotonic()  # --checkpoint-minutes counts from here
         self.signals = StopSignals(announce=accelerator.is_local_main_process)
         self.stop_agreed = self.save_agreed = False  # what the processes agreed in the step's all-reduce
+        # --push-checkpoints: the main process uploads each checkpoint in the background
+        uploads = config.push_to_hub and config.push_checkpoints and accelerator.is_main_process
+        self.uploader = (CheckpointUploader(str(config.hub_model_id), private=config.private,
+                                            endpoint=config.hub_endpoint) if uploads else None)
 
     # -- resume
     def resume(self) -> Path | None:
@@ -293,6 +370,8 @@ class Trainer:
         path = self.ckpts.save(self.accelerator, state, self.state["step"])
         self.last_saved, self.last_save_time = self.state["step"], time.monotonic()
         self.accelerator.print(f"\nsaved checkpoint {path} (step {self.state['step']})")
+        if self.uploader is not None:
+            self.uploader.submit(path)
 
     # -- the loop
     def run(self) -> dict[str, Any]:
@@ -320,7 +399,9 @@ class Trainer:
 
         acc, cfg, state = self.accelerator, self.config, self.state
         if acc.log_with:
-            acc.init_trackers("logs", config=tracker_config(self.task.settings()))
+            run = self.out_dir.resolve().name  # the run's name in wandb / trackio: its output folder
+            acc.init_trackers(TRACKER_PROJECT, config=tracker_config(self.task.settings()), init_kwargs={
+                "trackio": {"name": run, "resume": "allow" if cfg.resume else "never"}, "wandb": {"name": run}})
         progress = tqdm(total=self.max_steps, initial=state["step"], disable=not acc.is_local_main_process,
                         desc=f"{self.task.label} training", dynamic_ncols=True)
         batch = None
@@ -446,13 +527,20 @@ class Trainer:
             fp16 = sum(v for k, v in state.items() if k.startswith("skipped_steps"))
             acc.print(f"saved {saved}; skipped {state['skipped_files']} unreadable file(s), "
                       f"{fp16} fp16 overflow step(s)")
+            if self.uploader is not None:
+                for problem in self.uploader.wait():  # the checkpoints' uploads end before the models' push
+                    logger.warning("%s", problem)
             if cfg.push_to_hub:
                 if not cfg.hub_model_id:  # the parser requires it; a hand-made config may not
                     raise ValueError("push_to_hub needs hub_model_id (--hub-model-id user/name)")
-                url = push_folders_to_hub(cfg.hub_model_id, root, subfolders, private=cfg.private,
-                                          endpoint=cfg.hub_endpoint)
-                acc.print(f"pushed to {url}")
-                summary["hub_url"] = url
+                try:
+                    url = push_folders_to_hub(str(cfg.hub_model_id), root, subfolders, private=cfg.private,
+                                              endpoint=cfg.hub_endpoint)
+                except PushError as e:  # the outputs are saved: say so and how to retry, keep the other processes going
+                    summary["push_error"] = str(e)
+                else:
+                    acc.print(f"pushed to {url}")
+                    summary["hub_url"] = url
         acc.wait_for_everyone()
         acc.end_training()
         return summary

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from cut_hf.errors import DiskFullError, is_disk_full
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageSource, load_image, pil_to_uint8
+from cut_hf.perf import default_device
 from cut_hf.translation.pipeline import Tiling, io_channels, translate, will_tile
 
 if TYPE_CHECKING:  # imported when a job starts: a plain translate() call never needs Accelerate
@@ -352,7 +353,10 @@ def job_state(cpu: bool | None = None) -> PartialState:
 
 
 def job_device(state: PartialState) -> torch.device:
-    """This process's device in the launch: ``cuda:<local rank>`` and the like, or the CPU."""
+    """This process's device in the launch: ``cuda:<local rank>`` and the like, or the CPU; one
+    process alone takes :func:`cut_hf.perf.default_device` (CUDA, then MPS / XPU, then the CPU)."""
+    if state.num_processes == 1 and state.device.type != "cpu":
+        return default_device()
     device = torch.device(state.device)
     return torch.device("cpu") if device.type == "cpu" else device  # Accelerate may say cpu:0
 

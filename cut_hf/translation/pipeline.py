@@ -21,7 +21,7 @@ import torch.nn as nn
 from PIL import Image
 
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, load_image, pil_to_uint8, tensor_to_pil
-from cut_hf.perf import channels_last_default
+from cut_hf.perf import channels_last_default, default_device
 from cut_hf.precision import check_inference_precision
 from cut_hf.translation.inference import (
     MULTIPLE,
@@ -65,14 +65,14 @@ class TranslationReport:
 # ----------------------------------------------------------------------------------------- setup
 def resolve_device(device: str | torch.device | None = None, generator: nn.Module | None = None) -> torch.device:
     """``device`` as a ``torch.device``; ``None`` picks the generator's device when it is not the CPU,
-    else CUDA when available, else the CPU."""
+    else :func:`cut_hf.perf.default_device` (CUDA, then MPS / XPU, then the CPU)."""
     if device is not None:
         return torch.device(device)
     if generator is not None:
         param = next(iter(generator.parameters()), None)
         if param is not None and param.device.type != "cpu":
             return param.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return default_device()
 
 
 def io_channels(generator: nn.Module) -> tuple[int, int]:

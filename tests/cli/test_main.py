@@ -12,7 +12,7 @@ import pytest
 from cut_hf.__main__ import COMMANDS, main
 from tests.helpers import ROOT
 
-EXPECTED = ("translate", "train", "convert", "export", "evaluate", "evaluate-simclr")
+EXPECTED = ("translate", "train", "push", "convert", "export", "evaluate", "evaluate-simclr")
 
 
 def test_help_lists_every_command_with_one_line(capsys):

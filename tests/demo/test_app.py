@@ -522,7 +522,10 @@ def test_space_card_and_lfs_attributes() -> None:
     card = SpaceCard.load(ROOT / "README.md").data
     assert (card.sdk, card.app_file, card.sdk_version) == ("gradio", "app.py", gr.__version__)
     assert card.python_version == f"{sys.version_info.major}.{sys.version_info.minor}" and card.title
-    assert f"gradio=={gr.__version__}" in (ROOT / "requirements.txt").read_text()
+    assert f"gradio=={gr.__version__}" in (ROOT / "requirements-app.txt").read_text()  # what the Space installs
+    assert "-r requirements-app.txt" in (ROOT / "requirements.txt").read_text()
+    upload = "hf upload USER/cut-hf requirements-app.txt requirements.txt --type space"
+    assert upload in (ROOT / "README.md").read_text()
     lfs = {line.split()[0] for line in (ROOT / ".gitattributes").read_text().splitlines() if "filter=lfs" in line}
     assert {"*.safetensors", "*.png", "*.jpg"} <= lfs
     assert "### Deploy as a Space" in (ROOT / "README.md").read_text()

@@ -201,6 +201,12 @@ def test_cli_converts_discriminator_and_sampler_beside_the_generator(tmp_path, x
     assert "fastcut" in card.split("---")[1]  # a tag in the YAML metadata
     d_card = (out / "discriminator" / "README.md").read_text()
     assert "Provenance" in d_card and "snapshot_download" in d_card
+    # The paper's licence, not cut-hf's MIT: in the metadata of every folder, with its copyright line.
+    for folder in (out, out / "discriminator", out / "sampler"):
+        text = (folder / "README.md").read_text()
+        meta = text.split("---")[1]
+        assert "license: bsd-2-clause" in meta and "license: mit" not in meta, folder
+        assert "Copyright (c) 2020, Taesung Park and Jun-Yan Zhu" in text, folder
 
 
 def test_push_to_hub_uploads_the_whole_folder(tmp_path, monkeypatch, x):

@@ -18,6 +18,7 @@ from cut_hf.evaluation.simclr import knn_predict, load_labelled
 from cut_hf.cli.evaluate_simclr import main as evaluate_main
 from cut_hf.training.optim import LARS, param_groups, warmup_cosine
 from cut_hf.cli.simclr_train import main
+from tests.helpers import LocalHub
 
 
 
@@ -148,33 +149,15 @@ def _flags(data: Path, out: Path, *extra: str) -> list[str]:
             "--log-every", "1", *extra]
 
 
-class FakeHfApi:
-    """Stands in for huggingface_hub.HfApi: records the calls and copies the uploaded folder."""
-
-    calls: list[tuple] = []
-    store: Path | None = None
-
-    def __init__(self, endpoint=None, token=None) -> None:
-        pass
-
-    def create_repo(self, repo_id, private=False, exist_ok=False, repo_type=None):
-        FakeHfApi.calls.append(("create_repo", repo_id, private))
-        return f"https://hub.example/{repo_id}"
-
-    def upload_folder(self, repo_id, folder_path, path_in_repo=None, repo_type=None, commit_message=None):
-        FakeHfApi.calls.append(("upload_folder", repo_id, Path(folder_path).name))
-        shutil.copytree(folder_path, FakeHfApi.store / repo_id, dirs_exist_ok=True)
-
-
 @pytest.fixture(scope="module")
 def trained(image_folder, labelled_folder, tmp_path_factory):
     """One 4-step run (checkpoints at 2 and 4, tracker, evaluation, upload to a stand-in Hub)."""
     import huggingface_hub
 
     out = tmp_path_factory.mktemp("run") / "out"
-    FakeHfApi.calls, FakeHfApi.store = [], tmp_path_factory.mktemp("hub")
+    LocalHub.reset(tmp_path_factory.mktemp("hub"))
     mp = pytest.MonkeyPatch()
-    mp.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    mp.setattr(huggingface_hub, "HfApi", LocalHub)
     try:
         code = run_main(_flags(image_folder, out, "--max-steps", "4", "--checkpoint-every", "2", "--sample-every", "2",
                            "--eval-data", str(labelled_folder), "--push-to-hub", "--hub-model-id", "me/simclr-tiny"))
@@ -202,9 +185,9 @@ def test_training_writes_model_card_checkpoints_and_logs(trained):
 
 
 def test_push_to_hub_uploads_the_model_folder(trained):
-    assert FakeHfApi.calls[0] == ("create_repo", "me/simclr-tiny", False)
-    assert ("upload_folder", "me/simclr-tiny", "model") in FakeHfApi.calls
-    assert (FakeHfApi.store / "me/simclr-tiny" / "model.safetensors").is_file()
+    (api,) = LocalHub.instances
+    assert [c[:2] for c in api.calls] == [("create_repo", "me/simclr-tiny"), ("create_commit", "me/simclr-tiny")]
+    assert (LocalHub.root / "me/simclr-tiny" / "model.safetensors").is_file()
 
 
 def test_resume_continues_exactly(trained, image_folder, labelled_folder, tmp_path):

@@ -18,7 +18,8 @@ from cut_hf.hub.loading import load_generator
 from cut_hf.objectives.losses import gan_loss
 from cut_hf.models.generator import nce_channels
 from cut_hf.training.checkpoints import CheckpointManager
-from tests.training.test_train import _event_tags, _LocalHub, _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - fixture
+from tests.helpers import LocalHub
+from tests.training.test_train import _event_tags, _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - fixture
 from tests.reference.official_sincut import StyleGAN2Discriminator as OfficialD
 from tests.reference.official_sincut import StyleGAN2Generator as OfficialG
 
@@ -247,8 +248,8 @@ def test_tensorboard_hub_upload_and_nan_guard(images, tmp_path: Path, monkeypatc
     import cut_hf.objectives.cut as cut_objective
 
     a, b = images
-    _LocalHub.remote_root, _LocalHub.instances = tmp_path / "hub", []
-    monkeypatch.setattr(huggingface_hub, "HfApi", _LocalHub)
+    LocalHub.reset(tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub, "HfApi", LocalHub)
     common = ["--image-a", str(a), "--image-b", str(b), *TINY]
     assert run_main([*common, "--output-dir", str(tmp_path / "o"), "--max-steps", "2", "--report-to", "tensorboard",
                      "--log-every", "1", "--sample-every", "2", "--push-to-hub", "--hub-model-id", "me/sincut"]) == 0
@@ -294,6 +295,11 @@ def test_convert_official_sincut_checkpoints(tmp_path: Path):
         torch.manual_seed(5)
         torch.testing.assert_close(g(x), ref, atol=1e-5, rtol=0)
         torch.testing.assert_close(d(x), official_d(x), atol=1e-5, rtol=0)
-    assert "SinCUT" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "SinCUT" in card
+    # SinCUT's StyleGAN2 networks carry more than the paper's BSD licence: the card names them.
+    meta = card.split("---")[1]
+    assert "license: other" in meta and "license_name: bsd-2-clause-and-nvidia-source-code-license-nc" in meta
+    assert "NVIDIA's Source Code License-NC" in card and "Taesung Park and Jun-Yan Zhu" in card
     # Without --mode sincut the message says which flags it needs.
     assert convert_main(["--checkpoint", str(paths["G"]), "--output", str(tmp_path / "c2")]) == 1

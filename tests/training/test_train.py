@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler
 from cut_hf.training.checkpoints import COMPLETE_MARKER, CheckpointError, CheckpointManager
 
-from tests.helpers import make_images
+from tests.helpers import LocalHub, make_images
 
 import cut_hf.cli.train as train
 
@@ -488,41 +488,22 @@ def test_fp16_on_cpu_is_a_clear_error_and_simclr_gets_the_command_line(tmp_path:
     assert seen == [["--task", "simclr", "--data", "imgs", "--backbone", "resnet18"]]
 
 
-class _LocalHub:
-    """A stand-in for HfApi that 'uploads' into a local folder, recording each call."""
-
-    instances: list[_LocalHub] = []
-
-    def __init__(self, endpoint=None, token=None) -> None:
-        self.endpoint, self.calls = endpoint, []
-        self.remote = _LocalHub.remote_root
-        _LocalHub.instances.append(self)
-
-    def create_repo(self, repo_id, private=None, exist_ok=False, repo_type=None):
-        self.calls.append(("create_repo", repo_id, private, exist_ok))
-        return f"{self.endpoint or 'https://huggingface.co'}/{repo_id}"
-
-    def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, repo_type=None, commit_message=None):
-        self.calls.append(("upload_folder", repo_id, Path(folder_path).name, path_in_repo))
-        shutil.copytree(folder_path, self.remote / repo_id / (path_in_repo or ""), dirs_exist_ok=True)
-
-
-def test_push_to_hub_uploads_generator_sampler_discriminator(data_dir: Path, tmp_path: Path, monkeypatch):
+def test_push_to_hub_makes_one_commit_of_generator_sampler_discriminator(data_dir: Path, tmp_path: Path,
+                                                                          monkeypatch):
     import huggingface_hub
 
-    _LocalHub.remote_root, _LocalHub.instances = tmp_path / "hub", []
-    monkeypatch.setattr(huggingface_hub, "HfApi", _LocalHub)
+    LocalHub.reset(tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub, "HfApi", LocalHub)
     rc = run_main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o"), *TINY, "--max-steps", "1",
                    "--report-to", "none", "--push-to-hub", "--hub-model-id", "someone/tiny-cut", "--private",
                    "--hub-endpoint", "http://127.0.0.1:9"])
     assert rc == 0
-    (api,) = _LocalHub.instances
+    (api,) = LocalHub.instances
     assert api.endpoint == "http://127.0.0.1:9"
-    assert api.calls == [("create_repo", "someone/tiny-cut", True, True),
-                         ("upload_folder", "someone/tiny-cut", "generator", None),
-                         ("upload_folder", "someone/tiny-cut", "sampler", "sampler"),
-                         ("upload_folder", "someone/tiny-cut", "discriminator", "discriminator")]
+    assert [c[0] for c in api.calls] == ["create_repo", "create_commit"]  # one commit for all three models
+    assert api.calls[0] == ("create_repo", "someone/tiny-cut", True, True)
     repo = tmp_path / "hub" / "someone" / "tiny-cut"
     CUTGenerator.from_pretrained(repo, strict=True)
     PatchSampler.from_pretrained(repo / "sampler", strict=True)
+    PatchDiscriminator.from_pretrained(repo / "discriminator", strict=True)
     assert 'CUTGenerator.from_pretrained("someone/tiny-cut")' in (repo / "README.md").read_text()

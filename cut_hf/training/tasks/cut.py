@@ -16,6 +16,8 @@ import torch
 from cut_hf.evaluation.translation import evaluate_folders, list_images
 from cut_hf.evaluation.metrics import TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, Generator
+from cut_hf.data.sources import is_hub_id
+from cut_hf.hub.cards import translation_eval_results
 from cut_hf.training.logs import image_grid, save_image, weights_digest
 from cut_hf.training.runtime import RunConfig, TrainingTask, fixed
 
@@ -40,6 +42,13 @@ class CUTTrainConfig(RunConfig):
     column_a: str
     column_b: str
     split: str
+    dataset_a: str | None = None
+    dataset_b: str | None = None
+    dataset_config: str | None = None
+    revision: str | None = None
+    streaming: bool = False
+    shuffle_buffer: int = 1000
+    init_from: str | None = None  # --init-from: the model the run starts from (fine-tuning)
     label_a: str | None
     label_b: str | None
     preprocess: str
@@ -208,6 +217,11 @@ class Evaluator:
         list_images(self.reference_dir)
         self.extractor = (TinyFeatureExtractor() if args.eval_feature_extractor == "tiny"
                           else inception_feature_extractor(None))
+        self.args = args
+
+    def eval_results(self, scores: dict[str, Any]) -> list[Any]:
+        """``scores`` as model-index entries (the best model's card has them too)."""
+        return evaluation_results(self.args, scores)
 
     def better(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -253,7 +267,7 @@ class Evaluator:
             model_name="CUT generator (best evaluation)",
             description=f"The generator of step {state['step']}, the best {name} "
                         f"({state['best_metric']:.4f}) of the evaluations during training.",
-            metrics=dict(metrics)))
+            metrics=dict(metrics), eval_results=self.eval_results(metrics)))
         record = {"metric": self.metric, "value": state["best_metric"], "step": state["step"],
                   "input_dir": str(self.input_dir), "reference_dir": str(self.reference_dir), "size": self.size}
         (tmp / "best.json").write_text(json.dumps(record, indent=2))
@@ -275,8 +289,33 @@ def describe_data(args: CUTTrainConfig) -> tuple[str, str, str]:
     if args.domain_a and args.domain_b:
         return (f"folders `{Path(args.domain_a).name}` and `{Path(args.domain_b).name}`",
                 args.label_a or Path(args.domain_a).name, args.label_b or Path(args.domain_b).name)
-    return (f"🤗 dataset `{args.dataset}` (split {args.split}, columns {args.column_a}, {args.column_b})",
+    streamed = ", streamed" if args.streaming else ""
+    if args.dataset_a:
+        return (f"🤗 datasets `{args.dataset_a}` (column {args.column_a}) and `{args.dataset_b}` (column "
+                f"{args.column_b}), split {args.split}{streamed}",
+                args.label_a or Path(args.dataset_a).name, args.label_b or Path(str(args.dataset_b)).name)
+    return (f"🤗 dataset `{args.dataset}` (split {args.split}, columns {args.column_a}, {args.column_b}{streamed})",
             args.label_a or args.column_a, args.label_b or args.column_b)
+
+
+def card_metadata(args: CUTTrainConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """The card's Hub metadata: ``datasets:`` (the Hub datasets trained on), ``base_model:``
+    (``--init-from``'s Hub id) and ``model-index`` (the evaluation of the final step, if any)."""
+    meta: dict[str, Any] = {"datasets": [d for d in (args.dataset, args.dataset_a, args.dataset_b) if is_hub_id(d)]}
+    if args.init_from and is_hub_id(args.init_from):
+        meta["base_model"] = args.init_from
+    last = (summary.get("evaluations") or [None])[-1]
+    if last is not None and last["step"] == summary["step"] and args.eval_dirs:  # scores of these very weights
+        meta["eval_results"] = evaluation_results(args, last)
+    return meta
+
+
+def evaluation_results(args: CUTTrainConfig, scores: dict[str, Any]) -> list[Any]:
+    """``--eval-every``'s scores as the card's ``model-index`` entries."""
+    assert args.eval_dirs is not None
+    reference = Path(args.eval_dirs[1])
+    note = "tiny test features, not comparable" if args.eval_feature_extractor == "tiny" else None
+    return translation_eval_results(scores, f"{reference.parent.name}/{reference.name}", note=note)
 
 
 def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[str, Any],
@@ -335,9 +374,11 @@ def save_outputs(args: CUTTrainConfig, objective: CUTObjective, summary: dict[st
         training=training,
         losses=losses,
         metrics=metrics or None,
-        provenance=f"Trained from scratch with:\n\n```bash\n{args.command}\n```",
+        provenance=(f"Fine-tuned from `{args.init_from}`" if args.init_from else "Trained from scratch")
+                   + f" with:\n\n```bash\n{args.command}\n```",
         sample_image="samples.png" if grid is not None else None,
         repo_id=args.hub_model_id,
+        **card_metadata(args, summary),
     )
     return write_model_folders(out, objective, card, grid)
 

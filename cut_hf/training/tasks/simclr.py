@@ -18,13 +18,21 @@ import torch
 import torch.nn as nn
 
 from cut_hf.data.augment import SimCLRAugment
-from cut_hf.data.sources import DataError, DatasetColumnImages, FolderImages, ImageList, check_readable, open_hf_dataset
+from cut_hf.data.sources import (
+    DataError,
+    DatasetColumnImages,
+    FolderImages,
+    ImageList,
+    check_readable,
+    is_hub_id,
+    open_hf_dataset,
+)
 from cut_hf.data.unpaired import UnpairedSampler, make_dataloader
 from cut_hf.models.simclr import SimCLR
 from cut_hf.objectives.simclr import SimCLRObjective, SimCLRViewDataset, revert_sync_batchnorm
 from cut_hf.training.logs import image_grid, save_image
 from cut_hf.training.optim import LARS, param_groups, warmup_cosine
-from cut_hf.training.runtime import RunConfig, Trainer, TrainingTask, fixed, setup_accelerator
+from cut_hf.training.runtime import RunConfig, Trainer, TrainingTask, fixed, launcher_resolved, setup_accelerator
 
 # Defaults that depend on the optimiser (the paper's LARS recipe; AdamW for small runs).
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float | None]] = {
@@ -218,6 +226,7 @@ def save_outputs(args: SimCLRTrainConfig, model: SimCLR, summary: dict[str, Any]
         training={**training, **final},
         metrics=metrics or None,
         repo_id=args.hub_model_id,
+        datasets=[args.dataset] if is_hub_id(args.dataset) else None,  # the card's datasets: (Hub ids only)
     )
     if folder.exists():
         shutil.rmtree(folder)  # a fresh folder: save_pretrained never overwrites a README.md
@@ -235,6 +244,7 @@ def save_outputs(args: SimCLRTrainConfig, model: SimCLR, summary: dict[str, Any]
 def run(c: SimCLRTrainConfig) -> dict[str, Any]:
     """Train; returns a summary. Raises DataError, CheckpointError, NonFiniteLossError, ConfigError."""
     accelerator = setup_accelerator(c)
+    c = launcher_resolved(c, accelerator)  # the precision Accelerate chose, for the card and the checkpoints
 
     # -- data: every process takes different images of the same epoch, in whole batches
     images = load_images(c)
