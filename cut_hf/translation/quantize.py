@@ -56,7 +56,7 @@ from cut_hf.translation.exported import OnnxGenerator, OpenVinoGenerator
 from cut_hf.translation.inference import as_float, pad, resize, swap_norms
 
 __all__ = ["CALIBRATION_SIDES", "QuantizationError", "calibration_inputs", "check_quantizable", "int8_generator",
-           "psnr", "quantize_to_file", "require_int8", "size_class"]
+           "model_examples", "psnr", "quantize_to_file", "require_int8", "size_class"]
 
 #: Size classes: calibration images are resized to the class's shorter side. Activation ranges after
 #: the instance norms settle as images grow, so images above 512 px share the 512 px class.
@@ -104,6 +104,16 @@ def check_quantizable(generator: nn.Module) -> None:
     if convs < 3:
         raise QuantizationError(f"{name} has {convs} convolutions: int8 keeps the first and last in float, "
                                 "so there is nothing to quantise")
+
+
+def model_examples(model: str | os.PathLike) -> Path | None:
+    """The ``examples/`` folder of a local model folder (the shipped model's test images), or of the
+    folder above a ``generator/`` folder; None when there is none (Hub ids included)."""
+    path = Path(model).expanduser()
+    for folder in (path / "examples", path.parent / "examples"):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def size_class(height: int, width: int) -> int:
