@@ -13,6 +13,9 @@ behind them are in ``bench/RESULTS.md``:
 - :func:`native_bf16`: whether bf16 is computed natively. Without AVX512-BF16 / AMX (CPUs) oneDNN
   has no bf16 convolution at all and PyTorch falls back to slow reference loops; ``train.py``, the
   translate CLI and the app warn then (:func:`emulated_bf16`).
+- :func:`fast_int8`: whether int8 translation pays: a CPU with 8-bit dot-product instructions
+  (AVX-512 VNNI, AVX-VNNI, AMX-INT8) and OpenVINO to run them; elsewhere int8 convolutions are
+  no faster than fp32 ones, and the app does not offer int8.
 - :func:`keep_freed_memory`: glibc keeps freed tensor memory mapped between training steps (no
   page faults on every step's large activations).
 - :func:`channels_last_`, :func:`compile_generator`, :func:`set_threads`: the helpers themselves.
@@ -27,6 +30,7 @@ import ctypes
 import os
 import platform
 import sys
+from importlib.util import find_spec
 from typing import Any
 
 import torch
@@ -97,7 +101,21 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
 def emulated_bf16(precision: str, device: str | torch.device = "cpu") -> bool:
     """Whether ``precision`` on ``device`` means bf16 on a CPU that emulates it (slow, see above)."""
     device = torch.device(device)
+    if precision == "int8":  # a translation precision with no autocast (cut_hf.translation.quantize)
+        return False
     return device.type == "cpu" and autocast_dtype(precision) == torch.bfloat16 and not native_bf16(device)
+
+
+#: CPU flags of 8-bit dot-product instructions, which int8 convolutions need to beat fp32 ones.
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def fast_int8(device: str | torch.device = "cpu") -> bool:
+    """Whether ``precision="int8"`` translates faster than fp32 on ``device``: a CPU with one of
+    :data:`INT8_FLAGS` and the int8 runtime installed (``pip install 'cut-hf[int8]'``)."""
+    if torch.device(device).type != "cpu" or not cpu_flags() & set(INT8_FLAGS):
+        return False
+    return all(find_spec(name) is not None for name in ("onnx", "onnxruntime", "openvino"))
 
 
 #: What the translate CLI, the app and training tell a user of emulated bf16 (figures: bench/RESULTS.md).

@@ -1,14 +1,16 @@
 """Command line: translate an image, a folder of images or a 🤗 dataset column with a CUT generator.
 
     cut-hf translate --model ID_OR_DIR --input FILE_OR_DIR --output DIR \\
-        [--size N] [--batch-size B] [--device D] [--precision fp32|bf16|fp16] [--tile N] [--format png]
-        [--num-workers N] [--overwrite]
+        [--size N] [--batch-size B] [--device D] [--precision fp32|bf16|fp16|int8] [--tile N] [--format png]
+        [--calibration DIR_OR_FILES] [--num-workers N] [--overwrite]
     cut-hf translate --model ID_OR_DIR --dataset ID_OR_DIR [--column image] [--split train] \\
         [--output-dataset DIR] [--push-to-hub user/name] [--output-column NAME]
 
 (``torchrun -m cut_hf translate`` and ``accelerate launch -m cut_hf translate`` shard the inputs
 over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a ``train.py`` output
-folder (its ``generator/``). Folders are searched recursively; each output keeps its input's
+folder (its ``generator/``). ``--precision int8`` runs on the CPU with 8-bit convolutions
+(:mod:`cut_hf.translation.quantize`), calibrated on ``--calibration`` images, else the model
+folder's ``examples/``, else the first inputs. Folders are searched recursively; each output keeps its input's
 relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
 (``--overwrite`` redoes them). Unreadable files are reported and passed over; the summary counts
 the inputs translated, already there, unreadable and failed, in the words of the per-file lines.
@@ -37,12 +39,13 @@ from cut_hf.translation.folders import (
     BatchOptions, Summary, job_device, job_state, translate_files,
 )
 from cut_hf.translation.inference import MIN_TILE, Tiling
+from cut_hf.translation.quantize import QuantizationError, check_quantizable, model_examples, require_int8
 from cut_hf.data.unpaired import default_num_workers
 from cut_hf.errors import DiskFullError, ModelLoadError
 from cut_hf.hub.loading import load_generator
 from cut_hf.images import DEFAULT_MAX_PIXELS, find_images
 from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
-from cut_hf.precision import PRECISIONS, autocast_dtype
+from cut_hf.precision import INFERENCE_PRECISIONS, check_inference_precision
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -74,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1, mps, xpu, ... (default: the launch's device per process; one process: "
                         "CUDA, then MPS / XPU, then the CPU)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp16 needs CUDA")
+    p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
+                   help="fp16 needs CUDA; int8 runs on the CPU (pip install 'cut-hf[int8]')")
+    p.add_argument("--calibration", nargs="+", default=None, metavar="DIR_OR_FILE",
+                   help="int8: images of the model's domain that set the 8-bit ranges (default: the model "
+                        "folder's examples/, else the first inputs)")
     p.add_argument("--tile", type=int, default=None,
                    help=f"tile images larger than N x N, N >= {MIN_TILE} (default: only images over 1 Mpx; 0: never)")
     p.add_argument("--format", default="png", help="output file format / extension")
@@ -130,7 +137,7 @@ def _device(name: str, precision: str) -> torch.device:
     """The device to run on; raises UsageError when it or the precision cannot be used."""
     try:
         device = torch.device(name)
-        autocast_dtype(precision, device)
+        check_inference_precision(precision, device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("CUDA is not available on this machine")
     except (RuntimeError, ValueError) as err:
@@ -138,6 +145,31 @@ def _device(name: str, precision: str) -> torch.device:
     if emulated_bf16(precision, device):
         print(f"note: {EMULATED_BF16_NOTE}. Use --precision fp32 on this machine.", file=sys.stderr)
     return device
+
+
+def _calibration(args: argparse.Namespace) -> object:
+    """int8's calibration images: ``--calibration``, else the model folder's ``examples/``, else None
+    (translate then calibrates on the first inputs)."""
+    if args.precision != "int8":
+        return None
+    if args.tile:
+        raise UsageError("--precision int8 runs the quantised graph whole (no norm modules to freeze for tiles): "
+                         "drop --tile or use --tile 0")
+    if args.calibration:
+        missing = [c for c in args.calibration if not Path(c).expanduser().exists()]
+        if missing:
+            raise UsageError(f"--calibration {missing[0]!r} does not exist")
+        return args.calibration[0] if len(args.calibration) == 1 else list(args.calibration)
+    return model_examples(args.model)
+
+
+def _check_int8(generator: torch.nn.Module) -> None:
+    """For --precision int8: the packages and a quantisable model, as one error line before any work."""
+    try:
+        require_int8()
+        check_quantizable(generator)
+    except QuantizationError as err:
+        raise UsageError(str(err)) from None
 
 
 def output_paths(files: list[Path], root: Path, out_dir: Path, ext: str) -> list[Path]:
@@ -176,7 +208,8 @@ def _options(args: argparse.Namespace, state: PartialState) -> BatchOptions:
     except ValueError as err:  # a tile below the minimum: one line, before any work
         raise UsageError(f"--{err}") from None  # "--tile 10 px is too small: ..."
     return BatchOptions(size=args.size, keep_size=not args.no_keep_size, batch_size=args.batch_size,
-                        precision=args.precision, tiling=tiling, max_pixels=args.max_pixels,
+                        precision=args.precision, calibration=_calibration(args), tiling=tiling,
+                        max_pixels=args.max_pixels,
                         num_workers=workers, overwrite=args.overwrite, ext=ext)
 
 
@@ -240,16 +273,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         try:
-            state = job_state(cpu=str(args.device).startswith("cpu") or None)
+            on_cpu = str(args.device).startswith("cpu") or (args.precision == "int8" and args.device is None)
+            state = job_state(cpu=on_cpu or None)
         except RuntimeError as err:  # the launch and Accelerate disagree on the process count
             raise UsageError(str(err)) from None
         options = _options(args, state)
         job = _dataset_job(args) if args.dataset else _folder_job(args, options.ext)
-        device = _device(args.device or str(job_device(state)), args.precision)
+        default_device = "cpu" if args.precision == "int8" else str(job_device(state))
+        device = _device(args.device or default_device, args.precision)
         try:
             generator = load_generator(args.model, map_location=str(device))
         except ModelLoadError as err:
             raise UsageError(str(err)) from None
+        if args.precision == "int8":
+            _check_int8(generator)
         return job(generator, options, device, state)
     except UsageError as err:
         return _fail(str(err), err.code)

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from cut_hf.perf import EMULATED_BF16_NOTE, default_device, emulated_bf16
+from cut_hf.perf import EMULATED_BF16_NOTE, default_device, emulated_bf16, fast_int8
 from cut_hf.precision import PRECISIONS
 from cut_hf.translation.inference import DEFAULT_TILE, Tiling
 from cut_hf.translation.pipeline import resized_shape, translate
+from cut_hf.translation.quantize import model_examples
 from cut_hf.demo.errors import DemoError
 from cut_hf.demo.models import DemoModel
 
@@ -26,8 +27,10 @@ DEFAULT_TILE_ABOVE = 1 << 20
 
 
 def precisions_available() -> list[str]:
-    """fp32 and bf16 everywhere; fp16 only with CUDA (CPU fp16 kernels are slow or missing)."""
-    return [p for p in PRECISIONS if p != "fp16" or torch.cuda.is_available()]
+    """fp32 and bf16 everywhere; fp16 only with CUDA (CPU fp16 kernels are slow or missing); int8 only
+    on a CPU where it is faster (:func:`cut_hf.perf.fast_int8`)."""
+    found = [p for p in PRECISIONS if p != "fp16" or torch.cuda.is_available()]
+    return [*found, "int8"] if fast_int8(translation_device()) else found
 
 
 def translation_device() -> str:
@@ -109,7 +112,10 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
         before = before.resize((w, h), Image.Resampling.BICUBIC)
     start = time.perf_counter()
     try:
+        # int8 calibrates on the model's own examples where it has them (else on the first upload).
+        calibration = model_examples(model.name) if precision == "int8" else None
         after, report = translate(model.generator, before, device=translation_device(), precision=precision,
+                                  calibration=calibration,
                                   tiling=Tiling(max_whole_pixels=tile_above),
                                   max_pixels=None,  # checked against the app's limit
                                   progress=progress, return_report=True)

@@ -59,6 +59,7 @@ class BatchOptions:
     keep_size: bool = True
     batch_size: int = 8
     precision: str = "fp32"
+    calibration: object = None  # int8: translate()'s calibration images
     tiling: Tiling = field(default_factory=Tiling)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     num_workers: int = 0
@@ -264,7 +265,7 @@ def _run_batch(generator: nn.Module, batch: list[Decoded], options: BatchOptions
         out = translate(
             generator, [item.image for item in batch if item.image is not None], size=options.size,
             keep_size=options.keep_size, batch_size=options.batch_size, device=device, precision=options.precision,
-            tiling=options.tiling,
+            calibration=options.calibration, tiling=options.tiling,
             max_pixels=None, progress=progress.tiles if tiled else None,
         )
         return list(out) if isinstance(out, list) else [out]  # a list in, a list out

@@ -316,7 +316,8 @@ def translate(
             generator is quantised on the first call and cached for its weights and size class;
             runs whole, never tiled; needs ``pip install -e '.[int8]' in the cut-hf folder``).
         calibration: int8 only: images of the model's domain that set the 8-bit ranges (a folder,
-            files, PIL images, arrays or tensors); ``None``: this call's own inputs (the first few).
+            files, PIL images, arrays or tensors); ``None``: the inputs of the model's first int8 call at
+            this size class (the first few), reused by later calls.
         tiling: when and how images run in overlapping tiles with whole-image norm statistics
             (:mod:`cut_hf.translation.inference`), bounding memory: a :class:`Tiling`. ``None``
             (``Tiling()``) tiles only images over 1 Mpx, in 768 px tiles; ``Tiling(tile=0)`` never
@@ -351,8 +352,8 @@ def translate(
     original = [(x.shape[-2], x.shape[-1]) for x in inputs]
     inputs = [resize(x, resized_shape(x.shape[-2], x.shape[-1], size)) for x in inputs] if size is not None else inputs
     if int8 and inputs:  # the quantised graph stands in for the generator (float32 around its int8 convolutions)
-        generator = int8_generator(generator, inputs[:MAX_CALIBRATION_IMAGES] if calibration is None else calibration,
-                                   size_class(*inputs[0].shape[-2:]))
+        generator = int8_generator(generator, calibration, size_class(*inputs[0].shape[-2:]),
+                                   inputs=inputs[:MAX_CALIBRATION_IMAGES])
     run_precision = "fp32" if int8 else precision
     cl = channels_last_default(dev, run_precision) if channels_last is None else bool(channels_last)
     tiling, cl = _exported_limits(generator, tiling or Tiling(), cl)

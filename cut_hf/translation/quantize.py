@@ -26,7 +26,7 @@ convolutions whose weights depend on a style vector) and exported files are refu
 The quantised graph has no norm modules to freeze, so it cannot be tiled (as the other exported
 graphs); :func:`cut_hf.translate` refuses an explicit tile size with int8 and runs large images whole.
 
-Needs ``onnx``, ``onnxscript``, ``onnxruntime`` and ``openvino``: ``pip install -e '.[int8]' in the cut-hf folder``.
+Needs ``onnx``, ``onnxruntime`` and ``openvino``: ``pip install -e '.[int8]'`` in the cut-hf folder.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import math
 import os
 import tempfile
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from importlib.util import find_spec
@@ -55,7 +56,7 @@ from cut_hf.translation.exported import OnnxGenerator, OpenVinoGenerator
 from cut_hf.translation.inference import as_float, pad, resize, swap_norms
 
 __all__ = ["CALIBRATION_SIDES", "QuantizationError", "calibration_inputs", "check_quantizable", "int8_generator",
-           "psnr", "quantize_to_file", "require_int8", "size_class"]
+           "model_examples", "psnr", "quantize_to_file", "require_int8", "size_class"]
 
 #: Size classes: calibration images are resized to the class's shorter side. Activation ranges after
 #: the instance norms settle as images grow, so images above 512 px share the 512 px class.
@@ -69,7 +70,9 @@ CACHE_SIZE = 4
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _PARAMETRISED_OK = (nn.Conv2d, nn.ConvTranspose2d, nn.InstanceNorm2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
-_cache: OrderedDict[tuple[str, int, str], OpenVinoGenerator] = OrderedDict()
+_cache: OrderedDict[tuple, OpenVinoGenerator] = OrderedDict()
+# generator -> (the identity and in-place version of each tensor, weights_key) of its last int8 use
+_weight_keys: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 class QuantizationError(ValueError):
@@ -78,7 +81,7 @@ class QuantizationError(ValueError):
 
 def require_int8() -> None:
     """Raise :class:`QuantizationError` naming what is missing when int8 needs packages that are not installed."""
-    missing = [name for name in ("onnx", "onnxscript", "onnxruntime", "openvino") if find_spec(name) is None]
+    missing = [name for name in ("onnx", "onnxruntime", "openvino") if find_spec(name) is None]
     if missing:
         raise QuantizationError(f"precision 'int8' needs {', '.join(missing)}: "
                                 "pip install -e '.[int8]' in the cut-hf folder")
@@ -101,6 +104,16 @@ def check_quantizable(generator: nn.Module) -> None:
     if convs < 3:
         raise QuantizationError(f"{name} has {convs} convolutions: int8 keeps the first and last in float, "
                                 "so there is nothing to quantise")
+
+
+def model_examples(model: str | os.PathLike) -> Path | None:
+    """The ``examples/`` folder of a local model folder (the shipped model's test images), or of the
+    folder above a ``generator/`` folder; None when there is none (Hub ids included)."""
+    path = Path(model).expanduser()
+    for folder in (path / "examples", path.parent / "examples"):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def size_class(height: int, width: int) -> int:
@@ -200,6 +213,10 @@ def _plain_norm(name: str, norm: nn.InstanceNorm2d) -> nn.Module:
     return plain
 
 
+def _atanh_symbolic(graph: Any, x: Any) -> Any:
+    return graph.op("Atanh", x)
+
+
 def export_float_graph(generator: nn.Module, path: Path, source: str | None = None) -> Path:
     """``generator`` as an fp32 ONNX file for the quantiser, dynamic in batch, height and width.
 
@@ -211,10 +228,17 @@ def export_float_graph(generator: nn.Module, path: Path, source: str | None = No
     model = swap_norms(generator, _plain_norm).eval()
     x = torch.zeros(1, int(getattr(generator, "input_nc", 3)), 64, 64)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=QUANTIZE_OPSET, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": axes, "output": axes})
+    # The exporter has no rule for atanh (the residual generator's output); ONNX has the op. The rule is
+    # registered for this export only, so nothing outlives the call.
+    torch.onnx.register_custom_op_symbolic("aten::atanh", _atanh_symbolic, QUANTIZE_OPSET)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=QUANTIZE_OPSET,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": axes, "output": axes})
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::atanh", QUANTIZE_OPSET)
     import onnx
 
     graph = onnx.load(str(path))
@@ -231,7 +255,8 @@ def _quantize_onnx(fp32: Path, out: Path, inputs: Sequence[torch.Tensor]) -> lis
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     prepared = out.with_name(out.stem + ".pre.onnx")
-    quant_pre_process(str(fp32), str(prepared))  # shape inference + graph clean-up, as onnxruntime advises
+    # Graph clean-up and ONNX shape inference, as onnxruntime advises; its symbolic shape inference knows no Atanh.
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     model = onnx.load(str(prepared))
     convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
     # The input conv sees raw RGB and the output conv feeds tanh: 8 bits there cost 0.6-3 dB (bench/RESULTS.md).
@@ -284,24 +309,65 @@ def quantize_to_file(
     return out
 
 
-def int8_generator(generator: nn.Module, calibration: object, side: int = CALIBRATION_SIDES[0]) -> nn.Module:
+def _weights_key(generator: nn.Module) -> str:
+    """:func:`weights_key`, recomputed only when a parameter or buffer changed in place since the last
+    call (PyTorch counts in-place writes in ``Tensor._version``): hashing every call would cost more
+    than an int8 forward of a 256 px image."""
+    versions = tuple((t.data_ptr(), t._version) for t in generator.state_dict().values())
+    known = _weight_keys.get(generator)
+    if known is None or known[0] != versions:
+        known = (versions, weights_key(generator))
+        _weight_keys[generator] = known
+    return known[1]
+
+
+def _calibration_id(calibration: object, side: int) -> tuple | None:
+    """A key for a calibration named by paths (the files' names, sizes and times), without reading the
+    images; None for images given in memory (their digest is the key)."""
+    items = _expand(calibration) if isinstance(calibration, (str, os.PathLike, list, tuple)) else [calibration]
+    paths = [item for item in items if isinstance(item, (str, os.PathLike))]
+    if len(paths) != len(items):
+        return None
+    stats = []
+    for item in paths:
+        stat = os.stat(item) if os.path.isfile(item) else None
+        stats.append((str(Path(item).resolve()), stat and (stat.st_size, stat.st_mtime_ns)))
+    return ("files", side, *stats)
+
+
+def int8_generator(
+    generator: nn.Module, calibration: object = None, side: int = CALIBRATION_SIDES[0], *, inputs: object = None
+) -> nn.Module:
     """``generator`` quantised to int8 and ready to run (an :class:`OpenVinoGenerator`), from the
     in-memory cache when the same weights were quantised for ``side`` with the same calibration before.
 
-    An int8 file already loaded (:func:`cut_hf.load_generator` of an int8 ``.onnx``) is returned as it is.
-    Raises :class:`QuantizationError` (one line) for models that cannot be quantised and missing packages."""
+    ``calibration``: images of the model's domain (see :func:`calibration_inputs`). ``None``: the
+    images this model first ran in int8 with at this size class, ``inputs`` (a later call with other
+    inputs reuses that quantisation: once per model and size class). An int8 file already loaded
+    (:func:`cut_hf.load_generator` of an int8 ``.onnx``) is returned as it is.
+    Raises :class:`QuantizationError` (one line) for models that cannot be quantised, missing packages
+    or no calibration images."""
     if isinstance(generator, (OpenVinoGenerator, OnnxGenerator)) and generator.precision == "int8":
         return generator
     require_int8()
     check_quantizable(generator)
     model = getattr(generator, "_orig_mod", generator)  # torch.compile wrappers: quantise the module inside
-    inputs = calibration_inputs(calibration, side, int(getattr(model, "input_nc", 3)))
-    key = (weights_key(model), side, calibration_key(inputs))
+    channels = int(getattr(model, "input_nc", 3))
+    weights = _weights_key(model)
+    if calibration is None:
+        key: tuple = (weights, side, "first inputs")
+        source = inputs
+    else:
+        key = (weights, *(_calibration_id(calibration, side) or (side, calibration_key(
+            calibration_inputs(calibration, side, channels)))))
+        source = calibration
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
+    if source is None:
+        raise QuantizationError("int8 needs calibration images of the model's domain: pass calibration=")
     with tempfile.TemporaryDirectory(prefix="cut_hf_int8_") as tmp:
-        path = quantize_to_file(model, Path(tmp) / "int8.onnx", inputs, side=side)
+        path = quantize_to_file(model, Path(tmp) / "int8.onnx", source, side=side)
         runner = OpenVinoGenerator(path)  # OpenVINO has read the whole file: the folder may go
     _cache[key] = runner
     while len(_cache) > CACHE_SIZE:
