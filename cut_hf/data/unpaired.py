@@ -183,7 +183,8 @@ class UnpairedImageDataset(Dataset):
             "skipped": "\n".join(skipped),
         }
 
-    def _load(self, images: ImageList, i: int, skipped: list[str], next_index) -> tuple[Image.Image, str]:
+    def _load(self, images: ImageList, i: int, skipped: list[str],
+              next_index: Callable[[int], int]) -> tuple[Image.Image, str]:
         img, i = load_readable(images, i, next_index, skipped, self._warned)
         return img, images.name(i)
 

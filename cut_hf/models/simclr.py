@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torchvision
+from huggingface_hub import ModelCard
 
 from cut_hf.hub.mixin import SIMCLR_CODE_URL, SIMCLR_PAPER_URL, CheckedHubMixin, mixin_kwargs
 
@@ -68,7 +71,7 @@ class SimCLR(
             nn.Linear(self.feature_dim, self.proj_dim),
         )
 
-    def generate_model_card(self, *args, **kwargs):  # the mixin's, with the architecture filled in
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:  # the mixin's, with the architecture
         for key in ("backbone", "proj_dim", "cifar_stem", "feature_dim"):
             kwargs.setdefault(key, getattr(self, key))
         return super().generate_model_card(*args, **kwargs)

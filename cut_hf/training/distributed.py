@@ -13,6 +13,8 @@ combined batch (``tests/test_simclr.py`` checks it with two gloo processes).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -31,14 +33,14 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather along dim 0 whose backward all-reduces (sums) the gradient and keeps this rank's slice."""
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (W * N, ...)
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # (N, ...) -> (W * N, ...)
         ctx.rank, ctx.n = dist.get_rank(), tensor.shape[0]
         parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # (W * N, ...) -> (N, ...)
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # (W * N, ...) -> (N, ...)
         # Every rank's loss depends on every slice; the gradient of slice r is the sum over ranks.
         # all_reduce (not reduce_scatter) because gloo has no reduce_scatter.
         grad = grad.contiguous().clone()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, overload
 
 import torch
 import torch.nn as nn
@@ -33,8 +33,14 @@ class LARS(torch.optim.Optimizer):
                         lars_adaptation=True)
         super().__init__(params, defaults)
 
+    @overload  # torch.optim.Optimizer.step's two forms
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):  # torch.optim.Optimizer.step
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -30,6 +30,7 @@ import json
 import os
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -112,7 +113,9 @@ def _check_args(generator: nn.Module, fmt: str, precision: str, example_size: tu
     return m
 
 
-def _traceable(generator: nn.Module, precision: str, example_size: tuple[int, int], m: int):
+def _traceable(
+    generator: nn.Module, precision: str, example_size: tuple[int, int], m: int
+) -> tuple[nn.Module, torch.Tensor, tuple[dict[int, Any], ...]]:
     """(model, example input, dynamic shapes): an eval-mode CPU copy in ``precision`` (the user's
     generator is untouched), a batch of 2 random images, and batch / m*h / m*w dynamic dims."""
     model = copy.deepcopy(getattr(generator, "_orig_mod", generator)).to("cpu", DTYPES[precision]).eval()

@@ -40,7 +40,7 @@ import tempfile
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -196,7 +196,7 @@ class _Reader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
 
-    def __iter__(self):  # onnxruntime >= 1.17 may iterate the reader
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:  # onnxruntime >= 1.17 may iterate the reader
         return iter(self.get_next, None)
 
 
