@@ -19,14 +19,12 @@ import atexit
 import dataclasses
 import functools
 import html
-import inspect
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -153,35 +151,6 @@ def augment_controls() -> list[gr.components.Component]:
     return [controls[k] for k in aug.CONTROL_NAMES]
 
 
-def controls_spelled_out(fn: Callable) -> Callable:
-    """``fn`` with its one ``controls`` parameter (an :class:`~cut_hf.demo.augment_explorer.AugmentControls`)
-    spelled out as a parameter per control, defaulting to the paper's preset: the page has one
-    component per control and the API endpoint names each one. The controls are gathered back into
-    one value before ``fn`` runs."""
-    signature, hints = inspect.signature(fn), typing.get_type_hints(fn)
-    paper = dataclasses.asdict(aug.AugmentControls.preset("paper"))
-    params: list[inspect.Parameter] = []
-    for p in signature.parameters.values():
-        if p.name == "controls":
-            params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value,
-                                         annotation=type(value)) for name, value in paper.items()]
-        else:
-            params.append(p.replace(annotation=hints.get(p.name, p.annotation)))
-    spelled = signature.replace(parameters=params, return_annotation=hints.get("return", signature.empty))
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        bound = spelled.bind(*args, **kwargs)
-        bound.apply_defaults()
-        values = dict(bound.arguments)
-        controls = aug.AugmentControls(**{name: values.pop(name) for name in aug.CONTROL_NAMES})
-        return fn(**values, controls=controls)
-
-    call.__signature__ = spelled  # type: ignore[attr-defined]  # what gradio (inspect.signature) reads
-    call.__annotations__ = {p.name: p.annotation for p in params} | {"return": spelled.return_annotation}
-    return call
-
-
 def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
     """Two views of one image, then a batch of views through NT-Xent."""
     gr.Markdown(texts.AUGMENT)
@@ -203,7 +172,7 @@ def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[st
                 params_json = gr.JSON()
     preset.change(lambda name: list(dataclasses.astuple(aug.AugmentControls.preset(name))), [preset], controls,
                   api_visibility="private")
-    a_button.click(guarded(controls_spelled_out(h.augment)), [a_input, *controls, seed],
+    a_button.click(guarded(aug.spell_out_controls(h.augment)), [a_input, *controls, seed],
                    [boxes, view1, view2, params_md, params_json], api_name="augment", preprocess=False)
     gr.Examples(examples, inputs=[a_input], label="Examples", elem_id="augment-examples")
 
@@ -215,8 +184,9 @@ def build_augment_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[st
     matrix = gr.Image(label="Cosine similarity (blue −1, white 0, red +1; green: positives)", format="png",
                       elem_id="similarity-matrix")
     loss_md = gr.Markdown()
-    b_button.click(guarded(controls_spelled_out(h.augment_batch)), [*controls, seed, temperature, embedding, model_box],
-                   [matrix, loss_md], api_name="augment_batch", preprocess=False)
+    b_button.click(guarded(aug.spell_out_controls(h.augment_batch)),
+                   [*controls, seed, temperature, embedding, model_box], [matrix, loss_md],
+                   api_name="augment_batch", preprocess=False)
 
 
 def build_patch_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:

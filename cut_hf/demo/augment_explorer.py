@@ -10,8 +10,11 @@ give it. Two embeddings are offered, neither trained with SimCLR, and the page s
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -88,6 +91,35 @@ class AugmentControls:
 
 #: The controls in the order the app lays them out and the API endpoints take them.
 CONTROL_NAMES = tuple(f.name for f in fields(AugmentControls))
+
+
+def spell_out_controls(fn: Callable) -> Callable:
+    """``fn`` with its one ``controls`` parameter (an :class:`AugmentControls`)
+    spelled out as a parameter per control, defaulting to the paper's preset: the page has one
+    component per control and the API endpoint names each one. The controls are gathered back into
+    one value before ``fn`` runs."""
+    signature, hints = inspect.signature(fn), typing.get_type_hints(fn)
+    paper = asdict(AugmentControls.preset("paper"))
+    params: list[inspect.Parameter] = []
+    for p in signature.parameters.values():
+        if p.name == "controls":
+            params += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value,
+                                         annotation=type(value)) for name, value in paper.items()]
+        else:
+            params.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+    spelled = signature.replace(parameters=params, return_annotation=hints.get("return", signature.empty))
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = spelled.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        controls = AugmentControls(**{name: values.pop(name) for name in CONTROL_NAMES})
+        return fn(**values, controls=controls)
+
+    call.__signature__ = spelled  # type: ignore[attr-defined]  # what gradio (inspect.signature) reads
+    call.__annotations__ = {p.name: p.annotation for p in params} | {"return": spelled.return_annotation}
+    return call
 
 
 def to_pil(view: torch.Tensor) -> Image.Image:

@@ -491,17 +491,16 @@ def test_guarded_turns_errors_into_messages() -> None:
 def test_augment_handlers_take_the_controls_as_one_value(tiny_model_dir: Path) -> None:
     """The handlers take one AugmentControls; the app's endpoints spell it out as named parameters
     (the API names the server test checks) and gather them back into the same value."""
-    app = load_app()
     h = DemoHandlers(ModelCatalog.from_flags([tiny_model_dir]), ModelCache())
     h.batch_images = [photo(48, 40, seed) for seed in range(3)]
     cifar = aug.AugmentControls.preset("cifar")
-    spelled = app.controls_spelled_out(h.augment)
+    spelled = aug.spell_out_controls(h.augment)
     assert list(inspect.signature(spelled).parameters) == ["image", *aug.CONTROL_NAMES, "seed"]
     direct = h.augment(photo(), cifar, 3)
     via_api = spelled(photo(), *dataclasses.astuple(cifar), 3)
     assert np.array_equal(np.asarray(direct[1]), np.asarray(via_api[1])) and direct[4] == via_api[4]
     assert np.asarray(h.augment(photo())[1]).shape == (224, 224, 3)  # no controls: the paper's preset
-    batch = app.controls_spelled_out(h.augment_batch)
+    batch = aug.spell_out_controls(h.augment_batch)
     assert list(inspect.signature(batch).parameters) == [*aug.CONTROL_NAMES, "seed", "temperature", "embedding",
                                                          "model"]
     assert batch(*dataclasses.astuple(cifar), 0, 0.5)[1] == h.augment_batch(cifar, 0, 0.5)[1]
