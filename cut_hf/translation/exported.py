@@ -182,7 +182,7 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and others for foreign files
-        raise ExportedModelError(f"cannot read ONNX file {str(path)!r}: {str(e).splitlines()[0]}") from e
+        raise ExportedModelError(f"cannot load ONNX file {str(path)!r}: {str(e).splitlines()[0]}") from e
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
