@@ -151,9 +151,10 @@ def test_simclr_stops_the_same_way(tmp_path: Path, monkeypatch, capsys):
     """SimCLR runs in the same runtime: SIGTERM during step 2 -> checkpoint-2, the line, exit 75.
     (Its bit-exact resume from a checkpoint is tests/training/test_simclr_train.py's.)"""
     from cut_hf.cli import simclr_train
+    from cut_hf.training.tasks.simclr import SimCLRTask
 
     make_images(tmp_path / "images", 8, size=(20, 20))
-    step, calls = simclr_train.SimCLRTask.step, []
+    step, calls = SimCLRTask.step, []
 
     def signal_in_2(self, batch):
         calls.append(1)
@@ -161,7 +162,7 @@ def test_simclr_stops_the_same_way(tmp_path: Path, monkeypatch, capsys):
             os.kill(os.getpid(), signal.SIGTERM)
         return step(self, batch)
 
-    monkeypatch.setattr(simclr_train.SimCLRTask, "step", signal_in_2)
+    monkeypatch.setattr(SimCLRTask, "step", signal_in_2)
     out = tmp_path / "out"
     try:
         rc = simclr_train.main(["--data", str(tmp_path / "images"), "--output-dir", str(out), "--backbone", "resnet18",
