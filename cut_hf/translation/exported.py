@@ -242,6 +242,14 @@ class OpenVinoGenerator(_ExportedGenerator):
         return torch.from_numpy(np.array(y)).to(device=x.device, dtype=out_dtype)
 
 
+def _precision(path: Path) -> str | None:
+    """The precision an ONNX file records; None when unreadable (onnxruntime then says why)."""
+    try:
+        return onnx_metadata(path).get("precision")
+    except ExportedModelError:
+        return None
+
+
 def load_onnx_generator(path: str | os.PathLike, **kwargs: Any) -> OnnxGenerator:
     """An :class:`OnnxGenerator` for ``path``; keyword arguments go to its constructor.
     Raises :class:`ExportedModelError` (one line) for a missing or unreadable file."""
@@ -256,7 +264,7 @@ def load_exported_generator(
     Raises :class:`ExportedModelError` (one line) for other suffixes and unreadable files."""
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
-        if find_spec("openvino") is not None and onnx_metadata(_check_file(path, ".onnx")).get("precision") == "int8":
+        if find_spec("openvino") is not None and _precision(_check_file(path, ".onnx")) == "int8":
             return OpenVinoGenerator(path, **kwargs)  # onnxruntime runs int8 files too, but slowly
         return OnnxGenerator(path, **kwargs)
     if suffix == ".pt2":
