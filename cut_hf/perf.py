@@ -112,7 +112,7 @@ INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 def fast_int8(device: str | torch.device = "cpu") -> bool:
     """Whether ``precision="int8"`` translates faster than fp32 on ``device``: a CPU with one of
-    :data:`INT8_FLAGS` and the int8 runtime installed (``pip install 'cut-hf[int8]'``)."""
+    :data:`INT8_FLAGS` and the int8 runtime installed (``pip install -e '.[int8]'`` in the cut-hf folder)."""
     if torch.device(device).type != "cpu" or not cpu_flags() & set(INT8_FLAGS):
         return False
     return all(find_spec(name) is not None for name in ("onnx", "onnxruntime", "openvino"))

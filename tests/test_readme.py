@@ -52,7 +52,7 @@ def test_install_lines_work_from_a_clone() -> None:
         assert "-e ." in line or "-e '." in line or "-r requirements.txt" in line, line
         for extra in re.findall(r"\.\[([a-z,]+)\]", line):
             assert set(extra.split(",")) <= set(extras), line
-    assert "pip install -e '.[export]'" in README
+    assert "pip install -e '.[export]'" in README and "cut-hf[" not in README  # prose too
     # The library's own messages say the same (they once said `pip install 'cut-hf[export]'`).
     for path in (ROOT / "cut_hf").rglob("*.py"):
         assert "cut-hf[" not in path.read_text(encoding="utf-8"), path

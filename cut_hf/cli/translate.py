@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu, cuda, cuda:1, mps, xpu, ... (default: the launch's device per process; one process: "
                         "CUDA, then MPS / XPU, then the CPU)")
     p.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
-                   help="fp16 needs CUDA; int8 runs on the CPU (pip install 'cut-hf[int8]')")
+                   help="fp16 needs CUDA; int8 runs on the CPU (pip install -e '.[int8]' in the cut-hf folder)")
     p.add_argument("--calibration", nargs="+", default=None, metavar="DIR_OR_FILE",
                    help="int8: images of the model's domain that set the 8-bit ranges (default: the model "
                         "folder's examples/, else the first inputs)")
