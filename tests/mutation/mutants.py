@@ -155,7 +155,7 @@ MUTANTS: list[Mutant] = [
            "return [min(max(0, int(v)), (length - side))", T_TILE_FAST),
     # ------------------------------------------------------------------ checkpoints and resume
     Mutant("checkpoints:marker-before-rename-missing", CKPT, "if m and p.is_dir() and (p / COMPLETE_MARKER).is_file():",
-           "if m and p.is_dir():", T_CKPT),
+           "if m and p.is_dir():", ("tests/training/test_checkpoint_order.py",)),
     Mutant("checkpoints:prune-keeps-oldest", CKPT, "for old in self.complete()[: -self.keep]:", "for old in self.complete()[self.keep :]:",
            T_CKPT),
     Mutant("checkpoints:order-by-name", CKPT, "return [p for *_, p in sorted(found)]", "return sorted(p for *_, p in found)",
