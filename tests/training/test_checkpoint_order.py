@@ -49,8 +49,9 @@ def test_the_last_step_is_saved_off_the_schedule(tmp_path: Path) -> None:
     make_images(tmp_path / "data" / "trainA", 4, seed=1, prefix="a")
     make_images(tmp_path / "data" / "trainB", 4, seed=2, prefix="b")
     argv = ["--data-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "out"), "--load-size", "36",
-            "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--num-patches", "16", "--netf-nc", "16",
-            "--num-workers", "0", "--report-to", "none", "--threads", "1", "--max-steps", "4", "--checkpoint-every", "3"]
+            "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "1", "--num-patches", "16",
+            "--netf-nc", "16", "--num-workers", "0", "--report-to", "none", "--threads", "1",
+            "--max-steps", "4", "--checkpoint-every", "3"]
     try:
         assert train.main(argv) == 0
     finally:  # Accelerate keeps process-wide state: leave none behind for other tests
