@@ -155,7 +155,7 @@ MUTANTS: list[Mutant] = [
            "return [min(max(0, int(v)), (length - side))", T_TILE_FAST),
     # ------------------------------------------------------------------ checkpoints and resume
     Mutant("checkpoints:marker-before-rename-missing", CKPT, "if m and p.is_dir() and (p / COMPLETE_MARKER).is_file():",
-           "if m and p.is_dir():", T_CKPT),
+           "if m and p.is_dir():", ("tests/training/test_checkpoint_order.py",)),
     Mutant("checkpoints:prune-keeps-oldest", CKPT, "for old in self.complete()[: -self.keep]:", "for old in self.complete()[self.keep :]:",
            T_CKPT),
     Mutant("checkpoints:order-by-name", CKPT, "return [p for *_, p in sorted(found)]", "return sorted(p for *_, p in found)",
@@ -166,7 +166,7 @@ MUTANTS: list[Mutant] = [
            'self.state["epoch"], self.state["batch_in_epoch"] = self.state["epoch"] + 1, self.state["batch_in_epoch"]',
            T_RESUME),
     Mutant("resume:no-final-checkpoint", RUNTIME, 'if cfg.checkpoint_every and self.last_saved != state["step"] and state["step"] > 0:',
-           'if False:', T_RESUME),
+           'if False:', ("tests/training/test_checkpoint_order.py", "-k", "off_the_schedule")),
     Mutant("resume:rng-reseeded", RUNTIME, "acc.load_state(str(path))  # weights, optimisers, schedulers, scaler, RNG",
            "acc.load_state(str(path)); torch.manual_seed(0)  # weights, optimisers, schedulers, scaler, RNG", T_RESUME),
 ]

@@ -1,7 +1,7 @@
 """Mutation check: apply each one-line mistake of :mod:`tests.mutation.mutants` to a scratch copy of
 the repository and run the few tests that name the feature; a mutant is *killed* when they fail.
 
-    python -m tests.mutation.run                 # every mutant (about 15-25 min on a loaded 2-core box)
+    python -m tests.mutation.run                 # every mutant (47 min on the shared 2-core box, load 12-15)
     python -m tests.mutation.run -k nce -k tile  # mutants whose id contains "nce" or "tile"
     python -m tests.mutation.run --list          # ids and test selections, nothing run
 

@@ -144,6 +144,10 @@ def test_stat_crops_cover_the_image_within_budget() -> None:
     assert min(ys) < 1500 and max(ys) > 2500 and min(xs) < 2000 and max(xs) > 4000  # spread, not clustered
     side, corners = I.stat_crops(64, 96, 1000)
     assert side * side * len(corners) <= max(1000, 8 * 8) and side % 4 == 0
+    # Sides that do not divide evenly: corners are still on the stride-2 grids (multiples of 4).
+    side, corners = I.stat_crops(1001, 1503, 1 << 18)
+    assert len(corners) > 1 and side % 4 == 0
+    assert all(y % 4 == 0 and x % 4 == 0 and y + side <= 1001 and x + side <= 1503 for y, x in corners)
 
 
 def test_auto_tiling_over_the_pixel_budget(monkeypatch) -> None:
