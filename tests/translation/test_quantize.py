@@ -79,7 +79,7 @@ def test_unquantisable_models_and_bad_requests_get_one_line(tiny, tmp_path) -> N
 def test_missing_packages_are_named(tiny, monkeypatch) -> None:
     real = quantize.find_spec
     monkeypatch.setattr(quantize, "find_spec", lambda name: None if name == "openvino" else real(name))
-    with pytest.raises(QuantizationError, match=r"needs openvino: pip install 'cut-hf\[int8\]'"):
+    with pytest.raises(QuantizationError, match=r"needs openvino: pip install .*\[int8\]"):
         translate(tiny, _smooth(0), precision="int8", calibration=[_smooth(1)])
 
 
