@@ -8,7 +8,7 @@ Per size, one real photo (scikit-image's astronaut, resized to size x size) is t
 default ``CUTGenerator()`` (random weights, seed 0) three ways, alternating in one process after
 one untimed call of each (the first int8 call quantises; its time is reported on its own):
 ``translate(g, photo, precision="fp32")``, ``translate(g, photo, precision="int8")`` and the paper
-code's test path (:func:`bench.paper_translate`, the official networks with the same weights).
+code's test path (:func:`bench.paper.paper_translate`, the official networks with the same weights).
 The speed-ups are medians of the per-round ratios. Fidelity: PSNR (dB) of the int8 output against
 the fp32 one for that photo, and for the shipped model (``models/mini-horse2zebra``, calibrated on
 its four examples) on each example and on three 256 px photos. Nothing here asserts a speed.
@@ -19,20 +19,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import official_reference, paper_translate  # noqa: E402  (bench/ is a folder of scripts)
+if __package__ in (None, ""):  # run as `python bench/int8_bench.py`, beside bench/_script.py
+    import _script
 
-from cut_hf import CUTGenerator, load_generator, perf, translate  # noqa: E402
-from cut_hf.translation.quantize import psnr  # noqa: E402
+    _script.load_package()
+
+from bench.paper import official_reference, paper_translate
+from cut_hf import CUTGenerator, load_generator, perf, translate
+from cut_hf.translation.quantize import psnr
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "models" / "mini-horse2zebra"
@@ -43,7 +44,8 @@ def photo(name: str, short: int, square: bool = False) -> Image.Image:
     from skimage import data
 
     img = Image.fromarray(getattr(data, name)()).convert("RGB")
-    size = (short, short) if square else (round(img.width * short / min(img.size)), round(img.height * short / min(img.size)))
+    scale = short / min(img.size)
+    size = (short, short) if square else (round(img.width * scale), round(img.height * scale))
     return img.resize(size, Image.BICUBIC)
 
 

@@ -36,6 +36,7 @@ class DemoModel:
     name: str
     generator: CUTGenerator | StyleGAN2Generator
     sampler: PatchSampler | None
+    source: str = ""  # what was loaded (Hub id or folder): int8 calibrates on a folder's examples/
 
     def describe(self) -> str:
         """One Markdown line: what is loaded."""
@@ -104,7 +105,7 @@ def load_demo_model(model: str | os.PathLike, device: str = "cpu", name: str | N
         if sampler.in_channels != generator.feature_channels():
             raise DemoError(f"the sampler of {name!r} expects feature channels {sampler.in_channels}, "
                             f"the generator gives {generator.feature_channels()}: they do not belong together")
-    return DemoModel(name, generator.eval(), sampler.eval() if sampler is not None else None)
+    return DemoModel(name, generator.eval(), sampler.eval() if sampler is not None else None, source)
 
 
 def _hide(err: Exception, source: str, name: str) -> str:

@@ -113,7 +113,7 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
     start = time.perf_counter()
     try:
         # int8 calibrates on the model's own examples where it has them (else on the first upload).
-        calibration = model_examples(model.name) if precision == "int8" else None
+        calibration = model_examples(model.source) if precision == "int8" else None
         after, report = translate(model.generator, before, device=translation_device(), precision=precision,
                                   calibration=calibration,
                                   tiling=Tiling(max_whole_pixels=tile_above),

@@ -109,6 +109,8 @@ def check_quantizable(generator: nn.Module) -> None:
 def model_examples(model: str | os.PathLike) -> Path | None:
     """The ``examples/`` folder of a local model folder (the shipped model's test images), or of the
     folder above a ``generator/`` folder; None when there is none (Hub ids included)."""
+    if not str(model):
+        return None
     path = Path(model).expanduser()
     for folder in (path / "examples", path.parent / "examples"):
         if folder.is_dir():

@@ -12,11 +12,11 @@ from PIL import Image
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
-from cut_hf import CUTGenerator, load_generator  # noqa: E402
-from cut_hf.cli import export as export_cli  # noqa: E402
-from cut_hf.cli import translate as translate_cli  # noqa: E402
-from cut_hf.translation.exported import OpenVinoGenerator  # noqa: E402
-from tests.helpers import ROOT, make_images, sharpen  # noqa: E402
+from cut_hf import CUTGenerator, load_generator
+from cut_hf.cli import export as export_cli
+from cut_hf.cli import translate as translate_cli
+from cut_hf.translation.exported import OpenVinoGenerator
+from tests.helpers import ROOT, make_images, sharpen
 
 
 @pytest.fixture(scope="module")
