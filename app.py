@@ -6,8 +6,8 @@
     python app.py --allow-any-model                # a local session: the model box loads any id or folder
     python app.py --cache-minutes 10               # keep uploads and results 10 minutes (default 60)
 
-Each tab is an API endpoint with named parameters (``/translate``, ``/augment``, ``/augment_batch``,
-``/patch_similarity``; ``/model_info`` loads a model). ``cut_hf.demo`` does the work; this file lays
+Each tab is an API endpoint with named parameters (``/translate``, ``/translate_video``, ``/augment``,
+``/augment_batch``, ``/patch_similarity``; ``/model_info`` loads a model). ``cut_hf.demo`` does the work; this file lays
 out the page and turns errors into messages. Without ``--host``/``--port``, Gradio reads
 ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (a Hugging Face Space sets them), else 127.0.0.1:7860.
 """
@@ -46,6 +46,8 @@ from cut_hf.demo.models import ModelCache  # noqa: E402
 from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
 from cut_hf.demo.translation import device_line
 from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image  # noqa: E402
+from cut_hf.demo.video import EXAMPLE_CLIP, VideoLimits  # noqa: E402
+from cut_hf.translation.video import TEMPORAL  # noqa: E402
 from cut_hf.perf import set_threads  # noqa: E402
 
 log = logging.getLogger("cut_hf.app")
@@ -53,6 +55,8 @@ log = logging.getLogger("cut_hf.app")
 DEFAULT_MAX_FILE_SIZE = "25mb"
 #: Model loads queue in a group of their own (one at a time), apart from the translations.
 LOAD_EVENTS = {"concurrency_id": "model-load", "concurrency_limit": 1}
+#: Video jobs too, one at a time: a clip is many images' work, and must not hold up the image tabs.
+VIDEO_EVENTS = {"concurrency_id": "video", "concurrency_limit": 1}
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -122,6 +126,43 @@ def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[
                    api_name="translate", preprocess=False)
     gr.Examples(examples, inputs=[t_input], outputs=[slider, t_info], fn=guarded(lambda image: h.translate(image)),
                 cache_examples=True, cache_mode="eager", preprocess=False, label="Examples (cached)")
+
+
+def build_video_tab(h: DemoHandlers, model_box: gr.Dropdown) -> None:
+    """Upload a clip; the translation plays beside it, colour-stable by default."""
+    limits = h.video_limits
+    gr.Markdown(f"Videos up to {limits.seconds:g} s and {limits.pixels:,} pixels per frame; one video job runs "
+                "at a time. *clip* takes the norm statistics of the whole clip (steady colours), *frame* those of "
+                "each frame, as the paper (colours pulse as things move).")
+
+    def translate_video(video: Upload, resolution: str = "original", precision: str = "fp32", temporal: str = "clip",
+                        model: str | None = None,
+                        progress: gr.Progress = gr.Progress()) -> tuple[str, str]:  # noqa: B008
+        """Translate a video; returns the translated mp4 and a line of timing."""
+        frames = functools.partial(_frame_progress, progress)
+        return h.translate_video(video, resolution, precision, temporal, model, frames)
+
+    with gr.Row():
+        with gr.Column():
+            v_input = gr.Video(label="Input video", sources=["upload"], elem_id="video-input")
+            with gr.Row():
+                resolution = gr.Dropdown(list(RESOLUTIONS), value="original", allow_custom_value=True,
+                                         label="Resolution: original size, or shorter side in px")
+                precision = gr.Radio(precisions_available(), value="fp32", label="Precision")
+                temporal = gr.Radio(list(TEMPORAL), value="clip", label="Norm statistics")
+            v_button = gr.Button("Translate video", variant="primary", elem_id="video-button")
+        with gr.Column():
+            v_output = gr.Video(label="Translated", elem_id="video-output")
+            v_info = gr.Markdown(elem_id="video-info")
+    v_button.click(guarded(translate_video), [v_input, resolution, precision, temporal, model_box], [v_output, v_info],
+                   api_name="translate_video", preprocess=False, **VIDEO_EVENTS)
+    if EXAMPLE_CLIP.is_file():
+        gr.Examples([[str(EXAMPLE_CLIP)]], inputs=[v_input], label="Example (a horse crossing the demo's ground)")
+
+
+def _frame_progress(progress: gr.Progress, done: int, total: int) -> None:
+    """translate_video()'s progress callback -> the page's progress bar, counted in frames."""
+    progress((done, total), desc="translating", unit="frames")
 
 
 def _tile_progress(progress: gr.Progress, done: int, total: int) -> None:
@@ -231,6 +272,7 @@ def build_demo(
     examples_cache: str | os.PathLike | None = None,
     cache: ModelCache | None = None,
     cache_minutes: float = DEFAULT_CACHE_MINUTES,
+    video_limits: VideoLimits | None = None,
 ) -> gr.Blocks:
     """The Blocks app offering ``models`` (the first is the default) and the shipped model.
 
@@ -240,7 +282,8 @@ def build_demo(
     """
     models = [models] if isinstance(models, (str, os.PathLike)) else models
     catalog = ModelCatalog.from_flags(models, allow_any_model)
-    h = DemoHandlers(catalog, cache or ModelCache(), max_pixels, tile_above, load_timeout)
+    h = DemoHandlers(catalog, cache or ModelCache(), max_pixels, tile_above, load_timeout,
+                     video_limits=video_limits or VideoLimits())
     loaded = h.start()  # fail early with a readable message
     if examples_cache is None:
         examples_cache = tempfile.mkdtemp(prefix="cut-hf-examples-")
@@ -254,6 +297,8 @@ def build_demo(
         model_box = build_header(h, loaded.describe())
         with gr.Tab("Translate"):
             build_translate_tab(h, model_box, horse_examples)
+        with gr.Tab("Video"):
+            build_video_tab(h, model_box)
         with gr.Tab("Augmentation explorer"):
             build_augment_tab(h, model_box, all_examples)
         with gr.Tab("PatchNCE explorer"):
@@ -274,6 +319,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, help="port (None or 0: $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     p.add_argument("--max-pixels", type=int, default=UPLOAD_MAX_PIXELS, help="refuse larger uploads (w x h)")
+    p.add_argument("--max-video-seconds", type=float, default=VideoLimits().seconds, help="refuse longer videos")
+    p.add_argument("--max-video-pixels", type=int, default=VideoLimits().pixels,
+                   help="refuse videos with larger frames (w x h, after the chosen resolution)")
     p.add_argument("--tile-above", type=int, default=DEFAULT_TILE_ABOVE, help="larger images are translated in tiles")
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 25mb")
     p.add_argument("--concurrency", type=int, default=2, help="events that may run at the same time")
@@ -295,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             demo = build_demo(args.model, allow_any_model=args.allow_any_model, max_pixels=args.max_pixels,
                               tile_above=args.tile_above, load_timeout=args.load_timeout, examples_cache=examples_cache,
-                              cache_minutes=args.cache_minutes)
+                              cache_minutes=args.cache_minutes,
+                              video_limits=VideoLimits(args.max_video_seconds, args.max_video_pixels))
         except DemoError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
