@@ -38,9 +38,9 @@ from cut_hf.cli.help import HelpFormatter  # noqa: E402
 from cut_hf.demo import augment_explorer as aug  # noqa: E402
 from cut_hf.demo.cache import DEFAULT_CACHE_MINUTES, delete_cache_setting, sweeper  # noqa: E402
 from cut_hf.demo import texts  # noqa: E402
-from cut_hf.demo.catalog import SHIPPED_MODEL, ModelCatalog  # noqa: E402
+from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT, ModelCatalog, display_name  # noqa: E402
 from cut_hf.demo.errors import DemoError  # noqa: E402
-from cut_hf.demo.examples import example_images  # noqa: E402
+from cut_hf.demo.examples import example_images, sincut_photo  # noqa: E402
 from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload  # noqa: E402
 from cut_hf.demo.models import ModelCache  # noqa: E402
 from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
@@ -100,8 +100,10 @@ def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
     return model_box
 
 
-def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
-    """Upload, resolution and precision in; a before/after slider and a timing line out."""
+def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str],
+                        photos: list[list[str]]) -> None:
+    """Upload, resolution and precision in; a before/after slider and a timing line out. ``examples``:
+    translated with the default model (cached); ``photos``: (photograph, model name) rows, run on click."""
 
     def translate(image: Upload, resolution: str = "original", precision: str = "fp32", model: str | None = None,
                   progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:  # noqa: B008
@@ -126,6 +128,9 @@ def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[
                    api_name="translate", preprocess=False)
     gr.Examples(examples, inputs=[t_input], outputs=[slider, t_info], fn=guarded(lambda image: h.translate(image)),
                 cache_examples=True, cache_mode="eager", preprocess=False, label="Examples (cached)")
+    if photos:  # a real photograph for the SinCUT model (seconds on a CPU: not translated at startup)
+        gr.Examples(photos, inputs=[t_input, model_box], label="A photograph, day → night with the SinCUT model "
+                    "(fixed noise seed: the same result every time)", elem_id="photo-examples")
 
 
 def build_video_tab(h: DemoHandlers, model_box: gr.Dropdown) -> None:
@@ -281,7 +286,7 @@ def build_demo(
     Uploads and results older than ``cache_minutes`` are deleted while it serves (0: kept until it stops).
     """
     models = [models] if isinstance(models, (str, os.PathLike)) else models
-    catalog = ModelCatalog.from_flags(models, allow_any_model)
+    catalog = ModelCatalog.from_flags(models, allow_any_model, shipped=(SHIPPED_MODEL, SHIPPED_SINCUT))
     h = DemoHandlers(catalog, cache or ModelCache(), max_pixels, tile_above, load_timeout,
                      video_limits=video_limits or VideoLimits())
     loaded = h.start()  # fail early with a readable message
@@ -290,13 +295,18 @@ def build_demo(
         atexit.register(shutil.rmtree, examples_cache, ignore_errors=True)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(examples_cache)  # read by gr.Examples when created
     horse_examples = example_images()
+    photos = []
+    photo, sincut = sincut_photo(Path(examples_cache) / "photos"), display_name(SHIPPED_SINCUT)
+    if photo is not None and catalog.choices.get(sincut) == str(SHIPPED_SINCUT):
+        h.model_info(sincut)  # loaded now: picking its example must not need 'Load model' first
+        photos.append([photo, sincut])
     all_examples = example_images(extra_dir=Path(examples_cache) / "photos")
     h.batch_images = [read_image(p) for p in all_examples]
     with gr.Blocks(title="cut-hf: contrastive unpaired translation",
                    delete_cache=delete_cache_setting(cache_minutes)) as demo:
         model_box = build_header(h, loaded.describe())
         with gr.Tab("Translate"):
-            build_translate_tab(h, model_box, horse_examples)
+            build_translate_tab(h, model_box, horse_examples, photos)
         with gr.Tab("Video"):
             build_video_tab(h, model_box)
         with gr.Tab("Augmentation explorer"):
@@ -311,7 +321,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=HelpFormatter)
     p.add_argument("--model", action="append", default=None, metavar="ID_OR_FOLDER",
                    help=f"offer this Hub id or local folder (repeatable; the first is the default; the shipped "
-                        f"{SHIPPED_MODEL.name} is always offered, and is the default without --model)")
+                        f"{SHIPPED_MODEL.name} is always offered, and is the default without --model; so is the "
+                        f"SinCUT {SHIPPED_SINCUT.name})")
     p.add_argument("--allow-any-model", action="store_true", help="the model box loads any Hub id or server folder "
                                                                   "(a local session only)")
     p.add_argument("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, help="seconds a model load may take")

@@ -1,4 +1,4 @@
-"""The demo's example pictures: the shipped model's test images, plus two photographs."""
+"""The demo's example pictures: the shipped model's test images, plus photographs."""
 
 from __future__ import annotations
 
@@ -29,3 +29,17 @@ def example_images(folder: Path = EXAMPLES_DIR, extra_dir: Path | None = None) -
                 img.save(path)
             paths.append(str(path))
     return paths
+
+
+def sincut_photo(extra_dir: Path) -> str | None:
+    """The photograph the shipped SinCUT model was trained on (scikit-learn's ``china.jpg``), written
+    once to ``extra_dir``; None when scikit-learn is not installed."""
+    try:
+        from sklearn.datasets import load_sample_image
+    except ImportError:  # scikit-learn is optional for the app
+        return None
+    path = extra_dir / "china.jpg"
+    if not path.exists():
+        extra_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(load_sample_image("china.jpg")).save(path, quality=92)
+    return str(path)

@@ -98,6 +98,7 @@ def test_page_and_api_show_no_server_paths(server) -> None:
     for text in (config, api):
         assert str(ROOT) not in text and str(SHIPPED) not in text
     assert "mini-horse2zebra" in config and "someone/stalled" in config  # the allowlist, by display name
+    assert "sincut-china2night" in config and "china.jpg" in config  # the shipped SinCUT and its photograph
 
 
 def test_translate_with_defaults(server, files) -> None:

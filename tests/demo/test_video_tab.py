@@ -68,3 +68,33 @@ def test_frame_progress_goes_to_the_page_bar_in_frames() -> None:
     calls = []
     load_app()._frame_progress(lambda *args, **kwargs: calls.append((args, kwargs)), 12, 36)
     assert calls == [(((12, 36),), {"desc": "translating", "unit": "frames"})]
+
+
+def test_sincut_results_in_the_app_are_reproducible() -> None:
+    from PIL import Image
+
+    from cut_hf import StyleGAN2Generator
+    from cut_hf.demo.models import DemoModel
+    from cut_hf.demo.translation import run_translation
+
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(ngf=4, n_blocks=1, crop_size=16, nce_layers=(0,))
+    for name, p in g.named_parameters():
+        if name.endswith("noise.weight"):
+            p.data.fill_(0.5)  # visible noise (it starts at zero)
+    model, image = DemoModel("sincut", g, None), Image.new("RGB", (24, 16), (120, 160, 200))
+    first, again = run_translation(model, image), run_translation(model, image)
+    assert first.after.tobytes() == again.after.tobytes()  # noise from a fixed seed, not the global RNG
+    x = torch.zeros(1, 3, 16, 24)
+    assert not torch.equal(g(x), g(x))  # the model itself draws new noise per call
+
+
+def test_app_offers_the_shipped_sincut_model_with_its_photograph(tmp_path) -> None:
+    from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT, ModelCatalog
+    from cut_hf.demo.examples import sincut_photo
+
+    catalog = ModelCatalog.from_flags(shipped=(SHIPPED_MODEL, SHIPPED_SINCUT))
+    assert list(catalog.choices) == ["mini-horse2zebra", "sincut-china2night"]
+    assert (SHIPPED_SINCUT / "model.safetensors").is_file()
+    photo = sincut_photo(tmp_path)
+    assert photo is not None and Path(photo).name == "china.jpg"
