@@ -55,7 +55,7 @@ def _checked(path: str, name: str, side: int | None, limits: VideoLimits) -> Non
 
 
 def run_video(model: DemoModel, upload: Any, resolution: str | int | None = "original", precision: str = "fp32",
-              temporal: str = "clip", limits: VideoLimits = VideoLimits(),  # noqa: B008 - frozen
+              temporal: str = "clip", limits: VideoLimits = VideoLimits(),
               progress: Callable[[int, int], None] | None = None) -> tuple[str, VideoReport]:
     """Translate an uploaded video; returns (path of the translated mp4, its report)."""
     path = upload_path(upload)
