@@ -3,6 +3,7 @@ SinCUT noise, bad inputs, and the command line's resume."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -194,3 +195,29 @@ def test_still_mask_finds_the_still_bands(clip) -> None:
     mask = still_mask(read_frames(clip))
     assert mask[:BAND].float().mean() > 0.95 and mask[-BAND:].float().mean() > 0.95
     assert mask[H // 2].float().mean() < 0.1  # the block crossed the middle row
+
+
+def test_two_processes_share_out_whole_videos(small, tmp_path, monkeypatch) -> None:
+    from accelerate import debug_launcher
+
+    from cut_hf.translation import video_files
+    from tests.translation.test_folders import _launched_main
+
+    small.save_pretrained(tmp_path / "model")
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        make_clip(tmp_path / "in" / f"v{i}.mp4", frames=4, size=(32, 32), audio=False, seed=i)
+    log, real = tmp_path / "writes.log", video_files.translate_video
+
+    def logged(generator, src, dst, **kwargs):
+        report = real(generator, src, dst, **kwargs)
+        with open(log, "a") as f:  # appends of one short line do not interleave
+            f.write(f"{os.getpid()} {Path(dst).name} {report.frames}\n")
+        return report
+
+    monkeypatch.setattr(video_files, "translate_video", logged)
+    argv = ["--model", str(tmp_path / "model"), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    debug_launcher(_launched_main, args=(argv,), num_processes=2)
+    writes = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(name for _, name, _ in writes) == ["v0.mp4", "v1.mp4", "v2.mp4"]  # each video once, whole
+    assert len({pid for pid, _, _ in writes}) == 2 and all(frames == "4" for _, _, frames in writes)
