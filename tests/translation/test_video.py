@@ -221,3 +221,11 @@ def test_two_processes_share_out_whole_videos(small, tmp_path, monkeypatch) -> N
     writes = [line.split() for line in log.read_text().splitlines()]
     assert sorted(name for _, name, _ in writes) == ["v0.mp4", "v1.mp4", "v2.mp4"]  # each video once, whole
     assert len({pid for pid, _, _ in writes}) == 2 and all(frames == "4" for _, _, frames in writes)
+
+
+def test_bf16_runs_and_stays_close_to_fp32(small, tmp_path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", frames=4, size=(32, 32), audio=False)
+    fp32 = translate_video(small, clip, tmp_path / "fp32.mp4", crf=0)
+    bf16 = translate_video(small, clip, tmp_path / "bf16.mp4", precision="bf16", crf=0)
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert (_frames(tmp_path / "fp32.mp4") - _frames(tmp_path / "bf16.mp4")).abs().mean() < 4
