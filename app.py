@@ -135,10 +135,7 @@ def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[
 
 def build_video_tab(h: DemoHandlers, model_box: gr.Dropdown) -> None:
     """Upload a clip; the translation plays beside it, colour-stable by default."""
-    limits = h.video_limits
-    gr.Markdown(f"Videos up to {limits.seconds:g} s and {limits.pixels:,} pixels per frame; one video job runs "
-                "at a time. *clip* takes the norm statistics of the whole clip (steady colours), *frame* those of "
-                "each frame, as the paper (colours pulse as things move).")
+    gr.Markdown(texts.VIDEO.format(seconds=h.video_limits.seconds, pixels=h.video_limits.pixels))
 
     def translate_video(video: Upload, resolution: str = "original", precision: str = "fp32", temporal: str = "clip",
                         model: str | None = None,

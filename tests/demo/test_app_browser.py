@@ -273,6 +273,26 @@ def translate_video_in_browser(browser: Browser, url: str, clip: Path, shot: Pat
     return info
 
 
+def translate_photo_in_browser(browser: Browser, url: str, shot: Path) -> str:
+    """Pick the photograph example (it sets the SinCUT model too), press Translate, wait for the slider."""
+    browser.goto(url)
+    browser.wait_for(APP_READY, 60, "the app to load")
+    browser.wait_for("!!document.querySelector('#photo-examples tbody tr')", 30, "the photograph example")
+    chosen = "document.querySelector('#model-box input').value === 'sincut-china2night'"
+    for _ in range(10):  # a click before the page has hydrated does nothing: click until the model box follows
+        browser.js("document.querySelector('#photo-examples tbody tr').click()")
+        time.sleep(1.0)
+        if browser.js(chosen):
+            break
+    browser.wait_for(chosen + " && !!document.querySelector('#translate-input img')", 30, "the photograph")
+    time.sleep(1.0)
+    browser.js("document.querySelector('#translate-button').click()")
+    info = browser.wait_for(SLIDER_DONE.replace("/\\d s/", "/640×427/"), 180, "the night photograph")
+    time.sleep(0.5)
+    browser.screenshot(shot)
+    return info
+
+
 # ------------------------------------------------------------------------------------- tests
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_translate_in_headless_chromium(tmp_path: Path) -> None:
@@ -390,6 +410,7 @@ def take_screenshots(out_dir: Path, width: int = 1400) -> None:
     try:
         print(translate_in_browser(browser, url, EXAMPLE, out_dir / "app_translate.png"))
         print(translate_video_in_browser(browser, url, CLIP, out_dir / "app_video.png"))
+        print(translate_photo_in_browser(browser, url, out_dir / "app_sincut.png"))
 
         def click(selector: str) -> None:
             browser.js(f"document.querySelector('{selector}').click()")
