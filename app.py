@@ -83,8 +83,8 @@ def guarded(fn: Callable) -> Callable:
 
 
 # ------------------------------------------------------------------------------------------ tabs
-def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
-    """Title and the model box; returns the box (an input of every tab)."""
+def build_header(h: DemoHandlers, description: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """Title and the model box; returns the box (an input of every tab) and the line describing the model."""
     gr.Markdown(texts.INTRO)
     label = "Model: Hugging Face Hub id, local folder or one of the list" if h.catalog.allow_any else "Model"
     with gr.Row():
@@ -97,10 +97,10 @@ def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
         load = trigger(guarded(h.model_info), [model_box], [model_info], preprocess=False, **api, **LOAD_EVENTS)
         load.success(lambda name: name, [model_box], [in_use], api_visibility="private")
         load.failure(lambda name: name, [in_use], [model_box], api_visibility="private")
-    return model_box
+    return model_box, model_info
 
 
-def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str],
+def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, model_info: gr.Markdown, examples: list[str],
                         photos: list[list[str]]) -> None:
     """Upload, resolution and precision in; a before/after slider and a timing line out. ``examples``:
     translated with the default model (cached); ``photos``: (photograph, model name) rows, run on click."""
@@ -129,8 +129,9 @@ def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[
     gr.Examples(examples, inputs=[t_input], outputs=[slider, t_info], fn=guarded(lambda image: h.translate(image)),
                 cache_examples=True, cache_mode="eager", preprocess=False, label="Examples (cached)")
     if photos:  # a real photograph for the SinCUT model (seconds on a CPU: not translated at startup)
-        gr.Examples(photos, inputs=[t_input, model_box], label="A photograph, day → night with the SinCUT model "
-                    "(fixed noise seed: the same result every time)", elem_id="photo-examples")
+        gr.Examples(photos, inputs=[t_input, model_box], outputs=[model_info], label="A photograph, day → night with "
+                    "the SinCUT model (fixed noise seed: the same result every time)", elem_id="photo-examples",
+                    fn=guarded(lambda image, model: h.model_info(model)), run_on_click=True, preprocess=False)
 
 
 def build_video_tab(h: DemoHandlers, model_box: gr.Dropdown) -> None:
@@ -301,9 +302,9 @@ def build_demo(
     h.batch_images = [read_image(p) for p in all_examples]
     with gr.Blocks(title="cut-hf: contrastive unpaired translation",
                    delete_cache=delete_cache_setting(cache_minutes)) as demo:
-        model_box = build_header(h, loaded.describe())
+        model_box, model_info = build_header(h, loaded.describe())
         with gr.Tab("Translate"):
-            build_translate_tab(h, model_box, horse_examples, photos)
+            build_translate_tab(h, model_box, model_info, horse_examples, photos)
         with gr.Tab("Video"):
             build_video_tab(h, model_box)
         with gr.Tab("Augmentation explorer"):
