@@ -36,7 +36,7 @@ import torch.nn as nn
 from cut_hf.images import DEFAULT_MAX_PIXELS, ImageLoadError, check_pixels, find_images
 from cut_hf.models.stylegan2_layers import FixedNoise, NoiseInjection
 from cut_hf.perf import channels_last_default
-from cut_hf.precision import autocast_dtype
+from cut_hf.precision import check_inference_precision
 from cut_hf.translation.folders import partial_path
 from cut_hf.translation.inference import (
     DEFAULT_MAX_WHOLE_PIXELS,
@@ -52,6 +52,7 @@ from cut_hf.translation.inference import (
     swap_modules,
 )
 from cut_hf.translation.pipeline import exported_limits, io_channels, prepared, resized_shape, resolve_device
+from cut_hf.translation.quantize import MAX_CALIBRATION_IMAGES, int8_generator, size_class
 
 __all__ = ["TEMPORAL", "VIDEO_EXTENSIONS", "VideoLoadError", "VideoReport", "find_videos", "fixed_noise",
            "read_frames", "translate_video", "video_info"]
@@ -385,7 +386,8 @@ def translate_video(
             modules to freeze) run only with ``temporal="frame"``.
         temporal: ``"clip"``, ``"window"`` or ``"frame"`` (see the module's docstring).
         size, batch_size, device, precision, tiling: as for :func:`~cut_hf.translate` (frames run
-            ``batch_size`` at a time; large frames in tiles, with the clip's statistics).
+            ``batch_size`` at a time; large frames in tiles, with the clip's statistics). ``"int8"``
+            quantises the generator on frames of the clip and runs with ``temporal="frame"`` only.
         stats_frames, stats_pixels: frames sampled for the statistics and their pixel budget.
         window: frames of the sliding window (``temporal="window"``).
         seed: SinCUT's noise, drawn once per clip.
@@ -403,28 +405,41 @@ def translate_video(
     if batch_size < 1 or stats_frames < 1 or window < 2:
         raise ValueError(f"batch_size and stats_frames must be >= 1 and window >= 2, got {batch_size}, "
                          f"{stats_frames}, {window}")
-    if temporal != "frame" and not getattr(generator, "tileable", True):
-        raise ValueError(f"{type(generator).__name__} has no norm modules to freeze: use temporal='frame'")
-    dev = resolve_device(device, generator)
-    autocast_dtype(precision, dev)
+    if temporal != "frame" and (precision == "int8" or not getattr(generator, "tileable", True)):
+        what = "precision 'int8' (a quantised graph)" if precision == "int8" else type(generator).__name__
+        raise ValueError(f"{what} has no norm modules to freeze for the clip's statistics: use temporal='frame'")
+    dev = resolve_device("cpu" if precision == "int8" and device is None else device, generator)
+    check_inference_precision(precision, dev)
     width, height, rate, _, _ = video_info(src)
     check_pixels(width, height, max_pixels, f"video {str(src)!r}")
     shape = (height, width)
     if size is not None:
         h2, w2 = resized_shape(height, width, size)
         shape = (h2 // 2 * 2, w2 // 2 * 2)  # even sides: what yuv420p can hold
-    tiling, cl = exported_limits(generator, tiling or Tiling(), channels_last_default(dev, precision))
-    runner = Runner(dev, precision, cl)
+    out_channels = io_channels(generator)[1]
+    if precision == "int8":  # the quantised graph stands in for the generator, calibrated on frames of this clip
+        generator = int8_generator(generator, _calibration(src, shape), size_class(*shape))
+    run_precision = "fp32" if precision == "int8" else precision  # float32 around int8's convolutions
+    tiling, cl = exported_limits(generator, tiling or Tiling(), channels_last_default(dev, run_precision))
+    runner = Runner(dev, run_precision, cl)
     tiled = tiling.applies_to(*shape)
     plan = _StatsPlan(shape, stats_frames, stats_pixels, "crops", runner)
     start = time.perf_counter()
     with prepared(generator, dev) as model, torch.inference_mode():
         model = fixed_noise(model, seed)
-        work = _Work(model, runner, tiling if tiled else None, io_channels(generator)[1], temporal)
+        work = _Work(model, runner, tiling if tiled else None, out_channels, temporal)
         frames = _prepass(work, src, plan, window)
         count, audio = _encode(work, src, Path(dst), format, shape, rate, codec, crf, frames, batch_size, progress)
     return VideoReport(count, time.perf_counter() - start, float(rate), (shape[1], shape[0]), precision, str(dev),
                        temporal, audio, tiled)
+
+
+def _calibration(src: str | os.PathLike, shape: tuple[int, int]) -> list[torch.Tensor]:
+    """Frames spread over the clip, at the working size, to calibrate an int8 graph on."""
+    sampler = _Sampler(MAX_CALIBRATION_IMAGES)
+    for frame in read_frames(src):
+        sampler.add(frame)
+    return [_at(f, shape) for f in _spread(sampler.kept, MAX_CALIBRATION_IMAGES)]
 
 
 def _prepass(work: _Work, src: str | os.PathLike, plan: _StatsPlan, window: int) -> int:

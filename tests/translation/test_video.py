@@ -229,3 +229,14 @@ def test_bf16_runs_and_stays_close_to_fp32(small, tmp_path) -> None:
     bf16 = translate_video(small, clip, tmp_path / "bf16.mp4", precision="bf16", crf=0)
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
     assert (_frames(tmp_path / "fp32.mp4") - _frames(tmp_path / "bf16.mp4")).abs().mean() < 4
+
+
+def test_int8_runs_frame_by_frame_only(small, tmp_path) -> None:
+    pytest.importorskip("openvino")
+    clip = make_clip(tmp_path / "c.mp4", frames=4, size=(32, 32), audio=False)
+    with pytest.raises(ValueError, match="int8.*use temporal='frame'"):
+        translate_video(small, clip, tmp_path / "no.mp4", precision="int8")
+    report = translate_video(small, clip, tmp_path / "int8.mp4", precision="int8", temporal="frame", crf=0)
+    assert report.precision == "int8" and report.frames == 4 and report.device == "cpu"
+    translate_video(small, clip, tmp_path / "fp32.mp4", temporal="frame", crf=0)
+    assert (_frames(tmp_path / "int8.mp4") - _frames(tmp_path / "fp32.mp4")).abs().mean() < 8
