@@ -252,7 +252,7 @@ def _folder_job(args: argparse.Namespace, ext: str) -> Job:
             summary, frames = translate_video_files(generator, videos, video_targets, options, video, device, state)
             if state.is_main_process:
                 print(video_line(summary, frames, len(videos), str(out_dir)))
-            codes.append(0 if summary.translated or summary.skipped else 1)
+            codes.append(0 if summary.translated or summary.already_there else 1)
         return min(codes)
 
     return run

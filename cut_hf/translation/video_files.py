@@ -56,7 +56,7 @@ def _frame_bar(name: str, show: bool) -> tqdm:
 
 def _one(generator: nn.Module, source: Path, target: Path, options: BatchOptions, video: VideoOptions,
          device: torch.device, show: bool) -> tuple[int, str | None]:
-    """Translate one video: (frames, None), or (0, why it failed)."""
+    """Translate one video: (frames, None), or (0, "unreadable: why") / (0, "failed: why")."""
     bar = _frame_bar(source.name, show)
 
     def progress(done: int, total: int) -> None:
@@ -69,8 +69,10 @@ def _one(generator: nn.Module, source: Path, target: Path, options: BatchOptions
                                  tiling=options.tiling, seed=video.seed, crf=video.crf, max_pixels=options.max_pixels,
                                  progress=progress)
         return report.frames, None
-    except (VideoLoadError, ValueError, RuntimeError) as err:  # unreadable, unwritable, out of memory: go on
-        return 0, str(err).splitlines()[0] if str(err) else type(err).__name__
+    except VideoLoadError as err:
+        return 0, f"unreadable: {str(err).splitlines()[0]}"
+    except (ValueError, RuntimeError) as err:  # unwritable, out of memory: go on with the rest
+        return 0, f"failed: {source}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
     finally:
         bar.close()
 
@@ -90,15 +92,18 @@ def translate_video_files(
         for key in mine:
             target = targets[key]
             if not options.overwrite and video_complete(target):
-                summary.skipped += 1
+                summary.already_there += 1
                 continue
             partial_path(target).unlink(missing_ok=True)  # left by a killed run
             done, error = _one(generator, files[key], target, options, video, device or job_device(state), show)
             if error is None:
                 summary.translated, frames = summary.translated + 1, frames + done
-            else:
-                summary.failed += 1
-                tqdm.write(f"skipped {files[key]}: {error}", file=sys.stderr)
+            else:  # one line that starts with the word the summary counts it under
+                if error.startswith("unreadable"):
+                    summary.unreadable += 1
+                else:
+                    summary.failed += 1
+                tqdm.write(error, file=sys.stderr)
     summary.seconds = time.perf_counter() - start
     total = gather_summary(summary, state)
     if state.num_processes > 1:
@@ -109,8 +114,8 @@ def translate_video_files(
 
 
 def video_line(summary: Summary, frames: int, total: int, where: str) -> str:
-    """One line for people: videos translated, skipped and failed; frames and their speed."""
+    """One line for people: videos counted as :meth:`Summary.line` counts images; frames and their speed."""
     speed = frames / summary.seconds if summary.seconds > 0 else 0.0
-    return (f"translated {summary.translated} of {total} video(s) into {where}: {summary.skipped} skipped (output "
-            f"already there), {summary.failed} failed; {frames} frames in {summary.seconds:.1f} s, "
-            f"{speed:.2f} frames/s")
+    return (f"translated {summary.translated} of {total} video(s) into {where}; {summary.already_there} already "
+            f"there, {summary.unreadable} unreadable, {summary.failed} failed; {frames} frames in "
+            f"{summary.seconds:.1f} s, {speed:.2f} frames/s")

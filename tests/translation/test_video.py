@@ -167,6 +167,7 @@ def test_cli_resumes_videos_and_redoes_half_written_ones(clip, small, tmp_path, 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "clip.mp4").write_bytes(clip.read_bytes())
     Image.new("RGB", (16, 12)).save(tmp_path / "in" / "still.png")
+    (tmp_path / "in" / "bad.mp4").write_text("not a video")
     out = tmp_path / "out"
     argv = ["translate", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in"), "--output", str(out),
             "--device", "cpu"]
@@ -175,7 +176,9 @@ def test_cli_resumes_videos_and_redoes_half_written_ones(clip, small, tmp_path, 
     first = (out / "clip.mp4").stat().st_mtime_ns
     assert cut_hf_main(argv) == 0
     assert (out / "clip.mp4").stat().st_mtime_ns == first  # finished: skipped
-    assert "1 skipped" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "translated 0 of 2 video(s)" in captured.out and "1 already there, 1 unreadable" in captured.out
+    assert "unreadable: cannot read video" in captured.err and "bad.mp4" in captured.err
     (out / "clip.mp4").write_bytes(b"half")  # a broken output (not from us: ours are renamed whole)
     (out / ".clip.mp4.partial").write_bytes(b"left by a killed run")
     assert cut_hf_main(argv) == 0
