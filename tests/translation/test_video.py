@@ -237,7 +237,7 @@ def test_bf16_runs_and_stays_close_to_fp32(small, tmp_path) -> None:
 def test_int8_runs_frame_by_frame_only(small, tmp_path) -> None:
     pytest.importorskip("openvino")
     clip = make_clip(tmp_path / "c.mp4", frames=4, size=(32, 32), audio=False)
-    with pytest.raises(ValueError, match="int8.*use temporal='frame'"):
+    with pytest.raises(ValueError, match=r"int8.*use temporal='frame'"):
         translate_video(small, clip, tmp_path / "no.mp4", precision="int8")
     report = translate_video(small, clip, tmp_path / "int8.mp4", precision="int8", temporal="frame", crf=0)
     assert report.precision == "int8" and report.frames == 4 and report.device == "cpu"
