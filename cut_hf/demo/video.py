@@ -8,7 +8,10 @@ decoded, and ``app.py`` runs one video job at a time in a concurrency group of i
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,10 @@ VIDEO_MAX_SECONDS = 10.0
 VIDEO_MAX_PIXELS = 640 * 480
 #: The example clip, made by ``scripts/build_demo_dataset.py --clip`` (a horse crossing the ground).
 EXAMPLE_CLIP = Path(__file__).resolve().parents[2] / "models" / "mini-horse2zebra" / "examples" / "horse_crossing.mp4"
+
+#: Translated videos wait in one folder until Gradio has copied them into its own cache; older ones
+#: than this are deleted by the next video job, so the folder holds a few files, not every result.
+OUTPUT_KEEP_SECONDS = 600.0
 
 _TEMPORAL_TEXT = {"clip": "norm statistics of the whole clip", "window": "statistics of a sliding window",
                   "frame": "each frame's own statistics (the paper; colours may pulse)"}
@@ -54,6 +61,19 @@ def _checked(path: str, name: str, side: int | None, limits: VideoLimits) -> Non
                         "choose a smaller resolution")
 
 
+def _output_path(stem: str, folder: Path | None = None, now: float | None = None) -> Path:
+    """A fresh path for a translated video in ``folder`` (default: one per machine under the temporary
+    folder), after deleting the outputs left there more than :data:`OUTPUT_KEEP_SECONDS` ago."""
+    folder = folder or Path(tempfile.gettempdir()) / "cut-hf-video-outputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time() if now is None else now
+    for old in folder.glob("*.mp4"):
+        with contextlib.suppress(OSError):  # another job may have taken it already
+            if now - old.stat().st_mtime > OUTPUT_KEEP_SECONDS:
+                old.unlink()
+    return folder / f"{stem}_{uuid.uuid4().hex[:8]}_translated.mp4"
+
+
 def run_video(model: DemoModel, upload: Any, resolution: str | int | None = "original", precision: str = "fp32",
               temporal: str = "clip", limits: VideoLimits = VideoLimits(),
               progress: Callable[[int, int], None] | None = None) -> tuple[str, VideoReport]:
@@ -69,7 +89,7 @@ def run_video(model: DemoModel, upload: Any, resolution: str | int | None = "ori
         raise DemoError(f"precision must be one of {', '.join(precisions_available())}, got {precision!r}")
     side = parse_resolution(resolution)
     _checked(path, name, side, limits)
-    out = Path(tempfile.mkdtemp(prefix="cut-hf-video-")) / f"{Path(path).stem}_translated.mp4"
+    out = _output_path(Path(path).stem)
     try:
         report = translate_video(model.generator, path, out, temporal=temporal, size=side, precision=precision,
                                  device=translation_device(), progress=progress)

@@ -98,3 +98,17 @@ def test_app_offers_the_shipped_sincut_model_with_its_photograph(tmp_path) -> No
     assert (SHIPPED_SINCUT / "model.safetensors").is_file()
     photo = sincut_photo(tmp_path)
     assert photo is not None and Path(photo).name == "china.jpg"
+
+
+def test_old_outputs_are_deleted_by_the_next_job(tmp_path) -> None:
+    import os
+
+    from cut_hf.demo.video import OUTPUT_KEEP_SECONDS, _output_path
+
+    old, recent = tmp_path / "old_translated.mp4", tmp_path / "recent_translated.mp4"
+    for p in (old, recent):
+        p.write_bytes(b"x")
+    now = old.stat().st_mtime + OUTPUT_KEEP_SECONDS + 1
+    os.utime(recent, (now - 5, now - 5))
+    fresh = _output_path("clip", tmp_path, now=now)
+    assert not old.exists() and recent.exists() and fresh.parent == tmp_path and fresh.name.startswith("clip_")
