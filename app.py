@@ -294,7 +294,7 @@ def build_demo(
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(examples_cache)  # read by gr.Examples when created
     horse_examples = example_images()
     photos = []
-    photo, sincut = sincut_photo(Path(examples_cache) / "photos"), display_name(SHIPPED_SINCUT)
+    photo, sincut = sincut_photo(), display_name(SHIPPED_SINCUT)
     if photo is not None and catalog.choices.get(sincut) == str(SHIPPED_SINCUT):
         h.model_info(sincut)  # loaded now: picking its example must not need 'Load model' first
         photos.append([photo, sincut])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cut_hf.demo.catalog import SHIPPED_MODEL
+from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT
 
 EXAMPLES_DIR = SHIPPED_MODEL / "examples"  # test-split images of the shipped model's dataset
 
@@ -31,15 +31,8 @@ def example_images(folder: Path = EXAMPLES_DIR, extra_dir: Path | None = None) -
     return paths
 
 
-def sincut_photo(extra_dir: Path) -> str | None:
-    """The photograph the shipped SinCUT model was trained on (scikit-learn's ``china.jpg``), written
-    once to ``extra_dir``; None when scikit-learn is not installed."""
-    try:
-        from sklearn.datasets import load_sample_image
-    except ImportError:  # scikit-learn is optional for the app
-        return None
-    path = extra_dir / "china.jpg"
-    if not path.exists():
-        extra_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(load_sample_image("china.jpg")).save(path, quality=92)
-    return str(path)
+def sincut_photo() -> str | None:
+    """The photograph the shipped SinCUT model was trained on (``examples/china.jpg`` in its folder:
+    scikit-learn's sample image, CC BY 2.0, danielbuechele on Flickr), or None when it is missing."""
+    path = SHIPPED_SINCUT / "examples" / "china.jpg"
+    return str(path) if path.is_file() else None

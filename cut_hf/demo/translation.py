@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.models import DemoModel
 from cut_hf.perf import EMULATED_BF16_NOTE, default_device, emulated_bf16, fast_int8
 from cut_hf.precision import PRECISIONS
 from cut_hf.translation.inference import DEFAULT_TILE, Tiling
 from cut_hf.translation.pipeline import resized_shape, translate
 from cut_hf.translation.quantize import model_examples
 from cut_hf.translation.video import fixed_noise
-from cut_hf.demo.errors import DemoError
-from cut_hf.demo.models import DemoModel
 
 #: Resolution choices of the tab: keep the upload's size, or resize its shorter side to N pixels.
 RESOLUTIONS = ("original", "64", "128", "256", "512", "1024")

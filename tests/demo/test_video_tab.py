@@ -96,8 +96,8 @@ def test_app_offers_the_shipped_sincut_model_with_its_photograph(tmp_path) -> No
     catalog = ModelCatalog.from_flags(shipped=(SHIPPED_MODEL, SHIPPED_SINCUT))
     assert list(catalog.choices) == ["mini-horse2zebra", "sincut-china2night"]
     assert (SHIPPED_SINCUT / "model.safetensors").is_file()
-    photo = sincut_photo(tmp_path)
-    assert photo is not None and Path(photo).name == "china.jpg"
+    photo = sincut_photo()  # shipped with the model: no training package (scikit-learn) needed in a Space
+    assert photo is not None and Path(photo).stat().st_size < 100_000
 
 
 def test_old_outputs_are_deleted_by_the_next_job(tmp_path) -> None:
