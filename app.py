@@ -6,8 +6,8 @@
     python app.py --allow-any-model                # a local session: the model box loads any id or folder
     python app.py --cache-minutes 10               # keep uploads and results 10 minutes (default 60)
 
-Each tab is an API endpoint with named parameters (``/translate``, ``/augment``, ``/augment_batch``,
-``/patch_similarity``; ``/model_info`` loads a model). ``cut_hf.demo`` does the work; this file lays
+Each tab is an API endpoint with named parameters (``/translate``, ``/translate_video``, ``/augment``,
+``/augment_batch``, ``/patch_similarity``; ``/model_info`` loads a model). ``cut_hf.demo`` does the work; this file lays
 out the page and turns errors into messages. Without ``--host``/``--port``, Gradio reads
 ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (a Hugging Face Space sets them), else 127.0.0.1:7860.
 """
@@ -38,14 +38,16 @@ from cut_hf.cli.help import HelpFormatter  # noqa: E402
 from cut_hf.demo import augment_explorer as aug  # noqa: E402
 from cut_hf.demo.cache import DEFAULT_CACHE_MINUTES, delete_cache_setting, sweeper  # noqa: E402
 from cut_hf.demo import texts  # noqa: E402
-from cut_hf.demo.catalog import SHIPPED_MODEL, ModelCatalog  # noqa: E402
+from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT, ModelCatalog, display_name  # noqa: E402
 from cut_hf.demo.errors import DemoError  # noqa: E402
-from cut_hf.demo.examples import example_images  # noqa: E402
+from cut_hf.demo.examples import example_images, sincut_photo  # noqa: E402
 from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload  # noqa: E402
 from cut_hf.demo.models import ModelCache  # noqa: E402
 from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
 from cut_hf.demo.translation import device_line
 from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image  # noqa: E402
+from cut_hf.demo.video import EXAMPLE_CLIP, VideoLimits  # noqa: E402
+from cut_hf.translation.video import TEMPORAL  # noqa: E402
 from cut_hf.perf import set_threads  # noqa: E402
 
 log = logging.getLogger("cut_hf.app")
@@ -53,6 +55,8 @@ log = logging.getLogger("cut_hf.app")
 DEFAULT_MAX_FILE_SIZE = "25mb"
 #: Model loads queue in a group of their own (one at a time), apart from the translations.
 LOAD_EVENTS = {"concurrency_id": "model-load", "concurrency_limit": 1}
+#: Video jobs too, one at a time: a clip is many images' work, and must not hold up the image tabs.
+VIDEO_EVENTS = {"concurrency_id": "video", "concurrency_limit": 1}
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -79,8 +83,8 @@ def guarded(fn: Callable) -> Callable:
 
 
 # ------------------------------------------------------------------------------------------ tabs
-def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
-    """Title and the model box; returns the box (an input of every tab)."""
+def build_header(h: DemoHandlers, description: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """Title and the model box; returns the box (an input of every tab) and the line describing the model."""
     gr.Markdown(texts.INTRO)
     label = "Model: Hugging Face Hub id, local folder or one of the list" if h.catalog.allow_any else "Model"
     with gr.Row():
@@ -93,11 +97,13 @@ def build_header(h: DemoHandlers, description: str) -> gr.Dropdown:
         load = trigger(guarded(h.model_info), [model_box], [model_info], preprocess=False, **api, **LOAD_EVENTS)
         load.success(lambda name: name, [model_box], [in_use], api_visibility="private")
         load.failure(lambda name: name, [in_use], [model_box], api_visibility="private")
-    return model_box
+    return model_box, model_info
 
 
-def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[str]) -> None:
-    """Upload, resolution and precision in; a before/after slider and a timing line out."""
+def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, model_info: gr.Markdown, examples: list[str],
+                        photos: list[list[str]]) -> None:
+    """Upload, resolution and precision in; a before/after slider and a timing line out. ``examples``:
+    translated with the default model (cached); ``photos``: (photograph, model name) rows, run on click."""
 
     def translate(image: Upload, resolution: str = "original", precision: str = "fp32", model: str | None = None,
                   progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:  # noqa: B008
@@ -122,6 +128,44 @@ def build_translate_tab(h: DemoHandlers, model_box: gr.Dropdown, examples: list[
                    api_name="translate", preprocess=False)
     gr.Examples(examples, inputs=[t_input], outputs=[slider, t_info], fn=guarded(lambda image: h.translate(image)),
                 cache_examples=True, cache_mode="eager", preprocess=False, label="Examples (cached)")
+    if photos:  # a real photograph for the SinCUT model (seconds on a CPU: not translated at startup)
+        gr.Examples(photos, inputs=[t_input, model_box], outputs=[model_info], label="A photograph, day → night with "
+                    "the SinCUT model (fixed noise seed: the same result every time)", elem_id="photo-examples",
+                    fn=guarded(lambda image, model: h.model_info(model)), run_on_click=True, preprocess=False)
+
+
+def build_video_tab(h: DemoHandlers, model_box: gr.Dropdown) -> None:
+    """Upload a clip; the translation plays beside it, colour-stable by default."""
+    gr.Markdown(texts.VIDEO.format(seconds=h.video_limits.seconds, pixels=h.video_limits.pixels))
+
+    def translate_video(video: Upload, resolution: str = "original", precision: str = "fp32", temporal: str = "clip",
+                        model: str | None = None,
+                        progress: gr.Progress = gr.Progress()) -> tuple[str, str]:  # noqa: B008
+        """Translate a video; returns the translated mp4 and a line of timing."""
+        frames = functools.partial(_frame_progress, progress)
+        return h.translate_video(video, resolution, precision, temporal, model, frames)
+
+    with gr.Row():
+        with gr.Column():
+            v_input = gr.Video(label="Input video", sources=["upload"], elem_id="video-input")
+            with gr.Row():
+                resolution = gr.Dropdown(list(RESOLUTIONS), value="original", allow_custom_value=True,
+                                         label="Resolution: original size, or shorter side in px")
+                precision = gr.Radio(precisions_available(), value="fp32", label="Precision")
+                temporal = gr.Radio(list(TEMPORAL), value="clip", label="Norm statistics")
+            v_button = gr.Button("Translate video", variant="primary", elem_id="video-button")
+        with gr.Column():
+            v_output = gr.Video(label="Translated", elem_id="video-output")
+            v_info = gr.Markdown(elem_id="video-info")
+    v_button.click(guarded(translate_video), [v_input, resolution, precision, temporal, model_box], [v_output, v_info],
+                   api_name="translate_video", preprocess=False, **VIDEO_EVENTS)
+    if EXAMPLE_CLIP.is_file():
+        gr.Examples([[str(EXAMPLE_CLIP)]], inputs=[v_input], label="Example (a horse crossing the demo's ground)")
+
+
+def _frame_progress(progress: gr.Progress, done: int, total: int) -> None:
+    """translate_video()'s progress callback -> the page's progress bar, counted in frames."""
+    progress((done, total), desc="translating", unit="frames")
 
 
 def _tile_progress(progress: gr.Progress, done: int, total: int) -> None:
@@ -231,6 +275,7 @@ def build_demo(
     examples_cache: str | os.PathLike | None = None,
     cache: ModelCache | None = None,
     cache_minutes: float = DEFAULT_CACHE_MINUTES,
+    video_limits: VideoLimits | None = None,
 ) -> gr.Blocks:
     """The Blocks app offering ``models`` (the first is the default) and the shipped model.
 
@@ -239,21 +284,29 @@ def build_demo(
     Uploads and results older than ``cache_minutes`` are deleted while it serves (0: kept until it stops).
     """
     models = [models] if isinstance(models, (str, os.PathLike)) else models
-    catalog = ModelCatalog.from_flags(models, allow_any_model)
-    h = DemoHandlers(catalog, cache or ModelCache(), max_pixels, tile_above, load_timeout)
+    catalog = ModelCatalog.from_flags(models, allow_any_model, shipped=(SHIPPED_MODEL, SHIPPED_SINCUT))
+    h = DemoHandlers(catalog, cache or ModelCache(), max_pixels, tile_above, load_timeout,
+                     video_limits=video_limits or VideoLimits())
     loaded = h.start()  # fail early with a readable message
     if examples_cache is None:
         examples_cache = tempfile.mkdtemp(prefix="cut-hf-examples-")
         atexit.register(shutil.rmtree, examples_cache, ignore_errors=True)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(examples_cache)  # read by gr.Examples when created
     horse_examples = example_images()
+    photos = []
+    photo, sincut = sincut_photo(), display_name(SHIPPED_SINCUT)
+    if photo is not None and catalog.choices.get(sincut) == str(SHIPPED_SINCUT):
+        h.model_info(sincut)  # loaded now: picking its example must not need 'Load model' first
+        photos.append([photo, sincut])
     all_examples = example_images(extra_dir=Path(examples_cache) / "photos")
     h.batch_images = [read_image(p) for p in all_examples]
     with gr.Blocks(title="cut-hf: contrastive unpaired translation",
                    delete_cache=delete_cache_setting(cache_minutes)) as demo:
-        model_box = build_header(h, loaded.describe())
+        model_box, model_info = build_header(h, loaded.describe())
         with gr.Tab("Translate"):
-            build_translate_tab(h, model_box, horse_examples)
+            build_translate_tab(h, model_box, model_info, horse_examples, photos)
+        with gr.Tab("Video"):
+            build_video_tab(h, model_box)
         with gr.Tab("Augmentation explorer"):
             build_augment_tab(h, model_box, all_examples)
         with gr.Tab("PatchNCE explorer"):
@@ -266,7 +319,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="cut-hf demo app", formatter_class=HelpFormatter)
     p.add_argument("--model", action="append", default=None, metavar="ID_OR_FOLDER",
                    help=f"offer this Hub id or local folder (repeatable; the first is the default; the shipped "
-                        f"{SHIPPED_MODEL.name} is always offered, and is the default without --model)")
+                        f"{SHIPPED_MODEL.name} is always offered, and is the default without --model; so is the "
+                        f"SinCUT {SHIPPED_SINCUT.name})")
     p.add_argument("--allow-any-model", action="store_true", help="the model box loads any Hub id or server folder "
                                                                   "(a local session only)")
     p.add_argument("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, help="seconds a model load may take")
@@ -274,6 +328,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, help="port (None or 0: $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
     p.add_argument("--max-pixels", type=int, default=UPLOAD_MAX_PIXELS, help="refuse larger uploads (w x h)")
+    p.add_argument("--max-video-seconds", type=float, default=VideoLimits().seconds, help="refuse longer videos")
+    p.add_argument("--max-video-pixels", type=int, default=VideoLimits().pixels,
+                   help="refuse videos with larger frames (w x h, after the chosen resolution)")
     p.add_argument("--tile-above", type=int, default=DEFAULT_TILE_ABOVE, help="larger images are translated in tiles")
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE, help="largest upload, e.g. 25mb")
     p.add_argument("--concurrency", type=int, default=2, help="events that may run at the same time")
@@ -295,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             demo = build_demo(args.model, allow_any_model=args.allow_any_model, max_pixels=args.max_pixels,
                               tile_above=args.tile_above, load_timeout=args.load_timeout, examples_cache=examples_cache,
-                              cache_minutes=args.cache_minutes)
+                              cache_minutes=args.cache_minutes,
+                              video_limits=VideoLimits(args.max_video_seconds, args.max_video_pixels))
         except DemoError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -13,9 +13,10 @@ from cut_hf.models import (
     nce_channels,
 )
 from cut_hf.translation.pipeline import Tiling, TranslationReport, translate, will_tile
+from cut_hf.translation.video import VideoReport, translate_video
 
 __version__ = "0.1.0"
 
 __all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment",
            "StyleGAN2Generator", "StyleGAN2Discriminator", "ModelLoadError", "load_generator", "translate",
-           "Tiling", "TranslationReport", "will_tile", "__version__"]
+           "Tiling", "TranslationReport", "will_tile", "translate_video", "VideoReport", "__version__"]

@@ -135,9 +135,11 @@ def _close_opened(image: Image.Image, source: object) -> None:
         image.close()
 
 
-def find_images(root: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Image files under ``root``, sorted, chosen by extension (:data:`IMAGE_EXTENSIONS`): the one
-    rule for "the images in a folder" (training data, translation, evaluation).
+def find_images(root: str | os.PathLike, *, recursive: bool = True,
+                extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files under ``root``, sorted, chosen by extension (:data:`IMAGE_EXTENSIONS`, or
+    ``extensions``: videos use the same rules): the one rule for "the images in a folder"
+    (training data, translation, evaluation).
 
     - Hidden files and folders (``.DS_Store``, ``._photo.jpg`` from macOS, ``.git``) are left out.
     - Subfolders are searched (``recursive=False``: only files directly in ``root``).
@@ -158,7 +160,7 @@ def find_images(root: str | os.PathLike, *, recursive: bool = True) -> list[Path
         # pruned in place: os.walk then never enters hidden folders (nor any with recursive=False)
         subfolders[:] = [d for d in subfolders if recursive and not d.startswith(".")]
         found += [Path(folder) / f for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+                  if not f.startswith(".") and Path(f).suffix.lower() in extensions
                   and os.path.isfile(os.path.join(folder, f))]
     return sorted(found)
 

@@ -19,6 +19,7 @@ Usage::
 
     python scripts/build_demo_dataset.py --output datasets/mini-horse2zebra            # ~1000 images, seconds
     python scripts/build_demo_dataset.py --output /tmp/tiny --size 32 --n-train 8 --n-test 4
+    python scripts/build_demo_dataset.py --clip models/mini-horse2zebra/examples/horse_crossing.mp4  # the app's video
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _stripes(u: np.ndarray, v: np.ndarray, period: float, phase: float) -> np.nd
 
 def render_scene(
     rng: np.random.Generator, domain: str, size: int = 64, supersample: int = 3,
-    ground_crop: tuple[int, int] = GROUND_CROP,
+    ground_crop: tuple[int, int] = GROUND_CROP, centre_x: float | None = None,
 ) -> tuple[Image.Image, np.ndarray, SceneParams]:
     """Draw one scene.
 
@@ -140,6 +141,9 @@ def render_scene(
         size: output side in pixels.
         supersample: render at ``size * supersample`` and box-filter down (anti-aliasing).
         ground_crop: range of the side (texture pixels) of the ground's crop, see ``--ground-crop``.
+        centre_x: put the horse's centre here (a fraction of the width; outside [0, 1] it is partly
+            or wholly out of view) instead of where ``rng`` says; every draw is still made, so the
+            same ``rng`` state gives the same scene with the horse moved (:func:`render_clip`).
 
     Returns:
         ``(image, mask, params)``: RGB image (size, size), bool mask (size, size) with True on the
@@ -163,6 +167,8 @@ def render_scene(
     ext = scale * np.array([abs(cos) * half[0] + abs(sin) * half[1], abs(sin) * half[0] + abs(cos) * half[1]])
     margin = 0.02 * n
     centre = np.array([rng.uniform(min(ext[i] + margin, n / 2), max(n - ext[i] - margin, n / 2)) for i in (0, 1)])
+    if centre_x is not None:
+        centre[0] = centre_x * n
 
     # Inverse map: output pixel q -> silhouette frame p = c0 + F R(-theta) (q - centre) / scale,
     # written as one affine (u, v) = M (qx, qy, 1): PIL samples the silhouette with it, and the
@@ -232,6 +238,26 @@ def build(output: str | Path, size: int = 64, n_train: int = 400, n_test: int = 
     return summary
 
 
+def render_clip(path: str | Path, frames: int = 36, fps: int = 12, size: int = 64, seed: int = 3, crf: int = 20) -> Path:
+    """The app's example video: one scene of domain A whose horse walks in from the left and out at
+    the right over a still ground, ``frames`` frames at ``fps`` (H.264, yuv420p), no audio."""
+    import av  # only the clip needs PyAV
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt, stream.options = size, size, "yuv420p", {"crf": str(crf)}
+        for i in range(frames):
+            x = -0.5 + 2.0 * i / max(1, frames - 1)  # centre from half a width left of view to half right
+            image, _, _ = render_scene(np.random.default_rng(seed), "A", size, centre_x=x)  # same draws each frame
+            frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="datasets/mini-horse2zebra", help="dataset folder to write")
@@ -241,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ground-crop", type=int, nargs=2, default=list(GROUND_CROP), metavar=("MIN", "MAX"),
                         help="side of the ground texture's crop, in texture pixels (of 512): smaller is coarser grain")
+    parser.add_argument("--clip", metavar="PATH", help="write the app's example video here instead of a dataset")
     args = parser.parse_args(argv)
+    if args.clip:
+        print(f"wrote {render_clip(args.clip, seed=args.seed if args.seed else 3)}")
+        return 0
     if args.size < 16 or args.n_train < 1 or args.n_test < 1:
         parser.error("need --size >= 16 and at least one image per split")
     if not 8 <= args.ground_crop[0] < args.ground_crop[1] <= 512:

@@ -126,3 +126,44 @@ class LocalHub:
             (repo / path).parent.mkdir(parents=True, exist_ok=True)
             (repo / path).write_bytes(data)
         return f"commit {number}"
+
+
+def make_clip(path, frames: int = 36, fps: int = 12, size=(96, 128), audio: bool = True, seed: int = 0,
+              shape_rows: int = 32):
+    """A test video: a yellow block half the width crossing a still random texture of 4-pixel squares,
+    ``frames`` frames at ``fps`` (H.264, crf 10) and, with ``audio``, a 440 Hz sine (AAC, mono 16 kHz).
+    ``size`` is (H, W); the block covers ``shape_rows`` rows in the middle, so bands at the top and
+    bottom stay still. Returns the path."""
+    import av
+    import numpy as np
+
+    h, w = size
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 256, (h // 4, w // 4, 3)).repeat(4, 0).repeat(4, 1).astype(np.uint8)
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt, video.options = w, h, "yuv420p", {"crf": "10"}
+    sound = None
+    if audio:
+        sound = out.add_stream("aac", rate=16000)
+        sound.layout = "mono"
+    block_w = w // 2
+    for i in range(frames):
+        image = background.copy()
+        x = int(-block_w + i * (w + block_w) / max(1, frames - 1))  # enters at the left, leaves at the right
+        image[(h - shape_rows) // 2 : (h + shape_rows) // 2, max(0, x) : max(0, x + block_w)] = (250, 240, 20)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i
+        out.mux(video.encode(frame))
+    out.mux(video.encode(None))
+    if sound is not None:
+        rate = 16000
+        t = np.arange(int(rate * frames / fps)) / rate
+        wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for k in range(0, len(wave), 1024):
+            chunk = av.AudioFrame.from_ndarray(wave[None, k : k + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = rate, k
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    out.close()
+    return path

@@ -46,7 +46,8 @@ def test_requirements_files_split_and_match_the_extras():
     extras = {k: {_name(r) for r in v} for k, v in project["optional-dependencies"].items()}
     core = {_name(r) for r in project["dependencies"]}
     assert set(app) == core | extras["app"]  # pip install 'cut-hf[app]' == the Space
-    for extra, pinned in (("train", train), ("export", export), ("int8", int8), ("test", test)):
+    for extra, pinned in (("train", train), ("export", export), ("int8", int8), ("test", test),
+                          ("video", pins("requirements-video.txt"))):
         assert extras[extra] == set(pinned), extra
 
 

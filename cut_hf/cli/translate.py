@@ -1,8 +1,8 @@
-"""Command line: translate an image, a folder of images or a 🤗 dataset column with a CUT generator.
+"""Command line: translate an image, a video, a folder of both or a 🤗 dataset column with a CUT generator.
 
     cut-hf translate --model ID_OR_DIR --input FILE_OR_DIR --output DIR \\
         [--size N] [--batch-size B] [--device D] [--precision fp32|bf16|fp16|int8] [--tile N] [--format png]
-        [--calibration DIR_OR_FILES] [--num-workers N] [--overwrite]
+        [--calibration DIR_OR_FILES] [--num-workers N] [--overwrite] [--temporal clip|window|frame] [--crf N] [--seed N]
     cut-hf translate --model ID_OR_DIR --dataset ID_OR_DIR [--column image] [--split train] \\
         [--output-dataset DIR] [--push-to-hub user/name] [--output-column NAME]
 
@@ -11,7 +11,9 @@ over processes). ``--model`` is a Hub id, a ``save_pretrained`` folder or a ``tr
 folder (its ``generator/``). ``--precision int8`` runs on the CPU with 8-bit convolutions
 (:mod:`cut_hf.translation.quantize`), calibrated on ``--calibration`` images, else the model
 folder's ``examples/``, else the first inputs. Folders are searched recursively; each output keeps its input's
-relative path and stem, saved as PNG (or ``--format``); outputs already there are kept
+relative path and stem, saved as PNG (or ``--format``); a video (mp4, mov, mkv, webm, avi,
+animated gif) keeps its name and container, its audio copied (:mod:`cut_hf.translation.video`);
+outputs already there are kept
 (``--overwrite`` redoes them). Unreadable files are reported and passed over; the summary counts
 the inputs translated, already there, unreadable and failed, in the words of the per-file lines.
 Exit status: 0 when every input has an output (translated now or before) or at least one was
@@ -35,17 +37,23 @@ import torch
 from PIL import Image
 
 from cut_hf.cli.help import HelpFormatter
-from cut_hf.translation.folders import (
-    BatchOptions, Summary, job_device, job_state, translate_files,
-)
-from cut_hf.translation.inference import MIN_TILE, Tiling
-from cut_hf.translation.quantize import QuantizationError, check_quantizable, model_examples, require_int8
 from cut_hf.data.unpaired import default_num_workers
 from cut_hf.errors import DiskFullError, ModelLoadError
 from cut_hf.hub.loading import load_generator
 from cut_hf.images import DEFAULT_MAX_PIXELS, find_images
 from cut_hf.perf import EMULATED_BF16_NOTE, emulated_bf16
 from cut_hf.precision import INFERENCE_PRECISIONS, check_inference_precision
+from cut_hf.translation.folders import (
+    BatchOptions,
+    Summary,
+    job_device,
+    job_state,
+    translate_files,
+)
+from cut_hf.translation.inference import MIN_TILE, Tiling
+from cut_hf.translation.quantize import QuantizationError, check_quantizable, model_examples, require_int8
+from cut_hf.translation.video import DEFAULT_CRF, TEMPORAL, VIDEO_EXTENSIONS, find_videos
+from cut_hf.translation.video_files import VideoOptions, translate_video_files, video_line
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -90,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=None,
                    help="DataLoader workers decoding inputs per process (default: the usable cores left, at most 4)")
     p.add_argument("--overwrite", action="store_true", help="translate again inputs whose output exists")
+    v = p.add_argument_group("videos (found among the --input files by extension)")
+    v.add_argument("--temporal", default="clip", choices=TEMPORAL,
+                   help="norm statistics of the whole clip (default: colour-stable), of a sliding window, or of "
+                        "each frame (the paper)")
+    v.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"H.264 / VP9 quality (default {DEFAULT_CRF})")
+    v.add_argument("--seed", type=int, default=0, help="SinCUT's noise, drawn once per video (default 0)")
     d = p.add_argument_group("🤗 datasets (instead of --input/--output)")
     d.add_argument("--dataset", help="Hub id, save_to_disk folder or local dataset folder")
     d.add_argument("--column", default="image", help="the image column")
@@ -120,17 +134,22 @@ def _check_numbers(args: argparse.Namespace) -> str:
     return ext
 
 
-def _input_files(path: str) -> tuple[Path, list[Path]]:
-    """(root, files): a folder's images (recursively) or one file with its folder as the root."""
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _input_files(path: str) -> tuple[Path, list[Path], list[Path]]:
+    """(root, images, videos): a folder's (recursively), or one file's with its folder as the root."""
     source = Path(path).expanduser()
     if not source.exists():
         raise UsageError(f"input {str(source)!r} does not exist")
     if not source.is_dir():
-        return source.parent, [source]
-    files = find_images(source)
-    if not files:
-        raise UsageError(f"no image files in {str(source)!r}", code=1)
-    return source, files
+        return (source.parent, [], [source]) if _is_video(source) else (source.parent, [source], [])
+    images = [f for f in find_images(source) if not _is_video(f)]  # a .gif is a video here
+    videos = find_videos(source)
+    if not images and not videos:
+        raise UsageError(f"no image or video files in {str(source)!r}", code=1)
+    return source, images, videos
 
 
 def _device(name: str, precision: str) -> torch.device:
@@ -218,13 +237,23 @@ Job = Callable[[torch.nn.Module, BatchOptions, torch.device, object], int]
 
 def _folder_job(args: argparse.Namespace, ext: str) -> Job:
     """The folder (or file) job of ``--input``/``--output``; inputs are checked now, before the model loads."""
-    root, files = _input_files(args.input)
+    root, files, videos = _input_files(args.input)
     out_dir = Path(args.output).expanduser()
     targets = output_paths(files, root, out_dir, ext)
+    video_targets = [out_dir / (v.relative_to(root) if v != root else Path(v.name)) for v in videos]
+    video = VideoOptions(args.temporal, args.crf, args.seed)
 
     def run(generator: torch.nn.Module, options: BatchOptions, device: torch.device, state: PartialState) -> int:
-        summary = translate_files(generator, files, targets, options, device=device, state=state)
-        return _report(summary, len(files), str(out_dir), state)
+        codes = []
+        if files:
+            summary = translate_files(generator, files, targets, options, device=device, state=state)
+            codes.append(_report(summary, len(files), str(out_dir), state))
+        if videos:
+            summary, frames = translate_video_files(generator, videos, video_targets, options, video, device, state)
+            if state.is_main_process:
+                print(video_line(summary, frames, len(videos), str(out_dir)))
+            codes.append(0 if summary.translated or summary.already_there else 1)
+        return min(codes)
 
     return run
 

@@ -19,6 +19,9 @@ from cut_hf.demo.errors import DemoError
 #: The model ``python app.py`` uses when given none, in a source checkout (``models/`` is not
 #: part of the installed package).
 SHIPPED_MODEL = Path(__file__).resolve().parents[2] / "models" / "mini-horse2zebra"
+#: The shipped SinCUT model (day -> night, trained on scikit-learn's ``china.jpg``): the app offers it
+#: beside the default, with that photograph as an example.
+SHIPPED_SINCUT = SHIPPED_MODEL.parent / "sincut-china2night"
 
 #: Longest piece of a refused name repeated in the message (one readable line).
 _ECHO_CHARS = 60
@@ -49,10 +52,11 @@ class ModelCatalog:
 
     @classmethod
     def from_flags(cls, models: Sequence[str | os.PathLike] | None = None, allow_any: bool = False,
-                   shipped: str | os.PathLike = SHIPPED_MODEL) -> ModelCatalog:
-        """The models named on the command line (the first is the default), then the shipped one."""
+                   shipped: str | os.PathLike | Sequence[str | os.PathLike] = SHIPPED_MODEL) -> ModelCatalog:
+        """The models named on the command line (the first is the default), then the shipped one(s)."""
         choices: dict[str, str] = {}
-        for source in [*(models or []), shipped]:
+        extra = [shipped] if isinstance(shipped, (str, os.PathLike)) else list(shipped)
+        for source in [*(models or []), *extra]:
             name = base = display_name(source)
             n = 2
             while name in choices and choices[name] != str(source):  # two folders with the same name

@@ -1,4 +1,4 @@
-"""The demo's example pictures: the shipped model's test images, plus two photographs."""
+"""The demo's example pictures: the shipped model's test images, plus photographs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cut_hf.demo.catalog import SHIPPED_MODEL
+from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT
 
 EXAMPLES_DIR = SHIPPED_MODEL / "examples"  # test-split images of the shipped model's dataset
 
@@ -29,3 +29,10 @@ def example_images(folder: Path = EXAMPLES_DIR, extra_dir: Path | None = None) -
                 img.save(path)
             paths.append(str(path))
     return paths
+
+
+def sincut_photo() -> str | None:
+    """The photograph the shipped SinCUT model was trained on (``examples/china.jpg`` in its folder:
+    scikit-learn's sample image, CC BY 2.0, danielbuechele on Flickr), or None when it is missing."""
+    path = SHIPPED_SINCUT / "examples" / "china.jpg"
+    return str(path) if path.is_file() else None

@@ -23,6 +23,7 @@ from cut_hf.demo.patch_explorer import patch_similarity, render_heatmaps, render
 from cut_hf.demo.render import upscale
 from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, run_translation
 from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image
+from cut_hf.demo.video import VideoLimits, describe, run_video
 
 #: How long the model box waits for a load before it answers (the load goes on in the background).
 DEFAULT_LOAD_TIMEOUT = 30.0
@@ -47,6 +48,7 @@ class DemoHandlers:
         tile_above: images with more pixels are translated in tiles.
         load_timeout: seconds the model box waits for a load.
         batch_images: the pictures of the NT-Xent batch.
+        video_limits: what one video upload may cost (duration, pixels per frame).
     """
 
     catalog: ModelCatalog = field(default_factory=ModelCatalog.from_flags)
@@ -55,6 +57,7 @@ class DemoHandlers:
     tile_above: int = DEFAULT_TILE_ABOVE
     load_timeout: float = DEFAULT_LOAD_TIMEOUT
     batch_images: Sequence[Image.Image] = ()
+    video_limits: VideoLimits = field(default_factory=VideoLimits)
 
     def start(self) -> DemoModel:
         """Load and warm up the default model, waiting as long as it takes (at startup, before serving)."""
@@ -83,6 +86,14 @@ class DemoHandlers:
         result = run_translation(self.model(model or self.catalog.default), img, resolution, precision,
                                  self.tile_above, self.max_pixels, progress)
         return (result.before, result.after), result.describe(img.size)
+
+    def translate_video(self, video: Upload, resolution: str = "original", precision: str = "fp32",
+                        temporal: str = "clip", model: str | None = None,
+                        progress: Progress | None = None) -> tuple[str, str]:
+        """Translate a video upload (within :attr:`video_limits`); returns (output path, a line of timing)."""
+        path, report = run_video(self.model(model or self.catalog.default), video, resolution, precision, temporal,
+                                 self.video_limits, progress)
+        return path, describe(report)
 
     def augment(self, image: Upload, controls: aug.AugmentControls | None = None,
                 seed: int = 0) -> tuple[Image.Image, Image.Image, Image.Image, str, dict[str, Any]]:

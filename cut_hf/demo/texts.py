@@ -31,3 +31,10 @@ PATCHNCE = (
     "has one. PatchNCE trains the same place to win (green cross: the query; yellow ring: the most "
     "similar location; captions: the peak similarity and its distance from the query in map cells)."
 )
+
+#: The Video tab's line: its limits (filled in by the app) and what the statistics choice means.
+VIDEO = (
+    "Videos up to {seconds:g} s and {pixels:,} pixels per frame; one video job runs at a time. *clip* takes the "
+    "norm statistics of the whole clip (steady colours), *frame* those of each frame, as the paper (colours "
+    "pulse as things move)."
+)

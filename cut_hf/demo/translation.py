@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.models import DemoModel
 from cut_hf.perf import EMULATED_BF16_NOTE, default_device, emulated_bf16, fast_int8
 from cut_hf.precision import PRECISIONS
 from cut_hf.translation.inference import DEFAULT_TILE, Tiling
 from cut_hf.translation.pipeline import resized_shape, translate
 from cut_hf.translation.quantize import model_examples
-from cut_hf.demo.errors import DemoError
-from cut_hf.demo.models import DemoModel
+from cut_hf.translation.video import fixed_noise
 
 #: Resolution choices of the tab: keep the upload's size, or resize its shorter side to N pixels.
 RESOLUTIONS = ("original", "64", "128", "256", "512", "1024")
@@ -98,7 +99,8 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
     The returned ``before`` is the image the generator saw (the resized input when a resolution
     is chosen), so the before/after slider compares like with like. Images over ``tile_above``
     pixels take the tiled path; ``max_pixels`` bounds the size after resizing (None: no bound).
-    ``progress(done, total)`` is called as tiles finish (see :func:`cut_hf.translate`).
+    ``progress(done, total)`` is called as tiles finish (see :func:`cut_hf.translate`). A SinCUT
+    model's noise is drawn from seed 0, so the same upload always gives the same result.
     """
     side = parse_resolution(resolution)
     if precision not in precisions_available():
@@ -114,8 +116,8 @@ def run_translation(model: DemoModel, image: Image.Image, resolution: str | int 
     try:
         # int8 calibrates on the model's own examples where it has them (else on the first upload).
         calibration = model_examples(model.source) if precision == "int8" else None
-        after, report = translate(model.generator, before, device=translation_device(), precision=precision,
-                                  calibration=calibration,
+        after, report = translate(fixed_noise(model.generator, seed=0), before, device=translation_device(),
+                                  precision=precision, calibration=calibration,
                                   tiling=Tiling(max_whole_pixels=tile_above),
                                   max_pixels=None,  # checked against the app's limit
                                   progress=progress, return_report=True)

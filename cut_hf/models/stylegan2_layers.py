@@ -213,6 +213,25 @@ class NoiseInjection(nn.Module):
         return x + self.weight * x.new_empty(b, 1, h, w).normal_()
 
 
+class FixedNoise(nn.Module):
+    """Stand-in for a :class:`NoiseInjection` (whose learned scale it shares) that draws its noise
+    once per map size from ``seed`` and then reuses it: every frame of a clip gets the same noise,
+    and a seed gives the same result on any device (drawn on the CPU)."""
+
+    def __init__(self, noise: NoiseInjection, seed: int) -> None:
+        super().__init__()
+        self.noise = noise  # shared with the user's model, not copied
+        self.seed = seed
+        self.maps: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = (*x.shape[-2:], x.device, x.dtype)
+        if key not in self.maps:
+            drawn = torch.randn(1, 1, *x.shape[-2:], generator=torch.Generator().manual_seed(self.seed))
+            self.maps[key] = drawn.to(x.device, x.dtype)
+        return x + self.noise.weight * self.maps[key]  # (1, 1, H, W): the same map for every image
+
+
 class StyledUpConv(nn.Module):
     """The official ``StyledConv`` with ``upsample=True`` and no style: conv, [noise], bias + leaky ReLU."""
 

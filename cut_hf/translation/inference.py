@@ -237,8 +237,11 @@ def _uses_instance_stats(module: nn.Module) -> TypeGuard[nn.InstanceNorm2d]:
     return isinstance(module, nn.InstanceNorm2d) and (module.training or not module.track_running_stats)
 
 
-def swap_norms(module: nn.Module, make: Callable[[str, nn.InstanceNorm2d], nn.Module], prefix: str = "") -> nn.Module:
-    """A structural copy of ``module`` whose instance norms are replaced by ``make(name, norm)``.
+def swap_modules(
+    module: nn.Module, match: Callable[[nn.Module], bool], make: Callable[[str, nn.Module], nn.Module],
+    prefix: str = "",
+) -> nn.Module:
+    """A structural copy of ``module`` whose sub-modules ``m`` with ``match(m)`` are replaced by ``make(name, m)``.
 
     Every sub-module is shallow-copied (``copy.copy``: parameters and buffers are the same tensors),
     and only the copies' child dicts are rebuilt, so the original is untouched and no weight memory
@@ -252,11 +255,22 @@ def swap_norms(module: nn.Module, make: Callable[[str, nn.InstanceNorm2d], nn.Mo
         full = f"{prefix}{name}"
         if child is None:
             clone._modules[name] = None
-        elif _uses_instance_stats(child):
+        elif match(child):
             clone._modules[name] = make(full, child)
         else:
-            clone._modules[name] = swap_norms(child, make, full + ".")
+            clone._modules[name] = swap_modules(child, match, make, full + ".")
     return clone
+
+
+def swap_norms(module: nn.Module, make: Callable[[str, nn.InstanceNorm2d], nn.Module]) -> nn.Module:
+    """:func:`swap_modules` of the instance norms that normalise with their input's statistics."""
+    return swap_modules(module, _uses_instance_stats, make)  # type: ignore[arg-type]
+
+
+def freeze_norms(model: nn.Module, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
+    """A copy of ``model`` whose instance norms use ``stats`` (from :func:`norm_stats`): a local operator.
+    Statistics of shape (B, C, 1, 1) give each image of a batch its own."""
+    return swap_norms(model, lambda name, norm: StatsInstanceNorm(norm, stats[name]))
 
 
 def keeps_channels_last(norm: nn.Module, device: torch.device) -> bool:
@@ -324,24 +338,26 @@ def stat_crops(h: int, w: int, max_pixels: int) -> tuple[int, list[tuple[int, in
 
 
 def _stats_input(xp: torch.Tensor, max_pixels: int, sample: str) -> tuple[torch.Tensor, bool]:
-    """What the statistics pass runs on, and whether its norms pool over the batch (crops)."""
-    h, w = xp.shape[-2:]
-    if h * w <= max_pixels:
-        return xp, False
+    """What the statistics pass runs on, and whether its norms pool over the batch (crops, or the
+    N frames of a clip sharing one set of statistics)."""
+    n, (h, w) = xp.shape[0], xp.shape[-2:]
+    if n * h * w <= max_pixels:
+        return xp, n > 1
     if sample == "downscale":
-        scale = math.sqrt(max_pixels / (h * w))
-        h2, w2 = (max(MIN_SIDE, int(n * scale) // MULTIPLE * MULTIPLE) for n in (h, w))
-        return resize(xp, (h2, w2)), False
-    side, corners = stat_crops(h, w, max_pixels)
-    return torch.cat([xp[..., y : y + side, x : x + side] for y, x in corners]), True  # (K, C, side, side)
+        scale = math.sqrt(max_pixels / (n * h * w))
+        h2, w2 = (max(MIN_SIDE, int(s * scale) // MULTIPLE * MULTIPLE) for s in (h, w))
+        return resize(xp, (h2, w2)), n > 1
+    side, corners = stat_crops(h, w, max(1, max_pixels // n))  # the same crops of every frame
+    return torch.cat([xp[..., y : y + side, x : x + side] for y, x in corners]), True  # (N K, C, side, side)
 
 
 def norm_stats(
     model: nn.Module, xp: torch.Tensor, max_pixels: int, runner: Runner, sample: str = "crops"
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Pass 1: instance-norm statistics (mean, var), each (1, C, 1, 1), of the padded image (1, C, H, W).
+    """Pass 1: instance-norm statistics (mean, var), each (1, C, 1, 1), of the padded image (1, C, H, W),
+    or pooled over N frames (N, C, H, W) of a clip as if they were pieces of one image.
 
-    Exact when H * W fits ``max_pixels`` (the whole image runs once); otherwise estimated from at
+    Exact when N * H * W fits ``max_pixels`` (everything runs once); otherwise estimated from at
     most ``max_pixels`` pixels by ``sample``: ``"crops"`` (full-resolution crops spread over the
     image, run as one batch whose norms pool over all crops) or ``"downscale"`` (the whole image,
     downscaled). Crops keep the scale the tiles see; downscaling changes the frequency content and
@@ -381,9 +397,11 @@ def run_tiled(
     tiling: Tiling,
     runner: Runner,
     on_tile: Callable[[], None] | None = None,
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Translate one CPU image (1, C, H, W) tile by tile with whole-image norm statistics; calls
-    ``on_tile()`` after each tile. Returns float32 (1, C', H, W) on the CPU.
+    ``on_tile()`` after each tile. Returns float32 (1, C', H, W) on the CPU. ``stats``: statistics
+    taken elsewhere (:func:`norm_stats` of a whole clip, say) instead of this image's own.
 
     Peak memory: the padded input and a float32 output of the image's size, plus one forward over
     (tile + 2 margin)^2 pixels and one over ``tiling.max_whole_pixels``.
@@ -391,8 +409,9 @@ def run_tiled(
     xp, pads = pad(x)
     h, w = xp.shape[-2:]
     tile, margin = tiling.side, tiling.margin
-    stats = norm_stats(model, xp, tiling.max_whole_pixels, runner, tiling.stats_sample)
-    frozen = swap_norms(model, lambda name, norm: StatsInstanceNorm(norm, stats[name]))
+    if stats is None:
+        stats = norm_stats(model, xp, tiling.max_whole_pixels, runner, tiling.stats_sample)
+    frozen = freeze_norms(model, stats)
 
     rows, cols = tile_layout(h, tile, tiling.overlap), tile_layout(w, tile, tiling.overlap)
     row_w = [window(s, b, a) for _, s, b, a in rows]

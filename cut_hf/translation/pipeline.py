@@ -231,7 +231,7 @@ def _run_groups(model: nn.Module, inputs: list, groups: dict, job: _Job) -> list
 
 
 # -------------------------------------------------------------------------------------- the call
-def _exported_limits(generator: nn.Module, tiling: Tiling, channels_last: bool) -> tuple[Tiling, bool]:
+def exported_limits(generator: nn.Module, tiling: Tiling, channels_last: bool) -> tuple[Tiling, bool]:
     """``tiling`` and channels-last for ``generator``: an exported graph (:mod:`cut_hf.translation.exported`) has
     no norm modules to swap, so it runs whole in the layout it was exported with."""
     if getattr(generator, "tileable", True):
@@ -356,7 +356,7 @@ def translate(
                                    inputs=inputs[:MAX_CALIBRATION_IMAGES])
     run_precision = "fp32" if int8 else precision
     cl = channels_last_default(dev, run_precision) if channels_last is None else bool(channels_last)
-    tiling, cl = _exported_limits(generator, tiling or Tiling(), cl)
+    tiling, cl = exported_limits(generator, tiling or Tiling(), cl)
     restore = size is not None and keep_size
     job = _Job(Runner(dev, run_precision, cl), tiling, out_nc, batch_size, progress=progress,
                finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))

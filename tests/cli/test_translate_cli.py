@@ -103,7 +103,7 @@ def test_nothing_translated_exits_1(model_dir, inputs, tmp_path, capsys) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--model", str(model_dir), "--input", str(empty), "--output", str(tmp_path / "o")]) == 1
-    assert "no image files" in capsys.readouterr().err
+    assert "no image or video files" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

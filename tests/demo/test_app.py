@@ -526,7 +526,7 @@ def test_space_card_and_lfs_attributes() -> None:
     upload = "hf upload USER/cut-hf requirements-app.txt requirements.txt --type space"
     assert upload in (ROOT / "README.md").read_text()
     lfs = {line.split()[0] for line in (ROOT / ".gitattributes").read_text().splitlines() if "filter=lfs" in line}
-    assert {"*.safetensors", "*.png", "*.jpg"} <= lfs
+    assert {"*.safetensors", "*.png", "*.jpg", "*.mp4"} <= lfs  # the Video tab's example clip too
     assert "### Deploy as a Space" in (ROOT / "README.md").read_text()
 
 

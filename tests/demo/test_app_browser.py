@@ -30,6 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXAMPLE = ROOT / "models" / "mini-horse2zebra" / "examples" / "testA_0000.png"
+CLIP = ROOT / "models" / "mini-horse2zebra" / "examples" / "horse_crossing.mp4"
 
 
 # ------------------------------------------------------------------------- a tiny CDP client
@@ -246,6 +247,52 @@ def translate_in_browser(browser: Browser, url: str, image: Path, shot: Path) ->
     return info
 
 
+#: JS: the translated video has loaded a frame and the timing line is there (its text, else '').
+VIDEO_DONE = ("(() => { const v = document.querySelector('#video-output video');"
+              " const info = document.querySelector('#video-info');"
+              " return !!v && v.readyState >= 2 && v.videoWidth > 0 && !!info && /frames/.test(info.innerText)"
+              " ? info.innerText : ''; })()")
+
+
+def translate_video_in_browser(browser: Browser, url: str, clip: Path, shot: Path) -> str:
+    """Open the Video tab, upload ``clip``, press Translate video, wait for the result; both players are
+    paused half way (the horse in view) for the picture; returns the timing line."""
+    browser.goto(url)
+    browser.wait_for(APP_READY, 60, "the app to load")
+    click_tab(browser, "Video")
+    browser.upload("#video-input input[type=file]", clip)
+    browser.wait_for("!!document.querySelector('#video-input video')", 30, "the upload's player")
+    browser.js("document.querySelector('#video-button').click()")
+    info = browser.wait_for(VIDEO_DONE, 120, "the translated video")
+    browser.js("document.querySelectorAll('#video-input video, #video-output video').forEach(v => { v.pause();"
+               " v.currentTime = 1.4; })")
+    browser.wait_for("[...document.querySelectorAll('#video-input video, #video-output video')]"
+                     ".every(v => !v.seeking && v.readyState >= 2)", 30, "both players at the same frame")
+    time.sleep(0.5)
+    browser.screenshot(shot)
+    return info
+
+
+def translate_photo_in_browser(browser: Browser, url: str, shot: Path) -> str:
+    """Pick the photograph example (it sets the SinCUT model too), press Translate, wait for the slider."""
+    browser.goto(url)
+    browser.wait_for(APP_READY, 60, "the app to load")
+    browser.wait_for("!!document.querySelector('#photo-examples tbody tr')", 30, "the photograph example")
+    chosen = "document.querySelector('#model-box input').value === 'sincut-china2night'"
+    for _ in range(10):  # a click before the page has hydrated does nothing: click until the model box follows
+        browser.js("document.querySelector('#photo-examples tbody tr').click()")
+        time.sleep(1.0)
+        if browser.js(chosen):
+            break
+    browser.wait_for(chosen + " && !!document.querySelector('#translate-input img')", 30, "the photograph")
+    time.sleep(1.0)
+    browser.js("document.querySelector('#translate-button').click()")
+    info = browser.wait_for(SLIDER_DONE.replace("/\\d s/", "/640×427/"), 180, "the night photograph")
+    time.sleep(0.5)
+    browser.screenshot(shot)
+    return info
+
+
 # ------------------------------------------------------------------------------------- tests
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_translate_in_headless_chromium(tmp_path: Path) -> None:
@@ -262,6 +309,22 @@ def test_translate_in_headless_chromium(tmp_path: Path) -> None:
         # The slider shows two real pictures (not a blank or an error box).
         sizes = browser.js("[...document.querySelectorAll('#translate-slider img')].map(i => i.naturalWidth)")
         assert len(sizes) >= 2 and all(s == 64 for s in sizes[:2])
+        assert not browser.js("!!document.querySelector('.toast-body.error')"), "an error toast is shown"
+    finally:
+        if browser is not None:
+            browser.close()
+        demo.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_video_tab_in_headless_chromium(tmp_path: Path) -> None:
+    demo, url = start_app(examples_cache=tmp_path / "examples")
+    browser = None
+    try:
+        browser = Browser()
+        info = translate_video_in_browser(browser, url, CLIP, tmp_path / "video.png")
+        assert "36 frames" in info and "64×64 px at 12 fps" in info
+        assert browser.js("document.querySelector('#video-output video').videoWidth") == 64  # the browser plays it
         assert not browser.js("!!document.querySelector('.toast-body.error')"), "an error toast is shown"
     finally:
         if browser is not None:
@@ -340,12 +403,14 @@ def _has_image(elem_id: str) -> str:
 
 
 def take_screenshots(out_dir: Path, width: int = 1400) -> None:
-    """The three tabs after one action each, as docs/app_{translate,augment,patchnce}.png."""
+    """The four tabs after one action each, as docs/app_{translate,video,augment,patchnce}.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     demo, url = start_app()
     browser = Browser(width, 1250)
     try:
         print(translate_in_browser(browser, url, EXAMPLE, out_dir / "app_translate.png"))
+        print(translate_video_in_browser(browser, url, CLIP, out_dir / "app_video.png"))
+        print(translate_photo_in_browser(browser, url, out_dir / "app_sincut.png"))
 
         def click(selector: str) -> None:
             browser.js(f"document.querySelector('{selector}').click()")
@@ -382,7 +447,7 @@ def take_screenshots(out_dir: Path, width: int = 1400) -> None:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="save screenshots of the demo's three tabs")
+    parser = argparse.ArgumentParser(description="save screenshots of the demo's four tabs")
     parser.add_argument("--screenshots", default="docs", help="output folder")
     parser.add_argument("--width", type=int, default=1400, help="browser window width (px)")
     cli = parser.parse_args()

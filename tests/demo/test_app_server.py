@@ -80,11 +80,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def test_api_names_and_named_parameters(server) -> None:
     client, _ = server
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/translate", "/augment", "/augment_batch", "/patch_similarity", "/model_info"} <= set(api)
+    assert {"/translate", "/translate_video", "/augment", "/augment_batch", "/patch_similarity", "/model_info"} <= set(api)
     names = {k: [p["parameter_name"] for p in v["parameters"]] for k, v in api.items()}
     assert names["/augment"] == ["image", *CONTROLS, "seed"]
     assert names["/augment_batch"] == [*CONTROLS, "seed", "temperature", "embedding", "model"]
     assert names["/translate"] == ["image", "resolution", "precision", "model"]
+    assert names["/translate_video"] == ["video", "resolution", "precision", "temporal", "model"]
     assert names["/patch_similarity"] == ["image", "x", "y", "model"] and names["/model_info"] == ["model"]
     assert not any(n.startswith("param_") for ns in names.values() for n in ns)
 
@@ -97,6 +98,7 @@ def test_page_and_api_show_no_server_paths(server) -> None:
     for text in (config, api):
         assert str(ROOT) not in text and str(SHIPPED) not in text
     assert "mini-horse2zebra" in config and "someone/stalled" in config  # the allowlist, by display name
+    assert "sincut-china2night" in config and "china.jpg" in config  # the shipped SinCUT and its photograph
 
 
 def test_translate_with_defaults(server, files) -> None:
@@ -315,3 +317,20 @@ def test_stopping_the_app_removes_its_temporary_folders(tmp_path: Path, stop: si
             proc.kill()
             proc.wait()
     assert not list(tmp_path.glob("cut-hf-examples-*"))
+
+
+def test_translate_video_and_refuse_a_long_one(server, tmp_path) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from cut_hf.demo.video import EXAMPLE_CLIP
+    from cut_hf.translation.video import video_info
+    from tests.helpers import make_clip
+
+    client, _ = server
+    out, info = client.predict(handle_file(str(EXAMPLE_CLIP)), api_name="/translate_video")
+    out = out["video"] if isinstance(out, dict) else out
+    assert video_info(out)[:4] == (64, 64, 12, 36) and "36 frames" in info
+    long = make_clip(tmp_path / "long.mp4", frames=24, fps=2, size=(16, 16), audio=False)  # 12 s
+    with pytest.raises(AppError, match="'long.mp4' is 12.0 s long, over this app's limit of 10 s"):
+        client.predict(handle_file(str(long)), api_name="/translate_video")
