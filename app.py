@@ -92,7 +92,8 @@ def build_header(h: DemoHandlers, description: str) -> tuple[gr.Dropdown, gr.Mar
         load_btn = gr.Button("Load model", scale=1)
     model_info = gr.Markdown(description)
     in_use = gr.State(h.catalog.default)  # this visitor's model: the box goes back to it when a load fails
-    for trigger, api in ((load_btn.click, {"api_name": "model_info"}), (model_box.select, {"api_visibility": "private"})):
+    for trigger, api in ((load_btn.click, {"api_name": "model_info"}),
+                         (model_box.select, {"api_visibility": "private"})):
         load = trigger(guarded(h.model_info), [model_box], [model_info], preprocess=False, **api, **LOAD_EVENTS)
         load.success(lambda name: name, [model_box], [in_use], api_visibility="private")
         load.failure(lambda name: name, [in_use], [model_box], api_visibility="private")
