@@ -31,24 +31,23 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline by default: no telemetry calls
 
-import gradio as gr  # noqa: E402
-from PIL import Image  # noqa: E402
+import gradio as gr
+from PIL import Image
 
-from cut_hf.cli.help import HelpFormatter  # noqa: E402
-from cut_hf.demo import augment_explorer as aug  # noqa: E402
-from cut_hf.demo.cache import DEFAULT_CACHE_MINUTES, delete_cache_setting, sweeper  # noqa: E402
-from cut_hf.demo import texts  # noqa: E402
-from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT, ModelCatalog, display_name  # noqa: E402
-from cut_hf.demo.errors import DemoError  # noqa: E402
-from cut_hf.demo.examples import example_images, sincut_photo  # noqa: E402
-from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload  # noqa: E402
-from cut_hf.demo.models import ModelCache  # noqa: E402
-from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, precision_note, precisions_available  # noqa: E402
-from cut_hf.demo.translation import device_line
-from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image  # noqa: E402
-from cut_hf.demo.video import EXAMPLE_CLIP, VideoLimits  # noqa: E402
-from cut_hf.translation.video import TEMPORAL  # noqa: E402
-from cut_hf.perf import set_threads  # noqa: E402
+from cut_hf.cli.help import HelpFormatter
+from cut_hf.demo import augment_explorer as aug
+from cut_hf.demo import texts
+from cut_hf.demo.cache import DEFAULT_CACHE_MINUTES, delete_cache_setting, sweeper
+from cut_hf.demo.catalog import SHIPPED_MODEL, SHIPPED_SINCUT, ModelCatalog, display_name
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.examples import example_images, sincut_photo
+from cut_hf.demo.handlers import DEFAULT_LOAD_TIMEOUT, DemoHandlers, Upload
+from cut_hf.demo.models import ModelCache
+from cut_hf.demo.translation import DEFAULT_TILE_ABOVE, RESOLUTIONS, device_line, precision_note, precisions_available
+from cut_hf.demo.uploads import UPLOAD_MAX_PIXELS, read_image
+from cut_hf.demo.video import EXAMPLE_CLIP, VideoLimits
+from cut_hf.perf import set_threads
+from cut_hf.translation.video import TEMPORAL
 
 log = logging.getLogger("cut_hf.app")
 
@@ -74,7 +73,7 @@ def guarded(fn: Callable) -> Callable:
             raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
         except MemoryError:
             raise gr.Error("out of memory: try a smaller image or resolution", print_exception=False) from None
-        except Exception as err:  # noqa: BLE001 - the page gets a message, the log the traceback
+        except Exception as err:  # the page gets a message, the log the traceback
             log.exception("handler %s failed", fn.__name__)
             raise gr.Error(f"something went wrong ({html.escape(type(err).__name__, quote=False)}); the server log has "
                            "the details", print_exception=False) from None
@@ -93,7 +92,8 @@ def build_header(h: DemoHandlers, description: str) -> tuple[gr.Dropdown, gr.Mar
         load_btn = gr.Button("Load model", scale=1)
     model_info = gr.Markdown(description)
     in_use = gr.State(h.catalog.default)  # this visitor's model: the box goes back to it when a load fails
-    for trigger, api in ((load_btn.click, {"api_name": "model_info"}), (model_box.select, {"api_visibility": "private"})):
+    for trigger, api in ((load_btn.click, {"api_name": "model_info"}),
+                         (model_box.select, {"api_visibility": "private"})):
         load = trigger(guarded(h.model_info), [model_box], [model_info], preprocess=False, **api, **LOAD_EVENTS)
         load.success(lambda name: name, [model_box], [in_use], api_visibility="private")
         load.failure(lambda name: name, [in_use], [model_box], api_visibility="private")

@@ -46,7 +46,7 @@ def photo(name: str, short: int, square: bool = False) -> Image.Image:
     img = Image.fromarray(getattr(data, name)()).convert("RGB")
     scale = short / min(img.size)
     size = (short, short) if square else (round(img.width * scale), round(img.height * scale))
-    return img.resize(size, Image.BICUBIC)
+    return img.resize(size, Image.Resampling.BICUBIC)
 
 
 def timed(fn: Any) -> float:

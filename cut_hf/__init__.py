@@ -17,6 +17,22 @@ from cut_hf.translation.video import VideoReport, translate_video
 
 __version__ = "0.1.0"
 
-__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "SimCLRAugment",
-           "StyleGAN2Generator", "StyleGAN2Discriminator", "ModelLoadError", "load_generator", "translate",
-           "Tiling", "TranslationReport", "will_tile", "translate_video", "VideoReport", "__version__"]
+__all__ = [
+    "CUTGenerator",
+    "ModelLoadError",
+    "PatchDiscriminator",
+    "PatchSampler",
+    "SimCLR",
+    "SimCLRAugment",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
+    "Tiling",
+    "TranslationReport",
+    "VideoReport",
+    "__version__",
+    "load_generator",
+    "nce_channels",
+    "translate",
+    "translate_video",
+    "will_tile",
+]

@@ -238,7 +238,9 @@ def build(output: str | Path, size: int = 64, n_train: int = 400, n_test: int = 
     return summary
 
 
-def render_clip(path: str | Path, frames: int = 36, fps: int = 12, size: int = 64, seed: int = 3, crf: int = 20) -> Path:
+def render_clip(
+    path: str | Path, frames: int = 36, fps: int = 12, size: int = 64, seed: int = 3, crf: int = 20
+) -> Path:
     """The app's example video: one scene of domain A whose horse walks in from the left and out at
     the right over a still ground, ``frames`` frames at ``fps`` (H.264, yuv420p), no audio."""
     import av  # only the clip needs PyAV

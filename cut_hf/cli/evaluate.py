@@ -16,12 +16,12 @@ import torch.nn as nn
 
 from cut_hf.cli.help import HelpFormatter
 from cut_hf.errors import ModelLoadError
+from cut_hf.evaluation.metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.evaluation.translation import EvaluationError, evaluate_folders
-from cut_hf.perf import default_device
 from cut_hf.hub.cards import add_eval_results, translation_eval_results
 from cut_hf.hub.loading import load_generator
-from cut_hf.evaluation.metrics import MetricsUnavailable, TinyFeatureExtractor, inception_feature_extractor
 from cut_hf.official.checkpoints import ConversionError, load_official_generator
+from cut_hf.perf import default_device
 
 
 def build_parser() -> argparse.ArgumentParser:

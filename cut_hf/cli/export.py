@@ -27,6 +27,9 @@ from collections.abc import Sequence
 import torch
 
 from cut_hf.cli.help import HelpFormatter
+from cut_hf.errors import ModelLoadError
+from cut_hf.hub.loading import load_generator
+from cut_hf.images import ImageLoadError
 from cut_hf.translation.export import (
     DEFAULT_EXAMPLE_SIZE,
     DEFAULT_OPSET,
@@ -39,9 +42,6 @@ from cut_hf.translation.export import (
     require_onnx,
     size_multiple,
 )
-from cut_hf.errors import ModelLoadError
-from cut_hf.hub.loading import load_generator
-from cut_hf.images import ImageLoadError
 from cut_hf.translation.exported import load_exported_generator
 from cut_hf.translation.quantize import (
     CALIBRATION_SIDES,

@@ -28,8 +28,6 @@ import torch
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
-from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from cut_hf.errors import DiskFullError
 from cut_hf.data.sources import DataError, check_enough_images, check_one_source, load_domains
 from cut_hf.data.streaming import (
     SHUFFLE_BUFFER,
@@ -38,7 +36,6 @@ from cut_hf.data.streaming import (
     make_stream_loader,
     open_stream,
 )
-from cut_hf.errors import ModelLoadError
 from cut_hf.data.unpaired import (
     PREPROCESS_MODES,
     Preprocess,
@@ -47,15 +44,17 @@ from cut_hf.data.unpaired import (
     default_num_workers,
     make_dataloader,
 )
-from cut_hf.evaluation.translation import EvaluationError
-from cut_hf.objectives.losses import GAN_MODES
+from cut_hf.errors import DiskFullError, ModelLoadError
 from cut_hf.evaluation.metrics import MetricsUnavailable
+from cut_hf.evaluation.translation import EvaluationError
+from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.objectives.cut import CUTObjective, build_optimizers
+from cut_hf.objectives.losses import GAN_MODES
 from cut_hf.objectives.sincut import SinCUTObjective
-from cut_hf.training.optim import linear_decay
 from cut_hf.training.checkpoints import CheckpointError
 from cut_hf.training.finetune import load_source_models, source_flags, source_folders
 from cut_hf.training.logs import NonFiniteLossError
+from cut_hf.training.optim import linear_decay
 from cut_hf.training.runtime import (
     MIXED_PRECISION_HELP,
     ConfigError,

@@ -32,10 +32,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
+from cut_hf.data.sources import DataError, ImageList, load_readable
 from cut_hf.images import to_channels as images_to_channels
 from cut_hf.perf import usable_cores
-from cut_hf.data.sources import DataError, ImageList, load_readable
-
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 

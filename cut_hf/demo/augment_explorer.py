@@ -24,11 +24,11 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
 from cut_hf.data.augment import PRESETS, SimCLRAugment, ViewParams
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.render import colormap, draw_boxes, font
 from cut_hf.models.generator import CUTGenerator
 from cut_hf.models.stylegan2 import StyleGAN2Generator
 from cut_hf.objectives.losses import nt_xent_loss
-from cut_hf.demo.errors import DemoError
-from cut_hf.demo.render import colormap, draw_boxes, font
 
 VIEW_COLOURS = ("#ff8c1a", "#1ad1ff")  # view 1 orange, view 2 cyan: boxes, labels and matrix marks
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
+from cut_hf.demo.catalog import SHIPPED_MODEL, display_name
+from cut_hf.demo.errors import DemoError
 from cut_hf.errors import ModelLoadError
 from cut_hf.hub.loading import load_generator
 from cut_hf.models.generator import CUTGenerator
 from cut_hf.models.patch_sampler import PatchSampler
 from cut_hf.models.stylegan2 import StyleGAN2Generator
-from cut_hf.demo.catalog import SHIPPED_MODEL, display_name
-from cut_hf.demo.errors import DemoError
 
 __all__ = ["SHIPPED_MODEL", "DemoModel", "ModelCache", "load_demo_model", "warm_up"]
 

@@ -18,11 +18,11 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 
+from cut_hf.demo.errors import DemoError
+from cut_hf.demo.render import draw_marker, overlay_heatmap, upscale
 from cut_hf.models.generator import CUTGenerator
 from cut_hf.models.patch_sampler import PatchSampler, l2_normalize
 from cut_hf.models.stylegan2 import StyleGAN2Generator
-from cut_hf.demo.errors import DemoError
-from cut_hf.demo.render import draw_marker, overlay_heatmap, upscale
 
 QUERY_COLOUR, PEAK_COLOUR = "#00ff66", "#ffe600"
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cut_hf.images import ImageLoadError, ImageTooLargeError, open_image, to_channels
 from cut_hf.demo.errors import DemoError
+from cut_hf.images import ImageLoadError, ImageTooLargeError, open_image, to_channels
 
 #: The app's default upload limit in pixels (width x height): 25 Mpx, a 6000 x 4000 photo fits.
 #: Smaller than the library's ``cut_hf.images.DEFAULT_MAX_PIXELS`` (a limit against decompression

@@ -32,14 +32,14 @@ HOW_TO_GET_INCEPTION = (
 )
 
 __all__ = [
-    "MetricsUnavailable",
     "INCEPTION_URL",
-    "inception_feature_extractor",
+    "MetricsUnavailable",
     "TinyFeatureExtractor",
     "extract_features",
     "fid_kid",
-    "paired_metrics",
+    "inception_feature_extractor",
     "lpips_available",
+    "paired_metrics",
 ]
 
 

@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cut_hf.images import ImageLoadError, find_images, load_image
 from cut_hf.evaluation.metrics import (
     extract_features,
     fid_kid,
@@ -31,11 +30,12 @@ from cut_hf.evaluation.metrics import (
     lpips_available,
     paired_metrics,
 )
+from cut_hf.images import ImageLoadError, find_images, load_image
 
 # How many input images are held in memory at once (translated, measured, then dropped).
 CHUNK = 64
 
-__all__ = ["EvaluationError", "list_images", "evaluate_folders"]
+__all__ = ["EvaluationError", "evaluate_folders", "list_images"]
 
 
 class EvaluationError(RuntimeError):

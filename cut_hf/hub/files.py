@@ -17,7 +17,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 
 from cut_hf.errors import ModelLoadError, hub_load_error, one_line
 
-__all__ = ["HUB_TIMEOUT", "DOWNLOAD_KWARGS", "check_local_model_dir", "resolve_model_dir", "hub_error_message"]
+__all__ = ["DOWNLOAD_KWARGS", "HUB_TIMEOUT", "check_local_model_dir", "hub_error_message", "resolve_model_dir"]
 
 #: Seconds one Hub metadata request may take before the Hub counts as unreachable.
 HUB_TIMEOUT = 5.0

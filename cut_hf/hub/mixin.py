@@ -17,14 +17,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch.nn as nn
-
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 
 from cut_hf.errors import ModelLoadError, mismatch_message, one_line
 from cut_hf.hub.files import DOWNLOAD_KWARGS, check_local_model_dir, resolve_model_dir
 
-__all__ = ["ModelLoadError", "CheckedHubMixin", "mixin_kwargs", "model_card_template", "check_local_model_dir",
-           "read_config", "PAPER_URL", "CODE_URL", "SIMCLR_PAPER_URL", "SIMCLR_CODE_URL", "DOCS_URL", "CUT_TAGS"]
+__all__ = [
+    "CODE_URL",
+    "CUT_TAGS",
+    "DOCS_URL",
+    "PAPER_URL",
+    "SIMCLR_CODE_URL",
+    "SIMCLR_PAPER_URL",
+    "CheckedHubMixin",
+    "ModelLoadError",
+    "check_local_model_dir",
+    "mixin_kwargs",
+    "model_card_template",
+    "read_config",
+]
 
 PAPER_URL = "https://arxiv.org/abs/2007.15651"
 #: The paper's own code (the official release); cut-hf links to it, not to a home of its own.

@@ -6,5 +6,12 @@ from cut_hf.models.patch_sampler import PatchSampler
 from cut_hf.models.simclr import SimCLR
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
-__all__ = ["CUTGenerator", "PatchDiscriminator", "PatchSampler", "nce_channels", "SimCLR", "StyleGAN2Generator",
-           "StyleGAN2Discriminator"]
+__all__ = [
+           "CUTGenerator",
+           "PatchDiscriminator",
+           "PatchSampler",
+           "SimCLR",
+           "StyleGAN2Discriminator",
+           "StyleGAN2Generator",
+           "nce_channels",
+]

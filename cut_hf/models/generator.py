@@ -9,7 +9,16 @@ import torch
 import torch.nn as nn
 
 from cut_hf.hub.mixin import CheckedHubMixin, mixin_kwargs
-from cut_hf.models.layers import NORMS, Downsample, ReflectionPad2d, ResnetBlock, Upsample, conv_bias, init_weights, norm_layer
+from cut_hf.models.layers import (
+    NORMS,
+    Downsample,
+    ReflectionPad2d,
+    ResnetBlock,
+    Upsample,
+    conv_bias,
+    init_weights,
+    norm_layer,
+)
 from cut_hf.models.stylegan2 import StyleGAN2Generator
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from cut_hf.objectives.losses import GAN_MODES, gan_loss, identity_loss, patch_nce_loss
 from cut_hf.models import CUTGenerator, PatchDiscriminator, PatchSampler
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from cut_hf.objectives.losses import GAN_MODES, gan_loss, identity_loss, patch_nce_loss
 
 #: The networks a CUT-style step trains: CUT's, or SinCUT's StyleGAN2 pair (:mod:`cut_hf.objectives.sincut`).
 Generator = CUTGenerator | StyleGAN2Generator

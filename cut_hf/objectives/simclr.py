@@ -14,12 +14,11 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from cut_hf.data.augment import SimCLRAugment
-from cut_hf.data.sources import load_readable
+from cut_hf.data.sources import ImageList, load_readable
 from cut_hf.data.unpaired import item_generator, to_channels
-from cut_hf.training.distributed import gather_with_grad, rank, world_size
-from cut_hf.objectives.losses import nt_xent_loss_for_anchors
 from cut_hf.models.simclr import SimCLR
-from cut_hf.data.sources import ImageList
+from cut_hf.objectives.losses import nt_xent_loss_for_anchors
+from cut_hf.training.distributed import gather_with_grad, rank, world_size
 
 
 class SimCLRViewDataset(Dataset):

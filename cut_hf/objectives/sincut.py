@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cut_hf.objectives.losses import gan_loss
 from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig
+from cut_hf.objectives.losses import gan_loss
 
 
 @dataclass(frozen=True)

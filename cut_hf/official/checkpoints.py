@@ -29,23 +29,27 @@ import torch.nn as nn
 
 from cut_hf.errors import mismatch_message, one_line
 from cut_hf.models import CUTGenerator, PatchDiscriminator, PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
-from cut_hf.official.stylegan2 import (infer_stylegan2_discriminator_config, infer_stylegan2_generator_config,
-                                 is_stylegan2_discriminator, is_stylegan2_generator)
+from cut_hf.official.stylegan2 import (
+    infer_stylegan2_discriminator_config,
+    infer_stylegan2_generator_config,
+    is_stylegan2_discriminator,
+    is_stylegan2_generator,
+)
 
 __all__ = [
-    "ConversionError",
-    "CheckpointKind",
     "KINDS",
-    "Mode",
     "MODES",
-    "load_state_dict_file",
+    "CheckpointKind",
+    "ConversionError",
+    "Mode",
     "checkpoint_kind",
-    "infer_generator_config",
-    "infer_discriminator_config",
-    "infer_sampler_config",
     "drop_stale_instance_norm_stats",
+    "infer_discriminator_config",
+    "infer_generator_config",
+    "infer_sampler_config",
     "load_official",
     "load_official_generator",
+    "load_state_dict_file",
 ]
 
 

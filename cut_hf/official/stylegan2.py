@@ -22,8 +22,13 @@ import torch
 
 from cut_hf.models.stylegan2_layers import channel_table
 
-__all__ = ["CROP_PREFERENCE", "is_stylegan2_generator", "is_stylegan2_discriminator",
-           "infer_stylegan2_generator_config", "infer_stylegan2_discriminator_config"]
+__all__ = [
+    "CROP_PREFERENCE",
+    "infer_stylegan2_discriminator_config",
+    "infer_stylegan2_generator_config",
+    "is_stylegan2_discriminator",
+    "is_stylegan2_generator",
+]
 
 #: Crop sizes tried, in order, for a generator whose widths several (ngf, crop) pairs explain.
 CROP_PREFERENCE = (64, 128, 256, 32, 512, 16, 1024, 8)

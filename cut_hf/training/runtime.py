@@ -3,13 +3,14 @@
 Every objective (CUT, FastCUT and SinCUT, and SimCLR: ``cut-hf train [--task simclr]``, see
 :mod:`cut_hf.training.tasks`) runs in :class:`Trainer`. What differs between them lives in a
 :class:`TrainingTask`: one optimisation step, what happens at the end of an epoch, the sample
-images, the checkpointed settings and the saved outputs. The runtime owns the rest: one all-reduce of the step's values per step (so a NaN on any
-process stops all of them together), the NaN guard, fp16 skipped-step counts, unreadable-file
-counts, tracker logs, checkpoints every N steps, every N minutes and at the end, ``--resume
-latest|PATH``, and the Hub upload. Nothing is lost when the run is stopped: SIGTERM, SIGUSR1 or a
-first Ctrl-C (:mod:`cut_hf.training.signals`) ends the step, every process agrees in the same
-all-reduce, one checkpoint is written at the same step everywhere and :class:`TrainingStopped`
-says how to resume; a full disk ends the run with one :class:`~cut_hf.errors.DiskFullError` line.
+images, the checkpointed settings and the saved outputs. The runtime owns the rest: one all-reduce
+of the step's values per step (so a NaN on any process stops all of them together), the NaN guard,
+fp16 skipped-step counts, unreadable-file counts, tracker logs, checkpoints every N steps, every N
+minutes and at the end, ``--resume latest|PATH``, and the Hub upload. Nothing is lost when the run
+is stopped: SIGTERM, SIGUSR1 or a first Ctrl-C (:mod:`cut_hf.training.signals`) ends the step, every
+process agrees in the same all-reduce, one checkpoint is written at the same step everywhere and
+:class:`TrainingStopped` says how to resume; a full disk ends the run with one
+:class:`~cut_hf.errors.DiskFullError` line.
 """
 
 from __future__ import annotations

@@ -20,10 +20,19 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from cut_hf.translation.folders import (
-    BatchOptions, Decoded, Progress, Reader, Summary, Writer, gather_summary, job_device, job_state, translated,
-)
 from cut_hf.images import ImageLoadError, ImageSource, load_image, pil_to_uint8
+from cut_hf.translation.folders import (
+    BatchOptions,
+    Decoded,
+    Progress,
+    Reader,
+    Summary,
+    Writer,
+    gather_summary,
+    job_device,
+    job_state,
+    translated,
+)
 from cut_hf.translation.pipeline import io_channels
 
 if TYPE_CHECKING:  # imported when a job runs: `import cut_hf` stays free of 🤗 datasets and Accelerate

@@ -36,11 +36,30 @@ import torch
 import torch.nn as nn
 
 from cut_hf import __version__
-from cut_hf.translation.exported import METADATA_FILE, ExportedModelError, OnnxGenerator, ProgramGenerator, load_onnx_generator
+from cut_hf.translation.exported import (
+    METADATA_FILE,
+    ExportedModelError,
+    OnnxGenerator,
+    ProgramGenerator,
+    load_onnx_generator,
+)
 
-__all__ = ["FORMATS", "DEFAULT_OPSET", "MIN_OPSET", "ExportError", "OnnxGenerator", "ProgramGenerator",
-           "export_metadata", "export_onnx", "export_program", "load_onnx_generator", "max_difference",
-           "require_onnx", "size_multiple", "ExportedModelError"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "FORMATS",
+    "MIN_OPSET",
+    "ExportError",
+    "ExportedModelError",
+    "OnnxGenerator",
+    "ProgramGenerator",
+    "export_metadata",
+    "export_onnx",
+    "export_program",
+    "load_onnx_generator",
+    "max_difference",
+    "require_onnx",
+    "size_multiple",
+]
 
 FORMATS = ("onnx", "exported-program")
 PRECISIONS = {"onnx": ("fp32", "fp16"), "exported-program": ("fp32", "bf16", "fp16")}

@@ -13,14 +13,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from cut_hf.evaluation.translation import evaluate_folders, list_images
-from cut_hf.evaluation.metrics import TinyFeatureExtractor, inception_feature_extractor
-from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, Generator
 from cut_hf.data.sources import is_hub_id
+from cut_hf.evaluation.metrics import TinyFeatureExtractor, inception_feature_extractor
+from cut_hf.evaluation.translation import evaluate_folders, list_images
 from cut_hf.hub.cards import translation_eval_results
+from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig, Generator
 from cut_hf.training.logs import image_grid, save_image, weights_digest
 from cut_hf.training.runtime import RunConfig, TrainingTask, fixed
-
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,11 +20,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from cut_hf.models import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
-from cut_hf.objectives.cut import CUTObjective
-from cut_hf.objectives.cut import CUTObjectiveConfig
-from cut_hf.objectives.sincut import SinCUTConfig, SinCUTObjectiveConfig
 from cut_hf.data.single_image import SingleImageDataset, SingleImageSampler, ZoomAndPatch, load_single_images
+from cut_hf.models import PatchSampler, StyleGAN2Discriminator, StyleGAN2Generator
+from cut_hf.objectives.cut import CUTObjective, CUTObjectiveConfig
+from cut_hf.objectives.sincut import SinCUTConfig, SinCUTObjectiveConfig
 from cut_hf.training.runtime import ConfigError, fixed
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, write_model_folders
 
