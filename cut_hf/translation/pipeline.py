@@ -242,6 +242,26 @@ def exported_limits(generator: nn.Module, tiling: Tiling, channels_last: bool) -
     return replace(tiling, tile=0), False
 
 
+def _check_int8_tiling(tiling: Tiling | None) -> None:
+    """int8 runs the quantised graph whole: it has no norm modules whose statistics tiles could share."""
+    if tiling is not None and tiling.tile:
+        raise ValueError("precision 'int8' runs the quantised graph whole (it has no norm modules to freeze for "
+                         "tiles): use tiling=Tiling(tile=0) or another precision")
+
+
+def _quantised(generator: nn.Module, calibration: object, inputs: list[torch.Tensor]) -> nn.Module:
+    """The int8 graph that stands in for ``generator`` (float32 around its int8 convolutions), for the
+    size class of the first input, calibrated on ``calibration`` or on the first inputs."""
+    return int8_generator(generator, calibration, size_class(*inputs[0].shape[-2:]),
+                          inputs=inputs[:MAX_CALIBRATION_IMAGES])
+
+
+def _work(groups: dict, tiling: Tiling) -> tuple[int, int]:
+    """(tiles, progress units) of a job: every tile of a tiled image, plus one per whole image."""
+    tiles = sum(tiling.count(*hw) * len(ix) for hw, (ix, tiled) in groups.items() if tiled)
+    return tiles, tiles + sum(len(ix) for ix, tiled in groups.values() if not tiled)
+
+
 # Typed by return_report; one image or a list comes back as the input was one or many (a 4-D tensor is many).
 @overload
 def translate(
@@ -343,17 +363,15 @@ def translate(
     int8 = precision == "int8"
     dev = resolve_device("cpu" if int8 and device is None else device, generator)
     check_inference_precision(precision, dev)  # unknown names, fp16 off CUDA, int8 off the CPU fail before any work
-    if int8 and tiling is not None and tiling.tile:
-        raise ValueError("precision 'int8' runs the quantised graph whole (it has no norm modules to freeze for "
-                         "tiles): use tiling=Tiling(tile=0) or another precision")
+    if int8:
+        _check_int8_tiling(tiling)
     in_nc, out_nc = io_channels(generator)
     items, single = _as_list(image_or_images)
     inputs = [_to_tensor(item, in_nc, max_pixels) for item in items]  # (C, H, W) uint8 or [-1, 1], CPU
     original = [(x.shape[-2], x.shape[-1]) for x in inputs]
     inputs = [resize(x, resized_shape(x.shape[-2], x.shape[-1], size)) for x in inputs] if size is not None else inputs
-    if int8 and inputs:  # the quantised graph stands in for the generator (float32 around its int8 convolutions)
-        generator = int8_generator(generator, calibration, size_class(*inputs[0].shape[-2:]),
-                                   inputs=inputs[:MAX_CALIBRATION_IMAGES])
+    if int8 and inputs:
+        generator = _quantised(generator, calibration, inputs)
     run_precision = "fp32" if int8 else precision
     cl = channels_last_default(dev, run_precision) if channels_last is None else bool(channels_last)
     tiling, cl = exported_limits(generator, tiling or Tiling(), cl)
@@ -361,8 +379,7 @@ def translate(
     job = _Job(Runner(dev, run_precision, cl), tiling, out_nc, batch_size, progress=progress,
                finish=lambda i, y: tensor_to_pil(resize(y, original[i]) if restore else y))
     groups = _groups(inputs, tiling)
-    tiles = sum(tiling.count(*hw) * len(ix) for hw, (ix, tiled) in groups.items() if tiled)
-    job.total = tiles + sum(len(ix) for ix, tiled in groups.values() if not tiled)
+    tiles, job.total = _work(groups, tiling)
     report = TranslationReport(tiles > 0, tiles, precision, str(dev), [(x.shape[-1], x.shape[-2]) for x in inputs])
     with prepared(generator, dev) as model, torch.inference_mode():
         results = _run_groups(model, inputs, groups, job)
