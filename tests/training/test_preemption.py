@@ -128,13 +128,14 @@ def test_sigusr1_on_an_epochs_last_step_resumes_bit_exactly(data_dir: Path, tmp_
         return step(self, batch)
 
     monkeypatch.setattr(CUTTask, "step", signal_in_5)
+    before = signal.getsignal(signal.SIGUSR1)
     capsys.readouterr()
     assert run_main([*common, "--output-dir", str(split)]) == STOPPED_EXIT_CODE
     assert "stopped at step 5 by SIGUSR1; resume with --resume latest" in capsys.readouterr().out
     state = CheckpointManager.read_state(split / "checkpoints" / "checkpoint-5")
     assert (state["epoch"], state["batch_in_epoch"]) == (1, 0)
     monkeypatch.setattr(CUTTask, "step", step)
-    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # the handlers were given back
+    assert signal.getsignal(signal.SIGUSR1) == before  # the handlers were given back
     assert run_main([*common, "--output-dir", str(split), "--resume", "latest"]) == 0
     assert generator_bytes(split) == generator_bytes(straight)
 
@@ -155,6 +156,7 @@ def test_simclr_stops_the_same_way(tmp_path: Path, monkeypatch, capsys):
 
     make_images(tmp_path / "images", 8, size=(20, 20))
     step, calls = SimCLRTask.step, []
+    before = signal.getsignal(signal.SIGTERM)  # whatever an earlier test in this process left
 
     def signal_in_2(self, batch):
         calls.append(1)
@@ -176,7 +178,7 @@ def test_simclr_stops_the_same_way(tmp_path: Path, monkeypatch, capsys):
     assert rc == STOPPED_EXIT_CODE
     assert "stopped at step 2 by SIGTERM; resume with --resume latest" in capsys.readouterr().out
     assert [p.name for p in CheckpointManager(out / "checkpoints").complete()] == ["checkpoint-2"]
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler was given back
 
 
 def test_two_processes_agree_when_only_one_gets_the_signal(data_dir: Path, tmp_path: Path):
