@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import cut_hf.cli.train as train
 from cut_hf.errors import DiskFullError, is_disk_full, tree_bytes
 from cut_hf.training.checkpoints import MANIFEST, damage
 from cut_hf.training.tasks.cut import CUTTask
 from tests.helpers import make_images
+from tests.training.test_train import run_main
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "2", "--num-patches", "16",
         "--netf-nc", "16", "--num-workers", "0", "--report-to", "none", "--threads", "1"]
@@ -26,16 +26,6 @@ def data_dir(tmp_path: Path) -> Path:
     make_images(root / "trainA", 5, seed=1, prefix="a")
     make_images(root / "trainB", 4, seed=2, prefix="b")
     return root
-
-
-def run_main(argv: list[str]) -> int:
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        return train.main(argv)
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def error_line(capsys) -> str:

@@ -18,6 +18,7 @@ from cut_hf.training.checkpoints import CheckpointManager
 from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, StopSignals
 from cut_hf.training.tasks.cut import CUTTask
 from tests.helpers import ROOT, make_images
+from tests.training.test_train import run_main
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "2", "--num-patches", "16",
         "--netf-nc", "16", "--num-workers", "0", "--report-to", "none", "--threads", "1"]
@@ -29,16 +30,6 @@ def data_dir(tmp_path: Path) -> Path:
     make_images(root / "trainA", 5, seed=1, prefix="a")  # 5 steps per epoch
     make_images(root / "trainB", 4, seed=2, prefix="b")
     return root
-
-
-def run_main(argv: list[str]) -> int:
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        return train.main(argv)
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def generator_bytes(out: Path) -> bytes:

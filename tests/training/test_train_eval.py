@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers import make_images
 from safetensors.torch import load_file
 
+import cut_hf.cli.train as train
 from cut_hf import CUTGenerator
 from cut_hf.training.checkpoints import CheckpointManager
-
-import cut_hf.cli.train as train
+from tests.helpers import make_images
+from tests.training.test_train import run_main
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
         "--num-patches", "16", "--netf-nc", "16", "--num-workers", "0", "--n-epochs", "1", "--n-epochs-decay", "1",
@@ -43,16 +43,6 @@ def data_dir(tmp_path: Path) -> Path:
     for sub, n, seed in (("trainA", 4, 1), ("trainB", 4, 2), ("testA", 3, 3), ("testB", 3, 4)):
         make_images(root / sub, n, size=(36, 36), seed=seed, prefix=sub)
     return root
-
-
-def run_main(argv: list[str]) -> int:
-    from accelerate.state import AcceleratorState, GradientState
-
-    try:
-        return train.main(argv)
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
 
 
 def eval_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
