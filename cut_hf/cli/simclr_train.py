@@ -13,16 +13,13 @@ import argparse
 import shlex
 import sys
 
+from cut_hf.cli.exits import training_exit_status
 from cut_hf.cli.help import HelpFormatter
 from cut_hf.data.augment import PRESETS
 from cut_hf.data.sources import DataError
 from cut_hf.data.unpaired import default_num_workers
-from cut_hf.errors import DiskFullError
 from cut_hf.models.simclr import BACKBONES
-from cut_hf.training.checkpoints import CheckpointError
-from cut_hf.training.logs import NonFiniteLossError
-from cut_hf.training.runtime import MIXED_PRECISION_HELP, ConfigError, add_runtime_flags
-from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
+from cut_hf.training.runtime import MIXED_PRECISION_HELP, add_runtime_flags
 from cut_hf.training.tasks.simclr import OPTIMIZER_DEFAULTS, SimCLRTrainConfig, run
 
 
@@ -104,21 +101,7 @@ def parse_args(argv: list[str] | None = None) -> SimCLRTrainConfig:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (1 with a one-line message on known errors)."""
     config = parse_args(argv)
-    try:
-        summary = run(config)
-    except TrainingStopped:  # the runtime printed where it stopped and how to resume
-        return STOPPED_EXIT_CODE
-    except (DataError, CheckpointError, NonFiniteLossError, ConfigError, DiskFullError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # a second Ctrl-C
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
-    if summary.get("push_error"):  # the model is saved; the push is what failed
-        print(f"error: {summary['push_error']}", file=sys.stderr)
-        return 1
-    return 0
-
+    return training_exit_status(lambda: run(config), (DataError,))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from cut_hf import CUTGenerator, PatchDiscriminator, PatchSampler, perf
+from cut_hf.cli.exits import training_exit_status
 from cut_hf.cli.help import HelpFormatter, preset_defaults_in_help
 from cut_hf.data.sources import DataError, check_enough_images, check_one_source, load_domains
 from cut_hf.data.streaming import (
@@ -44,26 +45,22 @@ from cut_hf.data.unpaired import (
     default_num_workers,
     make_dataloader,
 )
-from cut_hf.errors import DiskFullError, ModelLoadError
+from cut_hf.errors import ModelLoadError
 from cut_hf.evaluation.metrics import MetricsUnavailable
 from cut_hf.evaluation.translation import EvaluationError
 from cut_hf.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from cut_hf.objectives.cut import CUTObjective, build_optimizers
 from cut_hf.objectives.losses import GAN_MODES
 from cut_hf.objectives.sincut import SinCUTObjective
-from cut_hf.training.checkpoints import CheckpointError
 from cut_hf.training.finetune import load_source_models, source_flags, source_folders
-from cut_hf.training.logs import NonFiniteLossError
 from cut_hf.training.optim import linear_decay
 from cut_hf.training.runtime import (
     MIXED_PRECISION_HELP,
-    ConfigError,
     Trainer,
     add_runtime_flags,
     launcher_resolved,
     setup_accelerator,
 )
-from cut_hf.training.signals import INTERRUPTED, STOPPED_EXIT_CODE, TrainingStopped
 from cut_hf.training.tasks.cut import CUTTask, CUTTrainConfig, Evaluator
 from cut_hf.training.tasks.sincut import (
     SinCUTTask,
@@ -425,22 +422,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return simclr_main(argv)
     config = parse_args(argv)
-    try:
-        summary = run(config)
-    except TrainingStopped:  # the runtime printed where it stopped and how to resume
-        return STOPPED_EXIT_CODE
-    except (DataError, CheckpointError, NonFiniteLossError, ConfigError, EvaluationError, MetricsUnavailable,
-            DiskFullError, ModelLoadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # a second Ctrl-C
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
-    if summary.get("push_error"):  # the models are saved; the push is what failed
-        print(f"error: {summary['push_error']}", file=sys.stderr)
-        return 1
-    return 0
-
+    return training_exit_status(
+        lambda: run(config), (DataError, EvaluationError, MetricsUnavailable, ModelLoadError))
 
 if __name__ == "__main__":
     sys.exit(main())
