@@ -332,17 +332,12 @@ def translate(
         batch_size: images of equal size run together in batches of this many (order is kept).
         device: ``"cpu"``, ``"cuda"``, ...; ``None``: :func:`resolve_device`.
         precision: ``"fp32"``, ``"bf16"`` (autocast, also on CPU), ``"fp16"`` (CUDA only) or ``"int8"``
-            (CPU only: 8-bit convolutions through OpenVINO, :mod:`cut_hf.translation.quantize`; the
-            generator is quantised on the first call and cached for its weights and size class;
-            runs whole, never tiled; needs ``pip install -e '.[int8]' in the cut-hf folder``).
-        calibration: int8 only: images of the model's domain that set the 8-bit ranges (a folder,
-            files, PIL images, arrays or tensors); ``None``: the inputs of the model's first int8 call at
-            this size class (the first few), reused by later calls.
-        tiling: when and how images run in overlapping tiles with whole-image norm statistics
-            (:mod:`cut_hf.translation.inference`), bounding memory: a :class:`Tiling`. ``None``
-            (``Tiling()``) tiles only images over 1 Mpx, in 768 px tiles; ``Tiling(tile=0)`` never
-            tiles, ``Tiling(tile=512)`` tiles every image with a side over 512 px.
-            :func:`will_tile` tells in advance.
+            (CPU only, never tiled: :mod:`cut_hf.translation.quantize`, quantised once per weights and size class).
+        calibration: int8 only: images of the model's domain that set the 8-bit ranges (a folder, files,
+            images); ``None``: the first inputs of the model's first int8 call at this size class.
+        tiling: a :class:`Tiling`: when and how images run in overlapping tiles with whole-image norm
+            statistics, bounding memory. ``None`` (``Tiling()``) tiles only images over 1 Mpx, in 768 px
+            tiles; ``Tiling(tile=0)`` never tiles. :func:`will_tile` tells in advance.
         max_pixels: refuse inputs larger than this (:class:`~cut_hf.images.ImageTooLargeError`).
         channels_last: channels-last memory format; ``None``: :func:`cut_hf.perf.channels_last_default`.
         progress: called as ``progress(done, total)`` after every tile of a tiled image and after
