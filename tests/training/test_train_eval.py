@@ -17,24 +17,11 @@ import cut_hf.cli.train as train
 from cut_hf import CUTGenerator
 from cut_hf.training.checkpoints import CheckpointManager
 from tests.helpers import make_images
-from tests.training.test_train import run_main
+from tests.training.test_train import _one_thread_and_fresh_accelerate, run_main  # noqa: F401 - fixture
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2",
         "--num-patches", "16", "--netf-nc", "16", "--num-workers", "0", "--n-epochs", "1", "--n-epochs-decay", "1",
         "--sample-every", "0", "--log-every", "1", "--eval-feature-extractor", "tiny"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_fresh_accelerate():
-    """One intra-op thread (fast on a loaded 2-core machine) and a fresh Accelerate state per test."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 @pytest.fixture
