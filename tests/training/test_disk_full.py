@@ -8,24 +8,13 @@ import errno
 import shutil
 from pathlib import Path
 
-import pytest
-
 from cut_hf.errors import DiskFullError, is_disk_full, tree_bytes
 from cut_hf.training.checkpoints import MANIFEST, damage
 from cut_hf.training.tasks.cut import CUTTask
-from tests.helpers import make_images
-from tests.training.test_train import run_main
+from tests.training.test_train import data_dir, run_main  # noqa: F401 - fixture
 
 TINY = ["--load-size", "36", "--crop-size", "32", "--ngf", "4", "--ndf", "4", "--n-blocks", "2", "--num-patches", "16",
         "--netf-nc", "16", "--num-workers", "0", "--report-to", "none", "--threads", "1"]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    make_images(root / "trainA", 5, seed=1, prefix="a")
-    make_images(root / "trainB", 4, seed=2, prefix="b")
-    return root
 
 
 def error_line(capsys) -> str:

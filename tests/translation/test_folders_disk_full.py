@@ -8,20 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from cut_hf import CUTGenerator
 from cut_hf.cli.translate import main
 from cut_hf.translation import folders
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    CUTGenerator(ngf=4, n_blocks=1).save_pretrained(path)
-    return path
+from tests.translation.test_folders import model_dir  # noqa: F401 - fixture
 
 
 @pytest.fixture
